@@ -1,0 +1,1 @@
+"""Delivery: the retry policy and the worker loop."""

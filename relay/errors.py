@@ -1,0 +1,86 @@
+"""The exception tree of relay.
+
+Every exception relay raises on purpose derives from ``RelayError``::
+
+    RelayError
+    ├── ConfigError               rules.yaml / templates are invalid (carries every Diagnostic)
+    ├── TemplateError             a template failed to render for one event (permanent for a delivery)
+    ├── VerificationError         an inbound request failed signature / shape checks (-> 4xx)
+    ├── StoreError                the durable store failed
+    │   └── StoreUnavailableError the store cannot commit right now (-> 503 at ingest)
+    └── DeliveryError             a sink could not deliver one message
+        ├── RetryableError        try again later (timeouts, 408, 429, 5xx); may carry retry_after_s
+        └── PermanentError        never succeeds as is (other 4xx, invalid payload) -> dead letter
+
+Foreign exceptions (httpx, resend, sqlite3, svix, jinja2) are translated at the boundary where they
+happen, with ``raise ... from exc``, so callers only ever handle this tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RelayError(Exception):
+    """Base class of every error relay raises deliberately."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One located problem in a config file: ``file:line:col: message``."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        prefix = "" if self.severity == "error" else "warning: "
+        return f"{self.file}:{self.line}:{self.col}: {prefix}{self.message}"
+
+
+class ConfigError(RelayError):
+    """The configuration is invalid; ``diagnostics`` lists every problem found."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(str(d) for d in diagnostics))
+
+
+class TemplateError(RelayError):
+    """A template failed to render against one event."""
+
+
+class VerificationError(RelayError):
+    """An inbound webhook failed verification or is malformed; answered with a 4xx."""
+
+
+class StoreError(RelayError):
+    """The durable store failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot commit right now; ingest answers 503 so the sender retries."""
+
+
+class DeliveryError(RelayError):
+    """A sink failed to deliver a message. ``status`` is the upstream HTTP status, if any."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetryableError(DeliveryError):
+    """A transient failure: the delivery is retried, no sooner than ``retry_after_s`` if given."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentError(DeliveryError):
+    """A failure that retrying cannot fix: the delivery is dead-lettered with this reason."""

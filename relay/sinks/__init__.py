@@ -1,0 +1,1 @@
+"""Sinks: where rendered messages go. See ``relay.sinks.base`` for the contract."""

@@ -1,0 +1,130 @@
+"""The sink contract and the registry of sink types.
+
+A sink type is one file that exports ``SINK = SinkType(...)``: its settings model (validated when
+``rules.yaml`` loads), the per-send fields it takes (string values are Jinja templates rendered per
+event, e.g. ``to``), the keys its message template may hold, and a ``build`` function that makes a
+ready ``Sink`` from validated settings and the shared ``SinkContext``.
+
+Built-in sinks register through the ``relay.sinks`` entry-point group exactly like third-party ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Annotated, Any, Protocol
+
+import httpx
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from relay.secret import Secret
+
+
+def _to_secret(value: object) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return Secret(value)
+
+
+SecretStr = Annotated[
+    Secret, BeforeValidator(_to_secret), PlainSerializer(lambda s: repr(s), return_type=str)
+]
+"""A settings field holding a secret: redacted in every repr, log and error."""
+
+
+class RetrySettings(BaseModel):
+    """Per-sink retry policy: exponential backoff with jitter, capped, for a bounded count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(default=16, ge=1, le=100)
+    first_backoff_s: float = Field(default=5.0, gt=0, le=3600)
+    max_backoff_s: float = Field(default=4 * 3600.0, gt=0, le=7 * 24 * 3600)
+
+
+class SinkSettings(BaseModel):
+    """Settings every sink has. A sink type's own settings model subclasses this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    type: str
+    retry: RetrySettings = RetrySettings()
+    concurrency: int = Field(default=4, ge=1, le=256)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
+class SendFields(BaseModel):
+    """Per-send fields a sink takes besides ``sink`` and ``template`` (none by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateField:
+    """One key of a message template file: ``kind`` is ``text``, ``html`` or ``data``.
+
+    ``text`` and ``html`` are Jinja strings (``html`` autoescaped); ``data`` is a YAML structure
+    whose string leaves are Jinja strings (a leaf that is exactly ``{{ expr }}`` keeps its type).
+    """
+
+    kind: str = "text"
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One rendered message for one delivery: what a sink sends.
+
+    ``payload`` holds the rendered send fields and template keys (e.g. ``to``, ``subject``,
+    ``html``, ``text`` for email). ``event`` is the parsed event envelope.
+    """
+
+    delivery_id: str
+    idempotency_key: str
+    event_id: str
+    event_type: str
+    rule: str
+    sink: str
+    payload: Mapping[str, Any]
+    event: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """Shared, ready objects a sink is built with. Sinks never build their own HTTP client."""
+
+    http: httpx.AsyncClient
+
+
+class Sink(Protocol):
+    """Delivers a message or raises ``RetryableError`` / ``PermanentError``."""
+
+    async def send(self, message: Message) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkType:
+    """Everything relay needs to know about one kind of sink."""
+
+    name: str
+    settings: type[SinkSettings]
+    build: Callable[[Any, SinkContext], Sink]
+    send_fields: type[SendFields] = SendFields
+    template_fields: Mapping[str, TemplateField] = field(default_factory=dict)
+    template_required: bool = True
+    describe: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
+    """Turns a rendered payload into labelled lines for ``relay preview``."""
+
+
+def load_sink_types() -> dict[str, SinkType]:
+    """Every sink type registered in the ``relay.sinks`` entry-point group, by name."""
+    types: dict[str, SinkType] = {}
+    for ep in entry_points(group="relay.sinks"):
+        sink_type = ep.load()
+        if not isinstance(sink_type, SinkType):
+            raise TypeError(f"entry point relay.sinks:{ep.name} is not a SinkType")
+        types[ep.name] = sink_type
+    return types
