@@ -49,7 +49,13 @@ class ConfigError(RelayError):
 
 
 class TemplateError(RelayError):
-    """A template failed to render against one event."""
+    """A template failed to compile or render; ``file``/``line`` locate it when known."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        super().__init__(f"{file}:{line}: {message}" if file else message)
 
 
 class VerificationError(RelayError):

@@ -119,12 +119,23 @@ class SinkType:
     """Turns a rendered payload into labelled lines for ``relay preview``."""
 
 
-def load_sink_types() -> dict[str, SinkType]:
-    """Every sink type registered in the ``relay.sinks`` entry-point group, by name."""
+def load_sink_types(broken: dict[str, str] | None = None) -> dict[str, SinkType]:
+    """Every sink type registered in the ``relay.sinks`` entry-point group, by name.
+
+    A plugin that fails to import is left out; why is put in ``broken`` (if given) so that a
+    config that uses it can say so instead of crashing.
+    """
     types: dict[str, SinkType] = {}
     for ep in entry_points(group="relay.sinks"):
-        sink_type = ep.load()
+        try:
+            sink_type = ep.load()
+        except Exception as exc:
+            if broken is not None:
+                broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            continue
         if not isinstance(sink_type, SinkType):
-            raise TypeError(f"entry point relay.sinks:{ep.name} is not a SinkType")
+            if broken is not None:
+                broken[ep.name] = f"{ep.value} is not a relay SinkType"
+            continue
         types[ep.name] = sink_type
     return types

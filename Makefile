@@ -1,0 +1,44 @@
+# Set-up is automatic: each target creates .venv and installs relay into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# A development signing secret so that `make run` works with no credentials. Verification
+# stays on: `make send-test` signs with the same secret. Never use it in production.
+DEV_SECRET := whsec_cmVsYXktZGV2LXNlY3JldC1ub3QtZm9yLXByb2Q=
+export CLERK_WEBHOOK_SIGNING_SECRET ?= $(DEV_SECRET)
+
+.PHONY: run test lint unit send-test check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+## run: relay on http://127.0.0.1:8000 with SQLite in ./relay.db; sinks in dry-run (log only)
+run: $(STAMP)
+	$(BIN)/relay serve --dry-run
+
+## send-test: post a signed sample user.created to the relay that `make run` started
+send-test: $(STAMP)
+	$(BIN)/relay send-test samples/user.created.json
+
+## check: validate rules.yaml and render every template against samples/
+check: $(STAMP)
+	$(BIN)/relay check
+
+## test: lint, type-check and run the whole test suite (what CI runs)
+test: lint unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

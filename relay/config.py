@@ -1,0 +1,419 @@
+"""``rules.yaml`` and ``templates/`` → a validated, compiled ``Config``, or every error at once.
+
+Each problem is reported as ``FILE:LINE:COL: message``. Loading validates sources, sinks (through
+each sink type's own settings model), rules, patterns, conditions, templates and send fields, and
+compiles every template once. ``relay check`` and ``relay serve`` load through the same function;
+only the severity of an unset environment variable differs (warning for check, error for serve).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from relay import clerk, yamlfile
+from relay.errors import ConfigError, Diagnostic, TemplateError
+from relay.rules import Condition, Rule, Send, valid_pattern
+from relay.secret import Secret
+from relay.sinks.base import SinkSettings, SinkType, TemplateField, load_sink_types
+from relay.suggest import did_you_mean
+from relay.templates import Environments, TextTemplate, Where, compile_data
+from relay.verify import parse_signing_secret
+
+Mode = Literal["check", "serve"]
+RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_SOURCES = {
+    "clerk": {"path": "/webhooks/clerk", "secret": "${CLERK_WEBHOOK_SIGNING_SECRET}"}
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceModel(_Model):
+    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$")
+    verify: Literal["svix"] = "svix"
+    secret: str
+    previous_secret: str | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+
+class SendModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    sink: str
+    template: str | None = None
+
+
+class RuleModel(_Model):
+    name: str
+    events: str | list[str]
+    when: str | None = None
+    send: list[SendModel] = Field(min_length=1)
+
+
+class RulesFileModel(_Model):
+    version: Literal[1] = 1
+    sources: dict[str, SourceModel] = Field(min_length=1)
+    sinks: dict[str, dict[str, Any]]
+    rules: list[RuleModel]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    path: str
+    secrets: tuple[Secret, ...]  # current first, then the previous one during a rotation
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    name: str
+    type: SinkType
+    settings: SinkSettings
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated, compiled configuration: what ``serve`` runs and ``check`` vouches for."""
+
+    sources: Mapping[str, Source]
+    sinks: Mapping[str, SinkSpec]
+    rules: tuple[Rule, ...]
+    warnings: tuple[Diagnostic, ...] = ()
+    secret_values: frozenset[str] = field(default_factory=frozenset, repr=False)
+    """Every secret in the config (signing secrets, API keys, URLs with tokens), for redaction."""
+
+
+def load_config(
+    rules_path: Path,
+    templates_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    mode: Mode = "serve",
+    sink_types: Mapping[str, SinkType] | None = None,
+) -> Config:
+    """Load and validate everything; raise ConfigError listing every error (warnings included)."""
+    env = os.environ if env is None else env
+    file = str(rules_path)
+    try:
+        text = rules_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Diagnostic(file, 1, 1, f"cannot read rules file: {exc}")]) from exc
+    doc = yamlfile.load(text, file, env, missing_env="warning" if mode == "check" else "error")
+    broken: dict[str, str] = {}
+    types = load_sink_types(broken) if sink_types is None else sink_types
+    loader = _Loader(doc, templates_dir, types, env, mode, broken)
+    config = loader.run()
+    errors = [d for d in doc.diagnostics if d.severity == "error"]
+    if errors or config is None:
+        raise ConfigError(sorted(doc.diagnostics, key=lambda d: (d.file != file, d.file, d.line)))
+    return config
+
+
+class _Loader:
+    def __init__(
+        self,
+        doc: yamlfile.Document,
+        templates_dir: Path,
+        sink_types: Mapping[str, SinkType],
+        env: Mapping[str, str],
+        mode: Mode,
+        broken: Mapping[str, str],
+    ) -> None:
+        self.doc = doc
+        self.broken = broken
+        self.templates_dir = templates_dir
+        self.sink_types = sink_types
+        self.env = env
+        self.mode = mode
+        self.envs = Environments.for_dir(templates_dir)
+        self.template_docs: dict[str, yamlfile.Document | None] = {}
+        self.secrets: set[str] = set()
+
+    def run(self) -> Config | None:
+        doc = self.doc
+        if doc.data is None and not doc.diagnostics:
+            doc.error((), "the rules file is empty")
+        if not isinstance(doc.data, dict):
+            if doc.data is not None:
+                doc.error((), "the rules file must be a mapping with sources, sinks and rules")
+            return None
+        data = dict(doc.data)
+        if "sources" not in data:
+            data["sources"] = {
+                name: {k: yamlfile._expand(v, ("sources",), doc, self.env, self._missing())
+                       for k, v in src.items()}
+                for name, src in DEFAULT_SOURCES.items()
+            }
+        try:
+            model = RulesFileModel.model_validate(data)
+        except ValidationError as exc:
+            self._report(exc, ())
+            return None
+        sources = self._sources(model)
+        sinks = self._sinks(model)
+        rules = self._rules(model, sinks)
+        if sources is None:
+            return None
+        warnings = tuple(d for d in doc.diagnostics if d.severity != "error")
+        return Config(sources, sinks, tuple(rules), warnings, frozenset(self.secrets))
+
+    def _missing(self) -> str:
+        return "warning" if self.mode == "check" else "error"
+
+    def _report(self, exc: ValidationError, base: tuple[str | int, ...], names: Any = ()) -> int:
+        """Turn pydantic errors into located diagnostics; returns how many were reported."""
+        reported = 0
+        for err in exc.errors():
+            path = (*base, *err["loc"])
+            if self._unresolved(path, whole=not err["loc"]):
+                continue  # already reported as an unset environment variable
+            reported += 1
+            kind, leaf = err["type"], str(err["loc"][-1]) if err["loc"] else ""
+            if kind == "extra_forbidden":
+                self.doc.error(path, f"unknown key '{leaf}'{did_you_mean(leaf, names)}", key=True)
+            elif kind == "missing":
+                self.doc.error(path[:-1], f"missing required key '{leaf}'", key=True)
+            else:
+                where = f"{leaf}: " if leaf and not leaf.isdigit() else ""
+                msg = err["msg"].removeprefix("Value error, ")
+                self.doc.error(path, f"{where}{msg}")
+        return reported
+
+    def _unresolved(self, path: tuple[str | int, ...], *, whole: bool) -> bool:
+        """Whether ``path`` (or, for a model-level error, anything in it) had an unset ${VAR}."""
+        if any(path[:i] in self.doc.unresolved for i in range(len(path) + 1)):
+            return True
+        return whole and any(u[: len(path)] == path for u in self.doc.unresolved)
+
+    def _sources(self, model: RulesFileModel) -> dict[str, Source] | None:
+        sources: dict[str, Source] = {}
+        paths: dict[str, str] = {}
+        for name, src in model.sources.items():
+            base = ("sources", name)
+            if src.path in paths:
+                self.doc.error((*base, "path"), f"path {src.path} is already served by source "
+                               f"'{paths[src.path]}'")
+            paths[src.path] = name
+            secrets = []
+            for key in ("secret", "previous_secret"):
+                value = getattr(src, key)
+                if not value or (*base, key) in self.doc.unresolved:
+                    continue
+                try:
+                    secrets.append(parse_signing_secret(value))
+                    self.secrets.add(value)
+                except ValueError as exc:
+                    self.doc.error((*base, key), f"{key}: {exc}")
+            sources[name] = Source(name, src.path, tuple(secrets), src.max_body_bytes)
+        return sources
+
+    def _sinks(self, model: RulesFileModel) -> dict[str, SinkSpec]:
+        sinks: dict[str, SinkSpec] = {}
+        for name, raw in model.sinks.items():
+            base = ("sinks", name)
+            if not isinstance(raw, dict):
+                self.doc.error(base, f"sink '{name}' must be a mapping with a type")
+                continue
+            type_name = raw.get("type")
+            if not isinstance(type_name, str):
+                self.doc.error(base, f"sink '{name}' has no type (one of: "
+                               f"{', '.join(sorted(self.sink_types))})")
+                continue
+            sink_type = self.sink_types.get(type_name)
+            if sink_type is None and type_name in self.broken:
+                self.doc.error((*base, "type"), f"sink type '{type_name}' failed to load: "
+                               f"{self.broken[type_name]}")
+                continue
+            if sink_type is None:
+                hint = did_you_mean(type_name, self.sink_types)
+                self.doc.error((*base, "type"), f"unknown sink type '{type_name}'{hint}")
+                continue
+            try:
+                settings = sink_type.settings.model_validate(raw)
+            except ValidationError as exc:
+                names = [f.alias or n for n, f in sink_type.settings.model_fields.items()]
+                if self._report(exc, base, names) or self.mode != "check":
+                    continue
+                # Only unset variables are wrong: check and preview still render its sends.
+                settings = sink_type.settings.model_construct(**raw)
+            self._collect_secrets(settings)
+            sinks[name] = SinkSpec(name, sink_type, settings)
+        return sinks
+
+    def _collect_secrets(self, value: Any) -> None:
+        if isinstance(value, Secret):
+            if value.reveal():
+                self.secrets.add(value.reveal())
+        elif isinstance(value, BaseModel):
+            for item in value.__dict__.values():
+                self._collect_secrets(item)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                self._collect_secrets(item)
+
+    def _rules(self, model: RulesFileModel, sinks: Mapping[str, SinkSpec]) -> list[Rule]:
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        known_sinks = set(model.sinks)
+        for i, rule in enumerate(model.rules):
+            base: tuple[str | int, ...] = ("rules", i)
+            if not RULE_NAME.match(rule.name):
+                self.doc.error((*base, "name"), f"invalid rule name '{rule.name}' (use letters, "
+                               "digits, '-', '_' and '.')")
+            if rule.name in seen:
+                self.doc.error((*base, "name"), f"duplicate rule name '{rule.name}' (first used "
+                               f"at line {self.doc.locate(('rules', seen[rule.name])).line})")
+            seen.setdefault(rule.name, i)
+            patterns = self._patterns(rule, base)
+            condition = self._condition(rule, base)
+            sends = [
+                s for j, send in enumerate(rule.send)
+                if (s := self._send(send, (*base, "send", j), j, sinks, known_sinks)) is not None
+            ]
+            line = self.doc.locate(base).line
+            rules.append(Rule(rule.name, patterns, condition, tuple(sends), line))
+        return rules
+
+    def _patterns(self, rule: RuleModel, base: tuple[str | int, ...]) -> tuple[str, ...]:
+        raw = [rule.events] if isinstance(rule.events, str) else rule.events
+        if not raw:
+            self.doc.error((*base, "events"), "events: list at least one event type or pattern")
+        for k, pattern in enumerate(raw):
+            path = (*base, "events") if isinstance(rule.events, str) else (*base, "events", k)
+            problem = valid_pattern(pattern)
+            if problem:
+                self.doc.error(path, f"bad event pattern '{pattern}': {problem}")
+            elif not any(Rule.pattern_matches(pattern, t) for t in clerk.EVENT_TYPES):
+                hint = did_you_mean(pattern, clerk.EVENT_TYPES)
+                self.doc.error(path, f"event pattern '{pattern}' matches no known Clerk event "
+                               f"type{hint}", severity="warning")
+        return tuple(raw)
+
+    def _condition(self, rule: RuleModel, base: tuple[str | int, ...]) -> Condition | None:
+        if rule.when is None:
+            return None
+        try:
+            return Condition(self.envs.text, rule.when)
+        except TemplateError as exc:
+            self.doc.error((*base, "when"), f"malformed condition: {exc.message}")
+            return None
+
+    def _send(
+        self,
+        send: SendModel,
+        base: tuple[str | int, ...],
+        index: int,
+        sinks: Mapping[str, SinkSpec],
+        known_sinks: set[str],
+    ) -> Send | None:
+        if send.sink not in known_sinks:
+            hint = did_you_mean(send.sink, known_sinks)
+            self.doc.error((*base, "sink"), f"unknown sink '{send.sink}'{hint}")
+            return None
+        spec = sinks.get(send.sink)
+        if spec is None:
+            return None  # the sink itself is invalid and already reported
+        fields = dict(send.model_extra or {})
+        try:
+            spec.type.send_fields.model_validate(fields)
+        except ValidationError as exc:
+            names = [f.alias or n for n, f in spec.type.send_fields.model_fields.items()]
+            self._report(exc, base, ["sink", "template", *names])
+            return None
+        compiled_fields = {}
+        for key, value in fields.items():
+            if isinstance(value, str):
+                mark = self.doc.locate((*base, key))
+                try:
+                    compiled_fields[key] = TextTemplate(
+                        self.envs.text, value, Where(self.doc.file, mark.line, mark.block)
+                    )
+                except TemplateError as exc:
+                    self.doc.error((*base, key), f"{key}: {exc.message}")
+            else:
+                compiled_fields[key] = value
+        parts = self._template(send, base, spec.type)
+        if parts is None:
+            return None
+        return Send(index, send.sink, send.template, parts, compiled_fields)
+
+    def _template(
+        self, send: SendModel, base: tuple[str | int, ...], sink_type: SinkType
+    ) -> dict[str, Any] | None:
+        if send.template is None:
+            if sink_type.template_required:
+                self.doc.error(base, f"missing required key 'template' (a {sink_type.name} send "
+                               "needs a message template)")
+                return None
+            return {}
+        tdoc = self._template_doc(send.template, (*base, "template"))
+        if tdoc is None:
+            return None
+        return self._compile_parts(tdoc, sink_type)
+
+    def _template_doc(self, name: str, at: tuple[str | int, ...]) -> yamlfile.Document | None:
+        path = (self.templates_dir / name).resolve()
+        if not path.is_relative_to(self.templates_dir.resolve()) or not path.is_file():
+            available = [p.name for p in self.templates_dir.glob("*.yaml")]
+            self.doc.error(at, f"template '{name}' not found in {self.templates_dir}/"
+                           f"{did_you_mean(name, available)}")
+            return None
+        if name not in self.template_docs:
+            file = str(self.templates_dir / name)
+            tdoc = yamlfile.load(path.read_text(encoding="utf-8"), file)
+            self.doc.diagnostics.extend(tdoc.diagnostics)
+            ok = isinstance(tdoc.data, dict) and not tdoc.diagnostics
+            if not ok and not tdoc.diagnostics:
+                self.doc.diagnostics.append(
+                    Diagnostic(file, 1, 1, "a message template must be a mapping of parts")
+                )
+            self.template_docs[name] = tdoc if ok else None
+        return self.template_docs[name]
+
+    def _compile_parts(
+        self, tdoc: yamlfile.Document, sink_type: SinkType
+    ) -> dict[str, Any] | None:
+        allowed: Mapping[str, TemplateField] = sink_type.template_fields
+        parts: dict[str, Any] = {}
+        before = len(self.doc.diagnostics)
+        report = tdoc.diagnostics
+        for key, value in tdoc.data.items():
+            kind = allowed.get(key)
+            if kind is None:
+                hint = did_you_mean(key, allowed)
+                tdoc.error((key,), f"unknown part '{key}' for a {sink_type.name} message{hint}"
+                           f" (allowed: {', '.join(allowed)})", key=True)
+                continue
+            try:
+                parts[key] = self._compile_part(tdoc, key, value, kind)
+            except TemplateError as exc:
+                report.append(Diagnostic(exc.file or tdoc.file, exc.line or 1, 1, exc.message))
+        for key, kind in allowed.items():
+            if kind.required and key not in tdoc.data:
+                tdoc.error((), f"missing required part '{key}' for a {sink_type.name} message")
+        self.doc.diagnostics.extend(report)
+        report.clear()
+        return parts if len(self.doc.diagnostics) == before else None
+
+    def _compile_part(
+        self, tdoc: yamlfile.Document, key: str, value: Any, kind: TemplateField
+    ) -> Any:
+        mark = tdoc.locate((key,))
+        if kind.kind == "data":
+            def where_of(path: tuple[Any, ...]) -> Where:
+                leaf = tdoc.locate((key, *path))
+                return Where(tdoc.file, leaf.line, leaf.block)
+            return compile_data(self.envs.text, value, where_of)
+        if not isinstance(value, str):
+            raise TemplateError(f"part '{key}' must be a string", file=tdoc.file, line=mark.line)
+        env = self.envs.html if kind.kind == "html" else self.envs.text
+        return TextTemplate(env, value, Where(tdoc.file, mark.line, mark.block))

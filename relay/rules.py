@@ -1,0 +1,100 @@
+"""The runtime matcher: which rules an event matches, and what each send renders to."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from relay.errors import TemplateError
+from relay.templates import TextTemplate, event_context, render_data
+
+_PATTERN = re.compile(r"^[A-Za-z0-9_.*?-]+$")
+
+
+def valid_pattern(pattern: str) -> str | None:
+    """Why ``pattern`` is not a valid event-type pattern, or None if it is."""
+    if not pattern:
+        return "it is empty"
+    if not _PATTERN.match(pattern):
+        return "use event names with '*' and '?' wildcards only (e.g. organizationMembership.*)"
+    return None
+
+
+class Condition:
+    """A rule's ``when:``: a sandboxed Jinja expression over the event, true or false."""
+
+    def __init__(self, env: jinja2.Environment, source: str) -> None:
+        self.source = source
+        try:
+            self._expr = env.compile_expression(source, undefined_to_none=False)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(str(exc.message)) from exc
+
+    def evaluate(self, event: Mapping[str, Any]) -> bool:
+        """True when the condition holds; a missing field or other error counts as not holding."""
+        try:
+            value = self._expr(**event_context(event))
+            return bool(value) and not isinstance(value, jinja2.Undefined)
+        except Exception:
+            return False
+
+    def explain(self, event: Mapping[str, Any]) -> str | None:
+        """The error evaluating the condition raises, if any (for ``preview`` and ``check``)."""
+        try:
+            value = self._expr(**event_context(event))
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+@dataclass(frozen=True)
+class Send:
+    """One send of a rule: a sink, a compiled message template and compiled send fields."""
+
+    index: int
+    sink: str
+    template: str | None
+    parts: Mapping[str, Any]
+    fields: Mapping[str, Any]
+
+    def render(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The message payload for this event; raises TemplateError."""
+        context = event_context(event)
+        payload = {key: render_data(value, context) for key, value in self.parts.items()}
+        for key, value in self.fields.items():
+            payload[key] = value.render(context) if isinstance(value, TextTemplate) else value
+        return payload
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    patterns: tuple[str, ...]
+    condition: Condition | None
+    sends: tuple[Send, ...]
+    line: int = 0
+
+    @staticmethod
+    def pattern_matches(pattern: str, event_type: str) -> bool:
+        return fnmatch.fnmatchcase(event_type, pattern)
+
+    def matches_type(self, event_type: str) -> bool:
+        return any(self.pattern_matches(p, event_type) for p in self.patterns)
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        event_type = event.get("type")
+        if not isinstance(event_type, str) or not self.matches_type(event_type):
+            return False
+        return self.condition is None or self.condition.evaluate(event)
+
+
+def match(rules: Iterable[Rule], event: Mapping[str, Any]) -> list[Rule]:
+    """The rules ``event`` matches, in file order."""
+    return [rule for rule in rules if rule.matches(event)]

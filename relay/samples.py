@@ -1,0 +1,139 @@
+"""Sample events: loading them, rendering every rule against them (check), and previews.
+
+These are the same functions ``serve`` uses to validate a reload: a template that would fail at
+send time fails here first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay.config import Config
+from relay.errors import Diagnostic, TemplateError
+from relay.rules import Rule
+
+
+@dataclass(frozen=True)
+class Sample:
+    file: str
+    event: Mapping[str, Any]
+
+
+def parse_event(text: str, file: str) -> tuple[Mapping[str, Any] | None, Diagnostic | None]:
+    """A JSON event envelope, or a located reason why ``text`` is not one."""
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, Diagnostic(file, exc.lineno, exc.colno, f"invalid JSON: {exc.msg}")
+    if not isinstance(event, dict):
+        return None, Diagnostic(file, 1, 1, "an event must be a JSON object")
+    if not isinstance(event.get("type"), str):
+        return None, Diagnostic(file, 1, 1, "an event needs a string 'type' (e.g. user.created)")
+    return event, None
+
+
+def load_samples(folder: Path) -> tuple[list[Sample], list[Diagnostic]]:
+    samples: list[Sample] = []
+    problems: list[Diagnostic] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Diagnostic(str(path), 1, 1, f"cannot read sample: {exc}"))
+            continue
+        event, problem = parse_event(text, str(path))
+        if problem:
+            problems.append(problem)
+        elif event is not None:
+            samples.append(Sample(str(path), event))
+    return samples, problems
+
+
+def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> list[Diagnostic]:
+    """Render every send of every rule against each sample it matches; report what fails.
+
+    A rule that matches no sample gets a warning: nothing vouches for its templates.
+    """
+    found: list[Diagnostic] = []
+    seen: set[tuple[str | None, int | None, str]] = set()
+    for rule in config.rules:
+        matched = [s for s in samples if rule.matches(s.event)]
+        if not matched:
+            typed = [s for s in samples if rule.matches_type(str(s.event.get("type")))]
+            why = "its condition is false for every sample" if typed else "no sample matches it"
+            found.append(Diagnostic("rules.yaml", rule.line, 1, f"rule '{rule.name}' was not "
+                                    f"rendered: {why}; add a sample event to {samples_dir}/",
+                                    "warning"))
+        for sample in matched:
+            for send in rule.sends:
+                try:
+                    send.render(sample.event)
+                except TemplateError as exc:
+                    key = (exc.file, exc.line, exc.message)
+                    if key not in seen:
+                        seen.add(key)
+                        found.append(Diagnostic(exc.file or "rules.yaml", exc.line or rule.line,
+                                                1, f"{exc.message} (rule '{rule.name}', sample "
+                                                f"{Path(sample.file).name})"))
+    return found
+
+
+@dataclass(frozen=True)
+class PreviewSend:
+    sink: str
+    sink_type: str
+    payload: Mapping[str, Any] | None
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PreviewRule:
+    rule: str
+    matched: bool
+    reason: str
+    sends: list[PreviewSend] = field(default_factory=list)
+
+
+def preview(config: Config, event: Mapping[str, Any], only: str | None = None) -> list[PreviewRule]:
+    """What each rule would do with ``event``: matched or why not, and each rendered send."""
+    result = []
+    for rule in config.rules:
+        if only is not None and rule.name != only:
+            continue
+        matched, reason = _why(rule, event)
+        sends = [_preview_send(config, rule, i, event) for i in range(len(rule.sends))]
+        result.append(PreviewRule(rule.name, matched, reason, sends if matched else []))
+    return result
+
+
+def _why(rule: Rule, event: Mapping[str, Any]) -> tuple[bool, str]:
+    event_type = str(event.get("type"))
+    if not rule.matches_type(event_type):
+        return False, f"{event_type} does not match {', '.join(rule.patterns)}"
+    if rule.condition is not None and not rule.condition.evaluate(event):
+        error = rule.condition.explain(event)
+        detail = f" ({error})" if error else ""
+        return False, f"condition `{rule.condition.source}` is false{detail}"
+    return True, "matched"
+
+
+def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, Any]) -> PreviewSend:
+    send = rule.sends[index]
+    spec = config.sinks[send.sink]
+    try:
+        payload = send.render(event)
+    except TemplateError as exc:
+        return PreviewSend(send.sink, spec.type.name, None, error=str(exc))
+    if spec.type.describe is not None:
+        lines = spec.type.describe(payload)
+    else:
+        lines = [(k, v if isinstance(v, str) else json.dumps(v, indent=2)) for k, v in
+                 payload.items()]
+    if not spec.type.template_required and not payload:
+        lines = [("body", json.dumps(event, indent=2))]
+    return PreviewSend(send.sink, spec.type.name, payload, lines)

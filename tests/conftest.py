@@ -1,0 +1,64 @@
+"""Shared fixtures: a copy of the shipped project (rules, templates, samples) with test env."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLERK_EVENTS = ROOT / "tests" / "fixtures" / "clerk-events"
+
+TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+TEST_ENV = {
+    "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET,
+    "RESEND_API_KEY": "re_test_key_1234567890",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/slacksecrettoken",
+    "MEMBERSHIP_SYNC_URL": "http://127.0.0.1:9/membership",
+}
+
+
+@dataclass
+class Project:
+    root: Path
+
+    @property
+    def rules(self) -> Path:
+        return self.root / "rules.yaml"
+
+    @property
+    def templates(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def edit_rules(self, old: str, new: str) -> None:
+        text = self.rules.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} not in rules.yaml"
+        self.rules.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A writable copy of the shipped rules.yaml, templates/ and samples/."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "rules.yaml", root / "rules.yaml")
+    shutil.copytree(ROOT / "templates", root / "templates")
+    shutil.copytree(ROOT / "samples", root / "samples")
+    return Project(root)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
