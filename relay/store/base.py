@@ -95,7 +95,9 @@ class Store(Protocol):
         self, now: float, limit: int, lease_s: float, sinks: Collection[str] | None = None
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries (pending/failed, next_attempt_at <= now, no live
-        lease), oldest due first, optionally only for ``sinks``. A lease expires at now + lease_s."""
+        lease), oldest due first, optionally only for ``sinks``.
+
+        A lease expires at now + lease_s."""
 
     async def record_delivered(self, attempt: Attempt) -> None:
         """Record a successful attempt; the delivery becomes delivered and its lease is dropped."""
@@ -111,3 +113,102 @@ class Store(Protocol):
 
     async def release_all_leases(self) -> int:
         """Drop every lease (a single worker starting after a crash). Returns how many."""
+
+    # Reads and operations for the CLI and metrics. They never change what a worker holds, except
+    # ``replay``, which only touches deliveries that are not in flight.
+
+    async def get_event(self, id_or_message_id: str) -> EventRecord | None:
+        """The event with this relay id or, failing that, this sender message id (svix-id)."""
+
+    async def list_events(
+        self, *, type_glob: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[EventRecord]:
+        """Events newest first, optionally of a type glob (``user.*``) and received >= since."""
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        sink: str | None = None,
+        rule: str | None = None,
+        event_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRecord]:
+        """Deliveries newest first (by created_at), filtered by every argument given.
+
+        An unknown ``status`` raises ValueError."""
+
+    async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        """Every attempt of one delivery, in order (number 1, 2, ...)."""
+
+    async def replay(self, delivery_ids: Collection[str], now: float) -> int:
+        """Make failed/dead/delivered deliveries pending and due at ``now``. Returns how many.
+
+        The idempotency key, the attempt count and the attempt history are kept (the next attempt
+        is numbered after the last). Pending ones and ones under a live lease are left alone."""
+
+    async def queue_stats(self, now: float) -> QueueStats:
+        """How much work is waiting, for metrics and ``relay status``."""
+
+    async def purge(self, older_than: float) -> int:
+        """Delete events received before ``older_than`` whose deliveries are all final
+        (delivered or dead), with their deliveries and attempts. Returns how many events.
+
+        Events are the deduplication record: a purged message id is accepted again. The caller
+        must keep at least 28 hours (Svix retries a message for up to ~28 h)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A stored event."""
+
+    id: str
+    source: str
+    message_id: str
+    type: str
+    received_at: float
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """The current state of one delivery (see the life cycle at the top of this module)."""
+
+    id: str
+    event_id: str
+    rule: str
+    send_index: int
+    sink: str
+    idempotency_key: str
+    status: DeliveryStatus
+    attempts: int  # attempts made so far
+    next_attempt_at: float
+    lease_until: float | None  # a worker holds it until then
+    last_error: str | None  # the latest failure or dead-letter reason; None once delivered
+    created_at: float
+    updated_at: float
+    delivered_at: float | None  # when it was last delivered
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One recorded send attempt; ``outcome`` is the status it moved the delivery to."""
+
+    id: int
+    delivery_id: str
+    number: int  # 1-based within its delivery
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    outcome: DeliveryStatus
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Work waiting at one instant."""
+
+    due: int  # claimable now: pending/failed, next_attempt_at <= now, no live lease
+    pending_total: int  # not final (pending or failed): due or not, leased or not
+    oldest_due_age_s: float | None  # now - the earliest next_attempt_at among the due ones

@@ -1,0 +1,386 @@
+"""The SQLite store: one file in WAL mode, every commit synced before it returns.
+
+All SQL runs on one dedicated thread that owns the connection, so the event loop never blocks and
+calls are serialised in submission order. WAL lets another process (``relay`` CLI commands) read
+and write the same file while ``relay serve`` runs; a writer waits up to ``busy_timeout_s`` for the
+lock. ``synchronous = FULL`` makes an ingest that returned ACCEPTED survive a power cut.
+
+sqlite3 errors are translated here: a BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN or PROTOCOL
+failure means "cannot commit right now" (StoreUnavailableError, 503 at ingest); anything else is
+a StoreError. Events are the deduplication record and are only removed by ``purge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+from relay.errors import StoreError, StoreUnavailableError
+from relay.store.base import (
+    Attempt,
+    AttemptRecord,
+    ClaimedDelivery,
+    DeliveryRecord,
+    DeliveryStatus,
+    EventRecord,
+    IngestOutcome,
+    NewDelivery,
+    NewEvent,
+    QueueStats,
+)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+        id TEXT PRIMARY KEY, source TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,
+        received_at REAL NOT NULL, body BLOB NOT NULL, UNIQUE (source, message_id))""",
+    "CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id)",
+    "CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at)",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        id TEXT PRIMARY KEY,
+        event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+        rule TEXT NOT NULL, send_index INTEGER NOT NULL, sink TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'failed', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, lease_until REAL,
+        last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, delivered_at REAL)""",
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id)",
+    "CREATE INDEX IF NOT EXISTS deliveries_sink ON deliveries (sink, created_at)",
+    "CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, created_at)",
+    "CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at)",
+    """CREATE TABLE IF NOT EXISTS attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+        number INTEGER NOT NULL, started_at REAL NOT NULL, duration_ms REAL NOT NULL,
+        status_code INTEGER, error TEXT, outcome TEXT NOT NULL, UNIQUE (delivery_id, number))""",
+)
+# Primary result codes: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+_UNAVAILABLE_CODES = frozenset({5, 6, 8, 10, 13, 14, 15})
+_EVENT_COLS = "id, source, message_id, type, received_at, body"
+_DELIVERY_COLS = (
+    "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at, "
+    "lease_until, last_error, created_at, updated_at, delivered_at"
+)
+_ATTEMPT_COLS = "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome"
+_CLAIM_COLS = (
+    "d.id, d.event_id, e.source, e.message_id, e.type, e.received_at, e.body, d.rule, "
+    "d.send_index, d.sink, d.idempotency_key, d.attempts"
+)
+_CLAIMABLE = (  # due and not leased; two parameters: now, now
+    "d.status IN ('pending', 'failed')",
+    "d.next_attempt_at <= ?",
+    "(d.lease_until IS NULL OR d.lease_until <= ?)",
+)
+
+
+def _translate(exc: sqlite3.Error, what: str) -> StoreError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.OperationalError) and ((code or 0) & 0xFF) in _UNAVAILABLE_CODES:
+        return StoreUnavailableError(f"{what}: {exc}")
+    return StoreError(f"{what}: {exc}")
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction; on an exception the caller (``_call``) rolls back."""
+    conn.execute("BEGIN IMMEDIATE")
+    yield
+    conn.execute("COMMIT")
+
+
+def _select(head: str, clauses: Sequence[str], tail: str) -> str:
+    """A query from constant fragments; values always travel as ``?`` parameters."""
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return f"SELECT {head}{where} {tail}"
+
+
+def _filters(filters: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """The clauses and parameters of the filters whose value is given."""
+    given = {clause: value for clause, value in filters.items() if value is not None}
+    return list(given), list(given.values())
+
+
+def _with_status(row: Sequence[Any], index: int) -> list[Any]:
+    values = list(row)
+    values[index] = DeliveryStatus(values[index])
+    return values
+
+
+class SQLiteStore:
+    """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        self.path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        """Open (creating the file and schema if needed) on the store's own thread."""
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-sqlite")
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
+
+    async def close(self) -> None:
+        """Finish queued work, then close the connection and stop the thread."""
+        executor, conn = self._executor, self._conn
+        self._executor = self._conn = None
+        if executor is None or conn is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        finally:
+            executor.shutdown(wait=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        what = f"open SQLite store {self.path}"
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode != "wal":
+                raise StoreError(f"{what}: journal mode is {mode!r}, WAL is required")
+            conn.execute("PRAGMA synchronous = FULL")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{what}: schema version {version} is newer than {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                with _transaction(conn):
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException as exc:
+            conn.close()  # rolls back a half-made schema
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, what) from exc
+            raise
+        return conn
+
+    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        executor, conn = self._executor, self._conn
+        if executor is None or conn is None:
+            raise StoreError(f"{what}: the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, self._call, conn, what, fn
+        )
+
+    @staticmethod
+    def _call(conn: sqlite3.Connection, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+        finally:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+
+    async def _write(self, what: str, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run ``sql`` once per row of parameters, in one transaction. Returns rows changed."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                return conn.executemany(sql, rows).rowcount
+
+        return await self._run(what, run)
+
+    async def _fetch(self, what: str, sql: str, params: Sequence[Any]) -> list[Any]:
+        return await self._run(what, lambda conn: conn.execute(sql, params).fetchall())
+
+    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
+        rows = [{**asdict(d), "event_id": event.id, "now": event.received_at} for d in deliveries]
+
+        def run(conn: sqlite3.Connection) -> IngestOutcome:
+            with _transaction(conn):
+                cursor = conn.execute(
+                    "INSERT INTO events (id, source, message_id, type, received_at, body)"
+                    " VALUES (:id, :source, :message_id, :type, :received_at, :body)"
+                    " ON CONFLICT (source, message_id) DO NOTHING",
+                    asdict(event),
+                )
+                if cursor.rowcount == 0:
+                    return IngestOutcome.DUPLICATE
+                conn.executemany(
+                    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
+                    " status, next_attempt_at, created_at, updated_at) VALUES (:id, :event_id,"
+                    " :rule, :send_index, :sink, :idempotency_key, 'pending', :next_attempt_at,"
+                    " :now, :now)",
+                    rows,
+                )
+            return IngestOutcome.ACCEPTED
+
+        return await self._run(f"ingest {event.source} message {event.message_id}", run)
+
+    async def claim_due(
+        self, now: float, limit: int, lease_s: float, sinks: Collection[str] | None = None
+    ) -> list[ClaimedDelivery]:
+        clauses, params = list(_CLAIMABLE), [now, now, *(sinks or ()), limit]
+        if sinks is not None:
+            clauses.append(f"d.sink IN ({', '.join('?' * len(sinks))})")
+        head = f"{_CLAIM_COLS} FROM deliveries d JOIN events e ON e.id = d.event_id"
+        sql = _select(head, clauses, "ORDER BY d.next_attempt_at, d.id LIMIT ?")
+
+        def run(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
+            with _transaction(conn):
+                rows = conn.execute(sql, params).fetchall()
+                conn.executemany(
+                    "UPDATE deliveries SET lease_until = ?, updated_at = ? WHERE id = ?",
+                    [(now + lease_s, now, row[0]) for row in rows],
+                )
+            return [ClaimedDelivery(*row) for row in rows]
+
+        return await self._run("claim due deliveries", run)
+
+    async def record_delivered(self, attempt: Attempt) -> None:
+        await self._record(attempt.delivery_id, attempt, DeliveryStatus.DELIVERED, None, None)
+
+    async def record_retry(self, attempt: Attempt, next_attempt_at: float) -> None:
+        status = DeliveryStatus.FAILED
+        await self._record(attempt.delivery_id, attempt, status, next_attempt_at, attempt.error)
+
+    async def record_dead(self, attempt: Attempt | None, delivery_id: str, reason: str) -> None:
+        if attempt is not None and attempt.delivery_id != delivery_id:
+            raise ValueError(f"attempt is for {attempt.delivery_id}, not {delivery_id}")
+        await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason)
+
+    async def _record(
+        self,
+        delivery_id: str,
+        attempt: Attempt | None,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+        last_error: str | None,
+    ) -> None:
+        """Add the attempt (numbered after the last) and move the delivery to ``status``.
+
+        ``updated_at`` is when the attempt ended; without an attempt, the wall clock."""
+        what = f"record {status} for delivery {delivery_id}"
+        a = attempt
+        updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
+        delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                row = conn.execute("SELECT attempts FROM deliveries WHERE id = ?", (delivery_id,))
+                found = row.fetchone()
+                if found is None:
+                    raise StoreError(f"{what}: no such delivery")
+                attempts = found[0] + 1 if a is not None else found[0]
+                state = (status.value, attempts, next_attempt_at, last_error)
+                if a is not None:
+                    conn.execute(
+                        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
+                        " status_code, error, outcome) VALUES (:delivery_id, :number,"
+                        " :started_at, :duration_ms, :status_code, :error, :outcome)",
+                        {**asdict(a), "number": attempts, "outcome": status.value},
+                    )
+                conn.execute(
+                    "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
+                    " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
+                    " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
+                    (*state, updated_at, delivered_at, delivery_id),
+                )
+
+        await self._run(what, run)
+
+    async def release(self, delivery_ids: Collection[str]) -> None:
+        sql = "UPDATE deliveries SET lease_until = NULL WHERE id = ?"
+        await self._write("release leases", sql, [(i,) for i in delivery_ids])
+
+    async def release_all_leases(self) -> int:
+        sql = "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"
+        return await self._write("release all leases", sql, [()])
+
+    async def get_event(self, id_or_message_id: str) -> EventRecord | None:
+        """By relay id, else by sender message id (the latest received, if sources share one)."""
+        rows = await self._fetch(
+            f"get event {id_or_message_id}",
+            _select(f"{_EVENT_COLS} FROM events", ["(id = ? OR message_id = ?)"], "")
+            + "ORDER BY id = ? DESC, received_at DESC LIMIT 1",
+            [id_or_message_id] * 3,
+        )
+        return EventRecord(*rows[0]) if rows else None
+
+    async def list_events(
+        self, *, type_glob: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[EventRecord]:
+        """``type_glob`` is a case-sensitive SQLite GLOB: ``*``, ``?`` and ``[...]``."""
+        clauses, params = _filters({"type GLOB ?": type_glob, "received_at >= ?": since})
+        tail = "ORDER BY received_at DESC, id LIMIT ?"
+        sql = _select(f"{_EVENT_COLS} FROM events", clauses, tail)
+        return [
+            EventRecord(*row) for row in await self._fetch("list events", sql, [*params, limit])
+        ]
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        sink: str | None = None,
+        rule: str | None = None,
+        event_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRecord]:
+        clauses, params = _filters(
+            {
+                "status = ?": None if status is None else DeliveryStatus(status).value,
+                "sink = ?": sink,
+                "rule = ?": rule,
+                "event_id = ?": event_id,
+                "created_at >= ?": since,
+            }
+        )
+        tail = "ORDER BY created_at DESC, id LIMIT ?"
+        sql = _select(f"{_DELIVERY_COLS} FROM deliveries", clauses, tail)
+        rows = await self._fetch("list deliveries", sql, [*params, limit])
+        return [DeliveryRecord(*_with_status(row, 6)) for row in rows]
+
+    async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        sql = _select(f"{_ATTEMPT_COLS} FROM attempts", ["delivery_id = ?"], "ORDER BY number")
+        rows = await self._fetch(f"list attempts of {delivery_id}", sql, [delivery_id])
+        return [AttemptRecord(*_with_status(row, 7)) for row in rows]
+
+    async def replay(self, delivery_ids: Collection[str], now: float) -> int:
+        sql = (
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_until = NULL,"
+            " updated_at = ? WHERE id = ? AND status IN ('failed', 'dead', 'delivered')"
+            " AND (lease_until IS NULL OR lease_until <= ?)"
+        )
+        return await self._write(
+            "replay deliveries", sql, [(now, now, i, now) for i in delivery_ids]
+        )
+
+    async def queue_stats(self, now: float) -> QueueStats:
+        due = " AND ".join(_CLAIMABLE)
+        head = f"COUNT(*), SUM({due}), MIN(CASE WHEN {due} THEN d.next_attempt_at END)"
+        sql = _select(f"{head} FROM deliveries d", _CLAIMABLE[:1], "")
+        ((total, due_count, oldest),) = await self._fetch("queue stats", sql, [now] * 4)
+        age = None if oldest is None else now - oldest
+        return QueueStats(due=due_count or 0, pending_total=total, oldest_due_age_s=age)
+
+    async def purge(self, older_than: float) -> int:
+        sql = (
+            "DELETE FROM events WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"
+            " WHERE d.event_id = events.id AND d.status NOT IN ('delivered', 'dead'))"
+        )
+        return await self._write("purge events", sql, [(older_than,)])

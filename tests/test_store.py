@@ -1,0 +1,491 @@
+"""The Store contract, run against every backend (add a param to ``make_store`` for a new one)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from relay.errors import StoreError, StoreUnavailableError
+from relay.store import (
+    Attempt,
+    DeliveryStatus,
+    IngestOutcome,
+    NewDelivery,
+    NewEvent,
+    QueueStats,
+    SQLiteStore,
+    Store,
+    open_store,
+)
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_000_000.0  # the tests' clock: every time is T0 + seconds
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """A factory of unopened stores that all share one database."""
+    if request.param == "sqlite":
+        return lambda: SQLiteStore(tmp_path / "relay.db")
+    raise AssertionError(f"unknown backend {request.param}")
+
+
+@pytest.fixture
+async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    opened = make_store()
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def event(
+    n: int = 1, *, source: str = "clerk", type: str = "user.created", at: float = T0
+) -> NewEvent:
+    return NewEvent(
+        id=f"evt_{source}_{n}",
+        source=source,
+        message_id=f"msg_{n}",
+        type=type,
+        received_at=at,
+        body=b'{"type": "%s", "n": %d}' % (type.encode(), n),
+    )
+
+
+def delivery(
+    event_id: str, i: int = 0, *, sink: str = "slack", rule: str = "r", due: float = T0
+) -> NewDelivery:
+    return NewDelivery(
+        id=f"dlv_{event_id}_{i}",
+        rule=rule,
+        send_index=i,
+        sink=sink,
+        idempotency_key=f"key_{event_id}_{i}",
+        next_attempt_at=due,
+    )
+
+
+def attempt(
+    delivery_id: str, at: float = T0, *, code: int | None = 500, error: str | None = "x"
+) -> Attempt:
+    return Attempt(delivery_id, started_at=at, duration_ms=250.0, status_code=code, error=error)
+
+
+async def ingest_one(store: Store, n: int = 1) -> str:
+    """Ingest event n with one delivery due at T0; returns the delivery id."""
+    e = event(n)
+    d = delivery(e.id)
+    assert await store.ingest(e, [d]) is IngestOutcome.ACCEPTED
+    return d.id
+
+
+async def test_ingest_commits_event_and_deliveries_together(store, make_store):
+    """An accepted event and all its deliveries are visible to another connection at once."""
+    e = event()
+    ds = [delivery(e.id, 0), delivery(e.id, 1, sink="email")]
+    assert await store.ingest(e, ds) is IngestOutcome.ACCEPTED
+    other = make_store()
+    await other.open()
+    try:
+        assert await other.get_event(e.id) == (await store.get_event(e.id))
+        got = await other.list_deliveries(event_id=e.id)
+        assert sorted(d.id for d in got) == [d.id for d in ds]
+        assert {d.status for d in got} == {DeliveryStatus.PENDING}
+        assert {(d.attempts, d.lease_until, d.created_at) for d in got} == {(0, None, T0)}
+    finally:
+        await other.close()
+
+
+async def test_ingest_is_all_or_nothing(store):
+    """When one delivery cannot be inserted, neither the event nor any delivery is stored."""
+    e = event()
+    d = delivery(e.id)
+    with pytest.raises(StoreError, match="ingest clerk message msg_1"):
+        await store.ingest(e, [d, d])  # the same delivery id twice
+    assert await store.get_event(e.id) is None
+    assert await store.list_deliveries() == []
+    assert await store.ingest(e, [d]) is IngestOutcome.ACCEPTED
+
+
+async def test_duplicate_message_is_reported_and_adds_nothing(store):
+    """A second event with the same (source, message_id) is DUPLICATE and stores nothing."""
+    first = event()
+    await store.ingest(first, [delivery(first.id)])
+    again = NewEvent("evt_other", "clerk", first.message_id, first.type, T0 + 60, first.body)
+    assert await store.ingest(again, [delivery(again.id)]) is IngestOutcome.DUPLICATE
+    assert await store.get_event("evt_other") is None
+    assert [d.event_id for d in await store.list_deliveries()] == [first.id]
+
+
+async def test_same_message_id_from_another_source_is_new(store):
+    """Deduplication is per source: the same message id from another source is accepted."""
+    a, b = event(source="clerk"), event(source="billing")
+    assert await store.ingest(a, [delivery(a.id)]) is IngestOutcome.ACCEPTED
+    assert await store.ingest(b, [delivery(b.id)]) is IngestOutcome.ACCEPTED
+
+
+async def test_claim_due_returns_due_rows_oldest_first_up_to_limit(store):
+    """Only rows due by now are claimed, ordered by next_attempt_at, at most ``limit``."""
+    e = event()
+    dues = [T0 + 30, T0 + 10, T0 + 20, T0 + 500]
+    await store.ingest(e, [delivery(e.id, i, due=due) for i, due in enumerate(dues)])
+    claimed = await store.claim_due(T0 + 100, limit=2, lease_s=60)
+    assert [c.id for c in claimed] == [f"dlv_{e.id}_1", f"dlv_{e.id}_2"]
+    assert [c.id for c in await store.claim_due(T0 + 100, 10, 60)] == [f"dlv_{e.id}_0"]
+    assert await store.claim_due(T0 + 100, 10, 60) == []
+
+
+async def test_claimed_delivery_carries_the_event(store):
+    """A claim joins the delivery with what rendering needs: the event's source, type and body."""
+    e = event()
+    d = delivery(e.id, rule="welcome", sink="email")
+    await store.ingest(e, [d])
+    (c,) = await store.claim_due(T0, 10, 60)
+    assert (c.event_id, c.source, c.message_id, c.event_type) == (e.id, "clerk", "msg_1", e.type)
+    assert (c.received_at, c.body, c.rule, c.send_index) == (T0, e.body, "welcome", 0)
+    assert (c.sink, c.idempotency_key, c.attempts) == ("email", d.idempotency_key, 0)
+
+
+async def test_claim_due_filters_by_sink(store):
+    """With ``sinks``, only deliveries to those sinks are claimed; an empty set claims nothing."""
+    e = event()
+    sinks = ["slack", "email", "http"]
+    await store.ingest(e, [delivery(e.id, i, sink=s) for i, s in enumerate(sinks)])
+    assert await store.claim_due(T0, 10, 60, sinks=set()) == []
+    claimed = await store.claim_due(T0, 10, 60, sinks={"email", "http"})
+    assert sorted(c.sink for c in claimed) == ["email", "http"]
+
+
+async def test_lease_hides_a_claimed_row_until_it_expires(store):
+    """A leased row is not claimed again before now + lease_s, and is claimable after."""
+    dlv = await ingest_one(store)
+    assert [c.id for c in await store.claim_due(T0, 10, lease_s=60)] == [dlv]
+    assert await store.claim_due(T0 + 59.9, 10, 60) == []
+    assert [c.id for c in await store.claim_due(T0 + 60, 10, 60)] == [dlv]
+
+
+async def test_retry_then_delivered_records_numbered_attempts(store):
+    """Two retries and a success leave attempts 1, 2, 3 and a delivered row without lease."""
+    dlv = await ingest_one(store)
+    await store.claim_due(T0, 10, 60)
+    await store.record_retry(attempt(dlv, T0, code=503, error="post to Slack: 503"), T0 + 10)
+    (c,) = await store.claim_due(T0 + 10, 10, 60)
+    assert c.attempts == 1
+    await store.record_retry(attempt(dlv, T0 + 10, code=None, error="timeout"), T0 + 30)
+    await store.claim_due(T0 + 30, 10, 60)
+    await store.record_delivered(attempt(dlv, T0 + 30, code=200, error=None))
+    attempts = await store.list_attempts(dlv)
+    assert [(a.number, a.status_code, a.outcome) for a in attempts] == [
+        (1, 503, DeliveryStatus.FAILED),
+        (2, None, DeliveryStatus.FAILED),
+        (3, 200, DeliveryStatus.DELIVERED),
+    ]
+    assert attempts[0].error == "post to Slack: 503"
+    (d,) = await store.list_deliveries()
+    assert (d.status, d.attempts, d.lease_until, d.last_error) == ("delivered", 3, None, None)
+    assert d.delivered_at == d.updated_at == T0 + 30.25
+    assert await store.claim_due(T0 + 10_000, 10, 60) == []
+
+
+async def test_retry_is_due_at_next_attempt_at_and_not_before(store):
+    """A failed delivery is claimable from next_attempt_at on, and not a moment earlier."""
+    dlv = await ingest_one(store)
+    await store.claim_due(T0, 10, lease_s=3600)
+    await store.record_retry(attempt(dlv), T0 + 120)
+    (d,) = await store.list_deliveries(status="failed")
+    assert (d.next_attempt_at, d.lease_until, d.last_error) == (T0 + 120, None, "x")
+    assert await store.claim_due(T0 + 119.99, 10, 60) == []
+    assert [c.id for c in await store.claim_due(T0 + 120, 10, 60)] == [dlv]
+
+
+async def test_record_dead_with_attempt(store):
+    """A permanent failure records the attempt and dead-letters the delivery with the reason."""
+    dlv = await ingest_one(store)
+    await store.claim_due(T0, 10, 60)
+    await store.record_dead(attempt(dlv, code=400), dlv, "post to Slack: 400 invalid_blocks")
+    (d,) = await store.list_deliveries(status=DeliveryStatus.DEAD)
+    assert (d.attempts, d.last_error, d.lease_until) == (
+        1,
+        "post to Slack: 400 invalid_blocks",
+        None,
+    )
+    assert [a.outcome for a in await store.list_attempts(dlv)] == [DeliveryStatus.DEAD]
+    assert await store.claim_due(T0 + 10_000, 10, 60) == []
+
+
+async def test_record_dead_without_attempt(store):
+    """Dead-lettering without an attempt (e.g. its sink was removed) records no attempt."""
+    dlv = await ingest_one(store)
+    await store.record_dead(None, dlv, "sink 'slack' no longer exists")
+    (d,) = await store.list_deliveries()
+    assert (d.status, d.attempts, d.last_error) == ("dead", 0, "sink 'slack' no longer exists")
+    assert await store.list_attempts(dlv) == []
+
+
+async def test_recording_an_unknown_delivery_is_a_store_error(store):
+    """Recording an attempt of a delivery that does not exist raises StoreError."""
+    with pytest.raises(StoreError, match="record delivered for delivery dlv_nope: no such"):
+        await store.record_delivered(attempt("dlv_nope"))
+    assert await store.list_attempts("dlv_nope") == []
+
+
+async def test_release_makes_leased_rows_due_at_once(store):
+    """release() drops the given leases only, without recording an attempt."""
+    e = event()
+    await store.ingest(e, [delivery(e.id, 0), delivery(e.id, 1)])
+    first, _ = await store.claim_due(T0, 10, 60)
+    await store.release([first.id])
+    assert [c.id for c in await store.claim_due(T0 + 1, 10, 60)] == [first.id]
+    assert [d.attempts for d in await store.list_deliveries()] == [0, 0]
+    assert await store.list_attempts(first.id) == []
+
+
+async def test_release_all_leases_counts_what_it_dropped(store):
+    """release_all_leases() frees every leased row and returns how many it freed."""
+    e = event()
+    await store.ingest(e, [delivery(e.id, i) for i in range(3)])
+    await store.claim_due(T0, 2, 60)
+    assert await store.release_all_leases() == 2
+    assert len(await store.claim_due(T0, 10, 60)) == 3
+    assert await store.release_all_leases() == 3
+    assert await store.release_all_leases() == 0
+
+
+async def test_replay_keeps_idempotency_key_and_history(store):
+    """A replayed dead delivery is pending and due now, same key, next attempt numbered on."""
+    dlv = await ingest_one(store)
+    await store.claim_due(T0, 10, 60)
+    await store.record_dead(attempt(dlv), dlv, "gave up")
+    assert await store.replay([dlv, "dlv_unknown"], T0 + 500) == 1
+    (d,) = await store.list_deliveries()
+    assert (d.status, d.next_attempt_at, d.lease_until) == ("pending", T0 + 500, None)
+    assert await store.claim_due(T0 + 499, 10, 60) == []
+    (c,) = await store.claim_due(T0 + 500, 10, 60)
+    assert (c.idempotency_key, c.attempts) == (f"key_{c.event_id}_0", 1)
+    await store.record_delivered(attempt(dlv, T0 + 500, code=200, error=None))
+    assert [a.number for a in await store.list_attempts(dlv)] == [1, 2]
+
+
+async def test_replay_skips_pending_and_in_flight_deliveries(store):
+    """Pending rows and rows under a live lease are not replayed; delivered ones are."""
+    e = event()
+    await store.ingest(e, [delivery(e.id, i) for i in range(3)])
+    leased, done, _ = await store.claim_due(T0, 3, 60)
+    await store.record_delivered(attempt(done.id, code=200, error=None))
+    await store.record_retry(attempt(leased.id), T0 + 1)
+    await store.claim_due(T0 + 1, 1, 60)  # leased again: in flight
+    ids = [d.id for d in await store.list_deliveries()]
+    assert await store.replay(ids, T0 + 2) == 1
+    assert (await store.list_deliveries(status="delivered")) == []
+
+
+async def test_queue_stats(store):
+    """due counts claimable rows, pending_total every non-final row, age the oldest due one."""
+    e = event()
+    dues = [T0 + 10, T0 + 20, T0 + 1000, T0 + 5, T0 + 0]
+    await store.ingest(e, [delivery(e.id, i, due=due) for i, due in enumerate(dues)])
+    assert await store.queue_stats(T0 - 1) == QueueStats(0, 5, None)
+    done, _ = await store.claim_due(T0 + 5, 2, 60)  # due T0 + 0 and T0 + 5, leased to T0 + 65
+    await store.record_delivered(attempt(done.id, code=200, error=None))
+    assert await store.queue_stats(T0 + 50) == QueueStats(2, 4, 40.0)
+    assert await store.queue_stats(T0 + 5 + 60) == QueueStats(3, 4, 60.0)
+
+
+async def test_get_event_by_id_and_by_message_id(store):
+    """get_event finds an event by relay id or by sender message id, else None."""
+    e = event(7)
+    await store.ingest(e, [])
+    assert await store.get_event(e.id) == await store.get_event("msg_7")
+    found = await store.get_event("msg_7")
+    assert found is not None
+    assert (found.id, found.source, found.type, found.body) == (e.id, "clerk", e.type, e.body)
+    assert await store.get_event("msg_8") is None
+
+
+async def test_list_events_filters_by_type_glob_and_time(store):
+    """list_events is newest first and filters by type glob, received_at >= since and limit."""
+    kinds = ["user.created", "session.created", "user.deleted"]
+    for n, kind in enumerate(kinds):
+        await store.ingest(event(n, type=kind, at=T0 + n), [])
+    assert [e.type for e in await store.list_events()] == kinds[::-1]
+    assert [e.type for e in await store.list_events(type_glob="user.*")] == [
+        "user.deleted",
+        "user.created",
+    ]
+    assert [e.type for e in await store.list_events(since=T0 + 1)] == [
+        "user.deleted",
+        "session.created",
+    ]
+    assert [e.type for e in await store.list_events(limit=1)] == ["user.deleted"]
+
+
+async def test_list_deliveries_filters(store):
+    """list_deliveries filters by status, sink, rule, event, created_at >= since and limit."""
+    a, b = event(1, at=T0), event(2, at=T0 + 10)
+    await store.ingest(a, [delivery(a.id, 0, sink="slack", rule="r1"), delivery(a.id, 1)])
+    await store.ingest(b, [delivery(b.id, 0, sink="email", rule="r2")])
+    await store.record_dead(None, f"dlv_{a.id}_1", "no")
+
+    async def ids(**filters: object) -> list[str]:
+        return [d.id for d in await store.list_deliveries(**filters)]
+
+    assert await ids() == [f"dlv_{b.id}_0", f"dlv_{a.id}_0", f"dlv_{a.id}_1"]
+    assert await ids(status="dead") == [f"dlv_{a.id}_1"]
+    assert await ids(sink="slack", status="pending") == [f"dlv_{a.id}_0"]
+    assert await ids(rule="r2") == await ids(event_id=b.id) == await ids(since=T0 + 5)
+    assert await ids(limit=1) == [f"dlv_{b.id}_0"]
+    with pytest.raises(ValueError, match="'lost' is not a valid DeliveryStatus"):
+        await ids(status="lost")
+
+
+async def test_purge_removes_only_old_finished_events(store):
+    """purge deletes old events whose deliveries are all final; the message id is then new."""
+    done, busy, young = event(1, at=T0), event(2, at=T0), event(3, at=T0 + 100)
+    for e in (done, busy, young):
+        await store.ingest(e, [delivery(e.id)])
+    await store.record_delivered(attempt(f"dlv_{done.id}_0", code=200, error=None))
+    await store.record_dead(None, f"dlv_{young.id}_0", "no")
+    assert await store.purge(older_than=T0 + 50) == 1
+    assert await store.get_event(done.id) is None
+    assert await store.list_attempts(f"dlv_{done.id}_0") == []
+    assert {d.event_id for d in await store.list_deliveries()} == {busy.id, young.id}
+    assert await store.ingest(done, []) is IngestOutcome.ACCEPTED
+
+
+async def test_data_survives_close_and_reopen(store, make_store):
+    """What one instance committed is there after it closes and a new instance opens the file."""
+    dlv = await ingest_one(store)
+    await store.claim_due(T0, 10, 60)
+    await store.record_retry(attempt(dlv), T0 + 5)
+    await store.close()
+    reopened = make_store()
+    await reopened.open()
+    try:
+        assert (await reopened.get_event("msg_1")) is not None
+        assert [a.number for a in await reopened.list_attempts(dlv)] == [1]
+        assert await reopened.ingest(event(1), []) is IngestOutcome.DUPLICATE
+    finally:
+        await reopened.close()
+
+
+async def test_concurrent_ingests_commit_and_dedupe_exactly_once(store):
+    """200 concurrent ingests of 150 message ids: 150 accepted, 50 duplicates, nothing lost."""
+    calls = []
+    for i in range(200):
+        n = i % 150
+        e = NewEvent(f"evt_{i}", "clerk", f"msg_{n}", "user.created", T0 + i, b"{}")
+        calls.append(store.ingest(e, [delivery(e.id, 0), delivery(e.id, 1)]))
+    outcomes = await asyncio.gather(*calls)
+    accepted = [i % 150 for i, o in enumerate(outcomes) if o is IngestOutcome.ACCEPTED]
+    assert sorted(accepted) == list(range(150))
+    assert outcomes.count(IngestOutcome.DUPLICATE) == 50
+    assert len(await store.list_events(limit=1000)) == 150
+    assert len(await store.list_deliveries(limit=1000)) == 300
+
+
+async def test_a_closed_store_refuses_work(store):
+    """Calls after close() raise StoreError instead of touching a closed connection."""
+    await store.close()
+    with pytest.raises(StoreError, match="not open"):
+        await store.ingest(event(), [])
+
+
+# SQLite specifics.
+
+
+async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
+    """The SQLite file is in WAL mode and carries schema version 1."""
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+    finally:
+        raw.close()
+
+
+async def test_sqlite_locked_database_is_unavailable_at_ingest(tmp_path):
+    """While another writer holds the lock past busy_timeout, ingest raises StoreUnavailableError
+    and stores nothing; it succeeds once the lock is gone."""
+    store = SQLiteStore(tmp_path / "relay.db", busy_timeout_s=0.05)
+    await store.open()
+    raw = sqlite3.connect(tmp_path / "relay.db", isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailableError, match=r"ingest clerk message msg_1: .*locked"):
+            await store.ingest(event(), [delivery(event().id)])
+        raw.execute("ROLLBACK")
+        assert await store.get_event("msg_1") is None
+        assert await store.ingest(event(), [delivery(event().id)]) is IngestOutcome.ACCEPTED
+    finally:
+        raw.close()
+        await store.close()
+
+
+async def test_sqlite_impossible_path_is_unavailable_at_open(tmp_path):
+    """A database path under a regular file cannot be opened: StoreUnavailableError at open()."""
+    (tmp_path / "a-file").write_text("")
+    store = SQLiteStore(tmp_path / "a-file" / "relay.db")
+    with pytest.raises(StoreUnavailableError, match=r"open SQLite store .*unable to open"):
+        await store.open()
+    with pytest.raises(StoreError, match="not open"):
+        await store.ingest(event(), [])
+
+
+async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path):
+    """A file that is not SQLite fails open() with StoreError, not the retryable kind."""
+    (tmp_path / "relay.db").write_bytes(b"not a database" * 512)
+    with pytest.raises(StoreError, match="file is not a database") as info:
+        await SQLiteStore(tmp_path / "relay.db").open()
+    assert not isinstance(info.value, StoreUnavailableError)
+
+
+async def test_sqlite_newer_schema_is_refused(tmp_path):
+    """A file written by a newer relay (user_version > 1) is refused rather than misread."""
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    raw.execute("PRAGMA user_version = 2")
+    raw.close()
+    with pytest.raises(StoreError, match="schema version 2 is newer than 1"):
+        await SQLiteStore(tmp_path / "relay.db").open()
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///relay.db", Path("relay.db")),
+        ("sqlite:///data/relay.db", Path("data/relay.db")),
+        ("sqlite:////var/lib/relay/relay.db", Path("/var/lib/relay/relay.db")),
+        ("/var/lib/relay/relay.db", Path("/var/lib/relay/relay.db")),
+        ("relay.db", Path("relay.db")),
+    ],
+)
+def test_open_store_parses_sqlite_urls_and_paths(url, path):
+    """open_store maps sqlite:/// URLs (relative) and sqlite://// (absolute) and bare paths."""
+    store = open_store(url)
+    assert isinstance(store, SQLiteStore)
+    assert store.path == path
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://relay:hunter2@db/relay", "unsupported store URL scheme 'postgresql'"),
+        ("sqlite://host/relay.db", "a sqlite URL has no host"),
+        ("sqlite:///", "needs a file path"),
+        ("", "needs a file path"),
+        (":memory:", "needs a file path"),
+    ],
+)
+def test_open_store_rejects_other_urls(url, message):
+    """Unknown schemes and unusable URLs are a ValueError that never echoes the URL itself."""
+    with pytest.raises(ValueError, match=message) as info:
+        open_store(url)
+    assert "hunter2" not in str(info.value)
