@@ -18,28 +18,35 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rules", type=Path, help="rules file (default: $RELAY_RULES or "
-                        "rules.yaml)")
-    parser.add_argument("--templates", type=Path, help="templates folder (default: "
-                        "$RELAY_TEMPLATES or templates)")
+    parser.add_argument(
+        "--rules", type=Path, help="rules file (default: $RELAY_RULES or rules.yaml)"
+    )
+    parser.add_argument(
+        "--templates", type=Path, help="templates folder (default: $RELAY_TEMPLATES or templates)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relay", description="A verified, durable relay for "
-                                     "Clerk (Svix) webhooks.")
+    parser = argparse.ArgumentParser(
+        prog="relay", description="A verified, durable relay for Clerk (Svix) webhooks."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = sub.add_parser("check", help="validate rules.yaml and render every template "
-                           "against the sample events")
+    check = sub.add_parser(
+        "check", help="validate rules.yaml and render every template against the sample events"
+    )
     _add_config_args(check)
     check.add_argument("--samples", type=Path, help="sample events folder (default: samples)")
 
     prev = sub.add_parser("preview", help="show what an event would send (sends nothing)")
     _add_config_args(prev)
-    prev.add_argument("event", type=Path, help="an event JSON file (e.g. samples/user.created.json)")
+    prev.add_argument(
+        "event", type=Path, help="an event JSON file (e.g. samples/user.created.json)"
+    )
     prev.add_argument("--rule", help="only this rule")
-    prev.add_argument("--explain", action="store_true", help="also say why other rules did not "
-                      "match")
+    prev.add_argument(
+        "--explain", action="store_true", help="also say why other rules did not match"
+    )
     prev.add_argument("--json", action="store_true", help="machine-readable output")
 
     from relay import commands  # the server-side commands live apart: they import more
@@ -85,8 +92,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     _print_diagnostics(found, sys.stderr)
     errors = [d for d in found if d.severity == "error"]
     sends = sum(len(r.sends) for r in config.rules)
-    summary = (f"{len(config.rules)} rules, {sends} sends, {len(config.sinks)} sinks, "
-               f"{len(samples)} sample events")
+    summary = (
+        f"{len(config.rules)} rules, {sends} sends, {len(config.sinks)} sinks, "
+        f"{len(samples)} sample events"
+    )
     if errors:
         print(f"relay check: {len(errors)} error(s) ({summary})", file=sys.stderr)
         return EXIT_INVALID
@@ -113,10 +122,29 @@ def cmd_preview(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     results = preview(config, event, args.rule)
     if args.json:
-        print(json.dumps([{"rule": r.rule, "matched": r.matched, "reason": r.reason,
-                           "sends": [{"sink": s.sink, "type": s.sink_type, "payload": s.payload,
-                                      "error": s.error} for s in r.sends]} for r in results],
-                         indent=2, default=str))
+        print(
+            json.dumps(
+                [
+                    {
+                        "rule": r.rule,
+                        "matched": r.matched,
+                        "reason": r.reason,
+                        "sends": [
+                            {
+                                "sink": s.sink,
+                                "type": s.sink_type,
+                                "payload": s.payload,
+                                "error": s.error,
+                            }
+                            for s in r.sends
+                        ],
+                    }
+                    for r in results
+                ],
+                indent=2,
+                default=str,
+            )
+        )
         return EXIT_OK
     print(f"event {event.get('type')} ({args.event})")
     matched = [r for r in results if r.matched]
@@ -136,8 +164,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if args.explain:
         for result in skipped:
             print(f"\n--- rule {result.rule}: not matched: {result.reason}")
-    print(f"\n{len(matched)} rule(s) matched, {len(skipped)} did not"
-          + ("" if args.explain or not skipped else " (--explain says why)"))
+    print(
+        f"\n{len(matched)} rule(s) matched, {len(skipped)} did not"
+        + ("" if args.explain or not skipped else " (--explain says why)")
+    )
     failed = any(s.error for r in matched for s in r.sends)
     return EXIT_INVALID if failed else EXIT_OK
 

@@ -1,14 +1,177 @@
-"""Server-side commands (serve, worker, send-test, ...): registered on the ``relay`` parser."""
+"""Server-side commands: ``serve``, ``worker`` and ``send-test``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
 from typing import Any
+
+from relay.settings import Settings
+
+DEFAULT_SEND_TEST_SOURCE = "clerk"
 
 
 def register(sub: Any) -> None:
     """Add the server-side subcommands to ``sub`` (an argparse subparsers action)."""
-    del sub
+    serve = sub.add_parser("serve", help="receive webhooks and deliver them (ingest + worker)")
+    _common(serve)
+    serve.add_argument("--host", help="address to listen on (default: $RELAY_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: $RELAY_PORT or 8000)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="ingest only; run `relay worker` separately to deliver",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    worker = sub.add_parser(
+        "worker", help="deliver stored events (no ingest endpoint; /healthz on --port)"
+    )
+    _common(worker)
+    worker.add_argument("--host", help="address for /healthz (default: 127.0.0.1)")
+    worker.add_argument("--port", type=int, default=8001, help="port for /healthz (default 8001)")
+    worker.set_defaults(handler=cmd_worker)
+
+    send = sub.add_parser("send-test", help="sign a sample event and post it to a running relay")
+    send.add_argument("event", help="an event type (e.g. user.created) or an event JSON file")
+    send.add_argument(
+        "--url", help="where to post (default: the source's path on http://$RELAY_HOST:$RELAY_PORT)"
+    )
+    send.add_argument(
+        "--source",
+        default=DEFAULT_SEND_TEST_SOURCE,
+        help="the source whose secret signs it (default: clerk)",
+    )
+    send.add_argument("--rules", type=Path)
+    send.add_argument("--templates", type=Path)
+    send.add_argument("--samples", type=Path)
+    send.set_defaults(handler=cmd_send_test)
 
 
-__all__ = ["argparse", "register"]
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", type=Path, help="rules file (default: rules.yaml)")
+    parser.add_argument("--templates", type=Path, help="templates folder (default: templates)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="render and log what sinks would send; send nothing (signature verification stays on)",
+    )
+
+
+def _settings(args: argparse.Namespace, **changes: Any) -> Settings:
+    from relay.cli import settings_for
+
+    return settings_for(args).with_(dry_run=args.dry_run, **changes)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(
+        args, host=args.host, port=args.port, worker=False if args.no_worker else None
+    )
+    return _run(settings)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return _run(_settings(args, ingest=False, host=args.host, port=args.port))
+
+
+def _run(settings: Settings) -> int:
+    import uvicorn
+
+    from relay import logs
+    from relay.app import create_app
+    from relay.cli import load
+    from relay.store import open_store
+
+    logs.configure(settings.log_format)
+    config = load(settings, "dry-run" if settings.dry_run else "serve", sys.stderr)
+    if config is None:
+        print(
+            "relay: not starting: fix the errors above (`relay check` shows them too)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        store = open_store(settings.database_url)
+    except ValueError as exc:
+        print(f"relay: RELAY_DATABASE_URL: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, config, store)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    import httpx
+
+    from relay.cli import load, settings_for
+    from relay.samples import load_samples, parse_event
+    from relay.verify import sign
+
+    settings = settings_for(args)
+    config = load(settings, "check", sys.stderr, warnings=False)
+    if config is None:
+        return 1
+    source = config.sources.get(args.source)
+    if source is None or not source.secrets:
+        print(
+            f"relay send-test: source '{args.source}' has no signing secret (set "
+            "CLERK_WEBHOOK_SIGNING_SECRET)",
+            file=sys.stderr,
+        )
+        return 1
+    path = Path(args.event)
+    if path.suffix == ".json" or path.exists():
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            print(f"relay send-test: cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+        _, problem = parse_event(body.decode("utf-8", "replace"), str(path))
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+    else:
+        samples, _ = load_samples(settings.samples_dir)
+        found = [s for s in samples if s.event.get("type") == args.event]
+        if not found:
+            print(
+                f"relay send-test: no sample event of type {args.event} in "
+                f"{settings.samples_dir}/ (pass a JSON file instead)",
+                file=sys.stderr,
+            )
+            return 2
+        body = json.dumps(found[0].event).encode()
+    url = args.url or f"http://{settings.host}:{settings.port}{source.path}"
+    msg_id = f"msg_{secrets.token_hex(12)}"
+    timestamp = int(time.time())
+    headers = {
+        "svix-id": msg_id,
+        "svix-timestamp": str(timestamp),
+        "svix-signature": sign(source.secrets[0], msg_id, timestamp, body),
+        "content-type": "application/json",
+    }
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=15)
+    except httpx.HTTPError as exc:
+        print(
+            f"relay send-test: cannot reach {url}: {exc} (is `relay serve` running?)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"POST {url} svix-id={msg_id}")
+    print(f"{response.status_code} {response.text}")
+    return 0 if response.is_success else 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +26,7 @@ from relay.suggest import did_you_mean
 from relay.templates import Environments, TextTemplate, Where, compile_data
 from relay.verify import parse_signing_secret
 
-Mode = Literal["check", "serve"]
+Mode = Literal["check", "serve", "dry-run"]
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_SOURCES = {
     "clerk": {"path": "/webhooks/clerk", "secret": "${CLERK_WEBHOOK_SIGNING_SECRET}"}
@@ -107,7 +107,7 @@ def load_config(
         text = rules_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Diagnostic(file, 1, 1, f"cannot read rules file: {exc}")]) from exc
-    doc = yamlfile.load(text, file, env, missing_env="warning" if mode == "check" else "error")
+    doc = yamlfile.load(text, file, env, missing_env=_missing_env_severity(mode))
     broken: dict[str, str] = {}
     types = load_sink_types(broken) if sink_types is None else sink_types
     loader = _Loader(doc, templates_dir, types, env, mode, broken)
@@ -116,6 +116,18 @@ def load_config(
     if errors or config is None:
         raise ConfigError(sorted(doc.diagnostics, key=lambda d: (d.file != file, d.file, d.line)))
     return config
+
+
+def _missing_env_severity(mode: Mode) -> Callable[[yamlfile.Path_], str]:
+    """check: every unset variable is a warning; serve: an error; dry-run: an error only for
+    sources (verification stays on), a warning for sinks (they only log)."""
+
+    def severity(path: yamlfile.Path_) -> str:
+        if mode == "check" or (mode == "dry-run" and path[:1] != ("sources",)):
+            return "warning"
+        return "error"
+
+    return severity
 
 
 class _Loader:
@@ -149,8 +161,12 @@ class _Loader:
         data = dict(doc.data)
         if "sources" not in data:
             data["sources"] = {
-                name: {k: yamlfile._expand(v, ("sources",), doc, self.env, self._missing())
-                       for k, v in src.items()}
+                name: {
+                    k: yamlfile._expand(
+                        v, ("sources",), doc, self.env, _missing_env_severity(self.mode)
+                    )
+                    for k, v in src.items()
+                }
                 for name, src in DEFAULT_SOURCES.items()
             }
         try:
@@ -165,9 +181,6 @@ class _Loader:
             return None
         warnings = tuple(d for d in doc.diagnostics if d.severity != "error")
         return Config(sources, sinks, tuple(rules), warnings, frozenset(self.secrets))
-
-    def _missing(self) -> str:
-        return "warning" if self.mode == "check" else "error"
 
     def _report(self, exc: ValidationError, base: tuple[str | int, ...], names: Any = ()) -> int:
         """Turn pydantic errors into located diagnostics; returns how many were reported."""
@@ -200,8 +213,10 @@ class _Loader:
         for name, src in model.sources.items():
             base = ("sources", name)
             if src.path in paths:
-                self.doc.error((*base, "path"), f"path {src.path} is already served by source "
-                               f"'{paths[src.path]}'")
+                self.doc.error(
+                    (*base, "path"),
+                    f"path {src.path} is already served by source '{paths[src.path]}'",
+                )
             paths[src.path] = name
             secrets = []
             for key in ("secret", "previous_secret"):
@@ -225,13 +240,17 @@ class _Loader:
                 continue
             type_name = raw.get("type")
             if not isinstance(type_name, str):
-                self.doc.error(base, f"sink '{name}' has no type (one of: "
-                               f"{', '.join(sorted(self.sink_types))})")
+                self.doc.error(
+                    base,
+                    f"sink '{name}' has no type (one of: {', '.join(sorted(self.sink_types))})",
+                )
                 continue
             sink_type = self.sink_types.get(type_name)
             if sink_type is None and type_name in self.broken:
-                self.doc.error((*base, "type"), f"sink type '{type_name}' failed to load: "
-                               f"{self.broken[type_name]}")
+                self.doc.error(
+                    (*base, "type"),
+                    f"sink type '{type_name}' failed to load: {self.broken[type_name]}",
+                )
                 continue
             if sink_type is None:
                 hint = did_you_mean(type_name, self.sink_types)
@@ -241,7 +260,7 @@ class _Loader:
                 settings = sink_type.settings.model_validate(raw)
             except ValidationError as exc:
                 names = [f.alias or n for n, f in sink_type.settings.model_fields.items()]
-                if self._report(exc, base, names) or self.mode != "check":
+                if self._report(exc, base, names) or self.mode == "serve":
                     continue
                 # Only unset variables are wrong: check and preview still render its sends.
                 settings = sink_type.settings.model_construct(**raw)
@@ -267,16 +286,22 @@ class _Loader:
         for i, rule in enumerate(model.rules):
             base: tuple[str | int, ...] = ("rules", i)
             if not RULE_NAME.match(rule.name):
-                self.doc.error((*base, "name"), f"invalid rule name '{rule.name}' (use letters, "
-                               "digits, '-', '_' and '.')")
+                self.doc.error(
+                    (*base, "name"),
+                    f"invalid rule name '{rule.name}' (use letters, digits, '-', '_' and '.')",
+                )
             if rule.name in seen:
-                self.doc.error((*base, "name"), f"duplicate rule name '{rule.name}' (first used "
-                               f"at line {self.doc.locate(('rules', seen[rule.name])).line})")
+                self.doc.error(
+                    (*base, "name"),
+                    f"duplicate rule name '{rule.name}' (first used "
+                    f"at line {self.doc.locate(('rules', seen[rule.name])).line})",
+                )
             seen.setdefault(rule.name, i)
             patterns = self._patterns(rule, base)
             condition = self._condition(rule, base)
             sends = [
-                s for j, send in enumerate(rule.send)
+                s
+                for j, send in enumerate(rule.send)
                 if (s := self._send(send, (*base, "send", j), j, sinks, known_sinks)) is not None
             ]
             line = self.doc.locate(base).line
@@ -294,8 +319,11 @@ class _Loader:
                 self.doc.error(path, f"bad event pattern '{pattern}': {problem}")
             elif not any(Rule.pattern_matches(pattern, t) for t in clerk.EVENT_TYPES):
                 hint = did_you_mean(pattern, clerk.EVENT_TYPES)
-                self.doc.error(path, f"event pattern '{pattern}' matches no known Clerk event "
-                               f"type{hint}", severity="warning")
+                self.doc.error(
+                    path,
+                    f"event pattern '{pattern}' matches no known Clerk event type{hint}",
+                    severity="warning",
+                )
         return tuple(raw)
 
     def _condition(self, rule: RuleModel, base: tuple[str | int, ...]) -> Condition | None:
@@ -351,8 +379,11 @@ class _Loader:
     ) -> dict[str, Any] | None:
         if send.template is None:
             if sink_type.template_required:
-                self.doc.error(base, f"missing required key 'template' (a {sink_type.name} send "
-                               "needs a message template)")
+                self.doc.error(
+                    base,
+                    f"missing required key 'template' (a {sink_type.name} send "
+                    "needs a message template)",
+                )
                 return None
             return {}
         tdoc = self._template_doc(send.template, (*base, "template"))
@@ -364,8 +395,11 @@ class _Loader:
         path = (self.templates_dir / name).resolve()
         if not path.is_relative_to(self.templates_dir.resolve()) or not path.is_file():
             available = [p.name for p in self.templates_dir.glob("*.yaml")]
-            self.doc.error(at, f"template '{name}' not found in {self.templates_dir}/"
-                           f"{did_you_mean(name, available)}")
+            self.doc.error(
+                at,
+                f"template '{name}' not found in {self.templates_dir}/"
+                f"{did_you_mean(name, available)}",
+            )
             return None
         if name not in self.template_docs:
             file = str(self.templates_dir / name)
@@ -379,9 +413,7 @@ class _Loader:
             self.template_docs[name] = tdoc if ok else None
         return self.template_docs[name]
 
-    def _compile_parts(
-        self, tdoc: yamlfile.Document, sink_type: SinkType
-    ) -> dict[str, Any] | None:
+    def _compile_parts(self, tdoc: yamlfile.Document, sink_type: SinkType) -> dict[str, Any] | None:
         allowed: Mapping[str, TemplateField] = sink_type.template_fields
         parts: dict[str, Any] = {}
         before = len(self.doc.diagnostics)
@@ -390,8 +422,12 @@ class _Loader:
             kind = allowed.get(key)
             if kind is None:
                 hint = did_you_mean(key, allowed)
-                tdoc.error((key,), f"unknown part '{key}' for a {sink_type.name} message{hint}"
-                           f" (allowed: {', '.join(allowed)})", key=True)
+                tdoc.error(
+                    (key,),
+                    f"unknown part '{key}' for a {sink_type.name} message{hint}"
+                    f" (allowed: {', '.join(allowed)})",
+                    key=True,
+                )
                 continue
             try:
                 parts[key] = self._compile_part(tdoc, key, value, kind)
@@ -409,9 +445,11 @@ class _Loader:
     ) -> Any:
         mark = tdoc.locate((key,))
         if kind.kind == "data":
+
             def where_of(path: tuple[Any, ...]) -> Where:
                 leaf = tdoc.locate((key, *path))
                 return Where(tdoc.file, leaf.line, leaf.block)
+
             return compile_data(self.envs.text, value, where_of)
         if not isinstance(value, str):
             raise TemplateError(f"part '{key}' must be a string", file=tdoc.file, line=mark.line)

@@ -4,7 +4,7 @@ Every exception relay raises on purpose derives from ``RelayError``::
 
     RelayError
     ├── ConfigError               rules.yaml / templates are invalid (carries every Diagnostic)
-    ├── TemplateError             a template failed to render for one event (permanent for a delivery)
+    ├── TemplateError             a template failed to compile or render (permanent for a delivery)
     ├── VerificationError         an inbound request failed signature / shape checks (-> 4xx)
     ├── StoreError                the durable store failed
     │   └── StoreUnavailableError the store cannot commit right now (-> 503 at ingest)

@@ -65,9 +65,16 @@ def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> l
         if not matched:
             typed = [s for s in samples if rule.matches_type(str(s.event.get("type")))]
             why = "its condition is false for every sample" if typed else "no sample matches it"
-            found.append(Diagnostic("rules.yaml", rule.line, 1, f"rule '{rule.name}' was not "
-                                    f"rendered: {why}; add a sample event to {samples_dir}/",
-                                    "warning"))
+            found.append(
+                Diagnostic(
+                    "rules.yaml",
+                    rule.line,
+                    1,
+                    f"rule '{rule.name}' was not "
+                    f"rendered: {why}; add a sample event to {samples_dir}/",
+                    "warning",
+                )
+            )
         for sample in matched:
             for send in rule.sends:
                 try:
@@ -76,9 +83,15 @@ def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> l
                     key = (exc.file, exc.line, exc.message)
                     if key not in seen:
                         seen.add(key)
-                        found.append(Diagnostic(exc.file or "rules.yaml", exc.line or rule.line,
-                                                1, f"{exc.message} (rule '{rule.name}', sample "
-                                                f"{Path(sample.file).name})"))
+                        found.append(
+                            Diagnostic(
+                                exc.file or "rules.yaml",
+                                exc.line or rule.line,
+                                1,
+                                f"{exc.message} (rule '{rule.name}', sample "
+                                f"{Path(sample.file).name})",
+                            )
+                        )
     return found
 
 
@@ -132,8 +145,9 @@ def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, An
     if spec.type.describe is not None:
         lines = spec.type.describe(payload)
     else:
-        lines = [(k, v if isinstance(v, str) else json.dumps(v, indent=2)) for k, v in
-                 payload.items()]
+        lines = [
+            (k, v if isinstance(v, str) else json.dumps(v, indent=2)) for k, v in payload.items()
+        ]
     if not spec.type.template_required and not payload:
         lines = [("body", json.dumps(event, indent=2))]
     return PreviewSend(send.sink, spec.type.name, payload, lines)

@@ -134,9 +134,7 @@ class TextTemplate:
         except TemplateError:
             raise
         except Exception as exc:
-            raise TemplateError(
-                _describe(exc), file=self.where.file, line=self._line(exc)
-            ) from exc
+            raise TemplateError(_describe(exc), file=self.where.file, line=self._line(exc)) from exc
         if len(out) > MAX_OUTPUT_CHARS:
             raise TemplateError(
                 f"output is larger than {MAX_OUTPUT_CHARS} characters",

@@ -10,7 +10,7 @@ literal ``${``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,9 @@ class Document:
     def at(self, mark: Mark, message: str) -> None:
         self.diagnostics.append(Diagnostic(self.file, mark.line, mark.col, message))
 
-    def error(self, path: Path_, message: str, *, key: bool = False, severity: str = "error") -> None:
+    def error(
+        self, path: Path_, message: str, *, key: bool = False, severity: str = "error"
+    ) -> None:
         mark = self.locate(path, key=key)
         self.diagnostics.append(Diagnostic(self.file, mark.line, mark.col, message, severity))
 
@@ -78,16 +80,20 @@ def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1, style in ("|", ">"))
 
 
+Severity = str | Callable[[Path_], str]
+
+
 def load(
-    text: str, file: str, env: Mapping[str, str] | None = None, *, missing_env: str = "error"
+    text: str, file: str, env: Mapping[str, str] | None = None, *, missing_env: Severity = "error"
 ) -> Document:
     """Parse ``text``; ``env`` (if given) expands ``${VAR}``. Problems land in ``diagnostics``.
 
-    ``missing_env`` is the severity of an undefined variable: ``error`` or ``warning``.
+    ``missing_env`` is the severity of an undefined variable (``error`` or ``warning``), or a
+    function of the value's path giving it.
     """
     doc = Document(file, None)
     try:
-        node = yaml.compose(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        node = yaml.compose(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -107,7 +113,7 @@ def _build(
     path: Path_,
     doc: Document,
     env: Mapping[str, str] | None,
-    missing_env: str,
+    missing_env: Severity,
     loader: _StrictLoader,
 ) -> Any:
     doc.marks[path] = _mark(node)
@@ -123,7 +129,9 @@ def _build(
                 continue
             if key in result:
                 first = doc.key_marks[(*path, key)]
-                doc.at(_mark(key_node), f"duplicate key '{key}' (first defined at line {first.line})")
+                doc.at(
+                    _mark(key_node), f"duplicate key '{key}' (first defined at line {first.line})"
+                )
                 continue
             doc.key_marks[(*path, key)] = _mark(key_node)
             result[key] = _build(value_node, (*path, key), doc, env, missing_env, loader)
@@ -139,7 +147,9 @@ def _build(
     return value
 
 
-def _expand(value: str, path: Path_, doc: Document, env: Mapping[str, str], severity: str) -> str:
+def _expand(
+    value: str, path: Path_, doc: Document, env: Mapping[str, str], severity: Severity
+) -> str:
     if _BAD_ENV_REF.search(value.replace("$${", "")):
         doc.error(path, "malformed ${...} reference (use ${NAME} or ${NAME:-default})")
         return value
@@ -153,7 +163,8 @@ def _expand(value: str, path: Path_, doc: Document, env: Mapping[str, str], seve
         if default is not None:
             return default
         doc.unresolved.add(path)
-        doc.error(path, f"environment variable {name} is not set", severity=severity)
+        level = severity if isinstance(severity, str) else severity(path)
+        doc.error(path, f"environment variable {name} is not set", severity=level)
         return ""
 
     return _ENV_REF.sub(substitute, value)

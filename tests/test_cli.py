@@ -17,11 +17,14 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(project: Project, *args: str) -> int:
-    return main([args[0], "--rules", str(project.rules), "--templates", str(project.templates),
-                 *args[1:]])
+    return main(
+        [args[0], "--rules", str(project.rules), "--templates", str(project.templates), *args[1:]]
+    )
 
 
-def test_check_passes_on_shipped_config(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_passes_on_shipped_config(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The shipped rules, templates and samples pass check with exit 0."""
     assert run(project, "check", "--samples", str(project.samples)) == 0
     out, err = capsys.readouterr()
@@ -38,7 +41,9 @@ def test_check_warns_but_passes_without_secrets(
     assert run(project, "check", "--samples", str(project.samples)) == 0
     err = capsys.readouterr().err
     assert f"{project.rules}:19:14: warning: environment variable RESEND_API_KEY is not set" in err
-    assert f"{project.rules}:24:18: warning: environment variable SLACK_WEBHOOK_URL is not set" in err
+    assert (
+        f"{project.rules}:24:18: warning: environment variable SLACK_WEBHOOK_URL is not set" in err
+    )
 
 
 def test_check_fails_with_location_on_broken_rules(
@@ -48,8 +53,9 @@ def test_check_fails_with_location_on_broken_rules(
     project.edit_rules("- sink: slack-signups", "- sink: slack-signup")
     assert run(project, "check", "--samples", str(project.samples)) == 1
     err = capsys.readouterr().err
-    assert (f"{project.rules}:48:15: unknown sink 'slack-signup' (did you mean 'slack-signups'?)"
-            in err)
+    assert (
+        f"{project.rules}:48:15: unknown sink 'slack-signup' (did you mean 'slack-signups'?)" in err
+    )
     assert err.endswith("relay check: invalid configuration\n")
 
 
@@ -61,11 +67,15 @@ def test_check_renders_templates_against_samples(
     path.write_text(path.read_text().replace("data.role", "data.rol"))
     assert run(project, "check", "--samples", str(project.samples)) == 1
     err = capsys.readouterr().err
-    assert (f"{path}:7:1: undefined variable: 'dict object' has no attribute 'rol' "
-            "(rule 'membership-sync', sample organizationMembership.created.json)") in err
+    assert (
+        f"{path}:7:1: undefined variable: 'dict object' has no attribute 'rol' "
+        "(rule 'membership-sync', sample organizationMembership.created.json)"
+    ) in err
 
 
-def test_check_reports_a_broken_sample(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_a_broken_sample(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A sample that is not valid JSON is a located error."""
     project.write("samples/bad.json", '{"type": "user.created",\n  oops}')
     assert run(project, "check", "--samples", str(project.samples)) == 1

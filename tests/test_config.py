@@ -44,15 +44,24 @@ text: "Hello"
 """
 
 
-def errors_for(tmp_path: Path, rules: str, env: dict[str, str] | None = None,
-               templates: dict[str, str] | None = None, mode: str = "serve") -> list[str]:
+def errors_for(
+    tmp_path: Path,
+    rules: str,
+    env: dict[str, str] | None = None,
+    templates: dict[str, str] | None = None,
+    mode: str = "serve",
+) -> list[str]:
     (tmp_path / "templates").mkdir(exist_ok=True)
     for name, text in (templates or {"welcome.yaml": WELCOME}).items():
         (tmp_path / "templates" / name).write_text(text)
     (tmp_path / "rules.yaml").write_text(rules)
     try:
-        config = load_config(tmp_path / "rules.yaml", tmp_path / "templates",
-                             env=TEST_ENV if env is None else env, mode=mode)  # type: ignore[arg-type]
+        config = load_config(
+            tmp_path / "rules.yaml",
+            tmp_path / "templates",
+            env=TEST_ENV if env is None else env,
+            mode=mode,
+        )  # type: ignore[arg-type]
     except ConfigError as exc:
         return [str(d).replace(str(tmp_path) + "/", "") for d in exc.diagnostics]
     return [str(d).replace(str(tmp_path) + "/", "") for d in config.warnings]
@@ -73,35 +82,76 @@ def test_shipped_config_loads(project: Project) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("    events: user.created\n", "    events: user.created\n    colour: red\n",
-         ["rules.yaml:17:5: unknown key 'colour'"]),
-        ("    url: http", "    ulr: http",
-         ["rules.yaml:11:3: missing required key 'url'",
-          "rules.yaml:13:5: unknown key 'ulr' (did you mean 'url'?)"]),
-        ("type: resend", "type: resnd",
-         ["rules.yaml:8:11: unknown sink type 'resnd' (did you mean 'resend'?)"]),
-        ("      - sink: hook", "      - sink: hok",
-         ["rules.yaml:24:15: unknown sink 'hok' (did you mean 'hook'?)"]),
-        ("template: welcome.yaml", "template: welcom.yaml",
-         ["rules.yaml:19:19: template 'welcom.yaml' not found in templates/ "
-          "(did you mean 'welcome.yaml'?)"]),
-        ("[organizationMembership.*]", "['organization Membership']",
-         ["rules.yaml:22:14: bad event pattern 'organization Membership': use event names with "
-          "'*' and '?' wildcards only (e.g. organizationMembership.*)"]),
-        ("    events: user.created\n", "    events: user.created\n    when: data.id ==\n",
-         ["rules.yaml:17:11: malformed condition: unexpected 'end of template'"]),
-        ("    from: Acme <hello@acme.example>\n", "",
-         ["rules.yaml:7:3: missing required key 'from'"]),
-        ("  - name: sync", "  - name: welcome",
-         ["rules.yaml:21:11: duplicate rule name 'welcome' (first used at line 15)"]),
-        ("    path: /webhooks/clerk\n", "    path: /webhooks/clerk\n    path: /other\n",
-         ["rules.yaml:5:5: duplicate key 'path' (first defined at line 4)"]),
+        (
+            "    events: user.created\n",
+            "    events: user.created\n    colour: red\n",
+            ["rules.yaml:17:5: unknown key 'colour'"],
+        ),
+        (
+            "    url: http",
+            "    ulr: http",
+            [
+                "rules.yaml:11:3: missing required key 'url'",
+                "rules.yaml:13:5: unknown key 'ulr' (did you mean 'url'?)",
+            ],
+        ),
+        (
+            "type: resend",
+            "type: resnd",
+            ["rules.yaml:8:11: unknown sink type 'resnd' (did you mean 'resend'?)"],
+        ),
+        (
+            "      - sink: hook",
+            "      - sink: hok",
+            ["rules.yaml:24:15: unknown sink 'hok' (did you mean 'hook'?)"],
+        ),
+        (
+            "template: welcome.yaml",
+            "template: welcom.yaml",
+            [
+                "rules.yaml:19:19: template 'welcom.yaml' not found in templates/ "
+                "(did you mean 'welcome.yaml'?)"
+            ],
+        ),
+        (
+            "[organizationMembership.*]",
+            "['organization Membership']",
+            [
+                "rules.yaml:22:14: bad event pattern 'organization Membership': use event names "
+                "with '*' and '?' wildcards only (e.g. organizationMembership.*)"
+            ],
+        ),
+        (
+            "    events: user.created\n",
+            "    events: user.created\n    when: data.id ==\n",
+            ["rules.yaml:17:11: malformed condition: unexpected 'end of template'"],
+        ),
+        (
+            "    from: Acme <hello@acme.example>\n",
+            "",
+            ["rules.yaml:7:3: missing required key 'from'"],
+        ),
+        (
+            "  - name: sync",
+            "  - name: welcome",
+            ["rules.yaml:21:11: duplicate rule name 'welcome' (first used at line 15)"],
+        ),
+        (
+            "    path: /webhooks/clerk\n",
+            "    path: /webhooks/clerk\n    path: /other\n",
+            ["rules.yaml:5:5: duplicate key 'path' (first defined at line 4)"],
+        ),
         ("version: 1", "version: 2", ["rules.yaml:1:10: version: Input should be 1"]),
-        ("        to: \"{{ primary_email(data) }}\"\n", "",
-         ["rules.yaml:18:9: missing required key 'to'"]),
+        (
+            '        to: "{{ primary_email(data) }}"\n',
+            "",
+            ["rules.yaml:18:9: missing required key 'to'"],
+        ),
     ],
 )
-def test_validation_error_is_located(tmp_path: Path, old: str, new: str, expected: list[str]) -> None:
+def test_validation_error_is_located(
+    tmp_path: Path, old: str, new: str, expected: list[str]
+) -> None:
     """Each kind of mistake is reported once, as rules.yaml:LINE:COL: message."""
     assert old in BASE
     assert errors_for(tmp_path, BASE.replace(old, new, 1)) == expected
@@ -109,9 +159,11 @@ def test_validation_error_is_located(tmp_path: Path, old: str, new: str, expecte
 
 def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
     """Several independent mistakes are all reported in one run, in file order."""
-    rules = (BASE.replace("type: resend", "type: resnd")
-             .replace("      - sink: hook", "      - sink: hok")
-             .replace("  - name: sync", "  - name: welcome"))
+    rules = (
+        BASE.replace("type: resend", "type: resnd")
+        .replace("      - sink: hook", "      - sink: hok")
+        .replace("  - name: sync", "  - name: welcome")
+    )
     assert errors_for(tmp_path, rules) == [
         "rules.yaml:8:11: unknown sink type 'resnd' (did you mean 'resend'?)",
         "rules.yaml:21:11: duplicate rule name 'welcome' (first used at line 15)",
@@ -142,7 +194,9 @@ def test_missing_env_is_an_error_for_serve_and_a_warning_for_check(tmp_path: Pat
 
 def test_env_default_and_escape(tmp_path: Path) -> None:
     """${VAR:-default} falls back to the default; $${ is a literal ${."""
-    rules = BASE.replace("from: Acme <hello@acme.example>", "from: ${EMAIL_FROM:-Ops <o@x.example>}")
+    rules = BASE.replace(
+        "from: Acme <hello@acme.example>", "from: ${EMAIL_FROM:-Ops <o@x.example>}"
+    )
     rules = rules.replace("url: http://127.0.0.1:9/x", "url: http://127.0.0.1:9/x?q=$${a}")
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "welcome.yaml").write_text(WELCOME)
@@ -203,7 +257,7 @@ def test_retry_policy_defaults_and_overrides(tmp_path: Path) -> None:
 
 
 def test_unknown_event_type_pattern_is_a_warning(tmp_path: Path) -> None:
-    """A pattern that matches no known Clerk event type warns with a suggestion (new types exist)."""
+    """A pattern that matches no known Clerk event type warns, with a suggestion."""
     rules = BASE.replace("events: user.created", "events: user.create")
     assert errors_for(tmp_path, rules) == [
         "rules.yaml:16:13: warning: event pattern 'user.create' matches no known Clerk event "

@@ -92,10 +92,15 @@ class Store(Protocol):
         """
 
     async def claim_due(
-        self, now: float, limit: int, lease_s: float, sinks: Collection[str] | None = None
+        self,
+        now: float,
+        limit: int,
+        lease_s: float,
+        sinks: Collection[str] | None = None,
+        exclude_sinks: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries (pending/failed, next_attempt_at <= now, no live
-        lease), oldest due first, optionally only for ``sinks``.
+        lease), oldest due first, optionally only for ``sinks`` / not for ``exclude_sinks``.
 
         A lease expires at now + lease_s."""
 

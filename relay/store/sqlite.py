@@ -231,11 +231,19 @@ class SQLiteStore:
         return await self._run(f"ingest {event.source} message {event.message_id}", run)
 
     async def claim_due(
-        self, now: float, limit: int, lease_s: float, sinks: Collection[str] | None = None
+        self,
+        now: float,
+        limit: int,
+        lease_s: float,
+        sinks: Collection[str] | None = None,
+        exclude_sinks: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
-        clauses, params = list(_CLAIMABLE), [now, now, *(sinks or ()), limit]
+        clauses = list(_CLAIMABLE)
+        params = [now, now, *(sinks or ()), *(exclude_sinks or ()), limit]
         if sinks is not None:
             clauses.append(f"d.sink IN ({', '.join('?' * len(sinks))})")
+        if exclude_sinks:
+            clauses.append(f"d.sink NOT IN ({', '.join('?' * len(exclude_sinks))})")
         head = f"{_CLAIM_COLS} FROM deliveries d JOIN events e ON e.id = d.event_id"
         sql = _select(head, clauses, "ORDER BY d.next_attempt_at, d.id LIMIT ?")
 

@@ -1,0 +1,245 @@
+"""The worker: claim due deliveries, render, send, record — with per-sink concurrency.
+
+Each sink has its own concurrency budget, and the worker claims work per sink only while that
+sink has free slots, so a slow or failing sink never holds back the others. A delivery is leased
+while it is being worked on; if the process dies, the lease expires (or, for the single embedded
+worker, is dropped at start) and the delivery is attempted again with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.config import Config
+from relay.delivery.policy import next_delay
+from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
+from relay.secret import redact
+from relay.sinks.base import Message, Sink
+from relay.store.base import Attempt, ClaimedDelivery, Store
+
+log = logging.getLogger("relay.worker")
+MAX_ERROR_CHARS = 1000
+ORPHAN_CHECK_S = 30.0  # how often to look for deliveries whose sink was removed
+
+
+@dataclass
+class Runtime:
+    """What the worker delivers with: the current config and the sinks built from it."""
+
+    config: Config
+    sinks: dict[str, Sink]
+
+
+@dataclass
+class _Slots:
+    limit: int
+    busy: int = 0
+
+
+Observer = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Worker:
+    store: Store
+    runtime: Callable[[], Runtime]
+    clock: Callable[[], float] = time.time
+    poll_s: float = 0.5
+    lease_margin_s: float = 60.0
+    observe: Observer = field(default=lambda kind, fields: None)
+    _slots: dict[str, _Slots] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopping: bool = False
+    _orphans_checked_at: float = float("-inf")
+
+    def wake(self) -> None:
+        """New work may be due (called by ingest after a commit)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and process due deliveries until ``stop()``."""
+        while not self._stopping:
+            claimed = await self.tick()
+            if claimed == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def tick(self) -> int:
+        """Claim what each sink has room for and start working on it; returns how many."""
+        runtime = self.runtime()
+        now = self.clock()
+        total = 0
+        for name, spec in runtime.config.sinks.items():
+            slots = self._slots.setdefault(name, _Slots(spec.settings.concurrency))
+            slots.limit = spec.settings.concurrency
+            free = slots.limit - slots.busy
+            if free <= 0:
+                continue
+            lease_s = spec.settings.timeout_s + self.lease_margin_s
+            try:
+                batch = await self.store.claim_due(now, free, lease_s, sinks=[name])
+            except Exception as exc:
+                log.error("claim failed", extra={"fields": {"sink": name, "error": str(exc)}})
+                continue
+            for claimed in batch:
+                slots.busy += 1
+                task = asyncio.create_task(self._process(claimed, slots))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            total += len(batch)
+        if now - self._orphans_checked_at >= ORPHAN_CHECK_S:
+            self._orphans_checked_at = now
+            total += await self._dead_letter_orphans(runtime, now)
+        return total
+
+    async def _dead_letter_orphans(self, runtime: Runtime, now: float) -> int:
+        """Deliveries for a sink no longer configured are dead with a reason, not left behind."""
+        known = set(runtime.config.sinks)
+        orphans = await self.store.claim_due(now, 100, self.lease_margin_s, exclude_sinks=known)
+        for claimed in orphans:
+            await self.store.record_dead(
+                None, claimed.id, f"sink '{claimed.sink}' is no longer configured in rules.yaml"
+            )
+        return len(orphans)
+
+    async def drain(self) -> None:
+        """Wait for every attempt in flight to finish."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming; let attempts in flight finish for up to ``grace_s``, then release."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _process(self, claimed: ClaimedDelivery, slots: _Slots) -> None:
+        try:
+            await self.deliver(claimed)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release([claimed.id]))
+            raise
+        except Exception as exc:  # a bug must not kill the worker; the lease will expire
+            log.exception(
+                "delivery crashed", extra={"fields": {"delivery_id": claimed.id, "error": str(exc)}}
+            )
+        finally:
+            slots.busy -= 1
+            self._wake.set()
+
+    async def deliver(self, claimed: ClaimedDelivery) -> None:
+        """One attempt for one claimed delivery, recorded with its outcome."""
+        runtime = self.runtime()
+        rule = next((r for r in runtime.config.rules if r.name == claimed.rule), None)
+        if rule is None or claimed.send_index >= len(rule.sends):
+            await self._dead(
+                claimed,
+                None,
+                f"rule '{claimed.rule}' (send {claimed.send_index}) is "
+                "no longer configured in rules.yaml",
+            )
+            return
+        send = rule.sends[claimed.send_index]
+        sink = runtime.sinks.get(send.sink)
+        spec = runtime.config.sinks.get(send.sink)
+        if sink is None or spec is None:
+            await self._dead(claimed, None, f"sink '{send.sink}' is no longer configured")
+            return
+        started = self.clock()
+        t0 = time.monotonic()
+        try:
+            event = json.loads(claimed.body)
+            message = Message(
+                delivery_id=claimed.id,
+                idempotency_key=claimed.idempotency_key,
+                event_id=claimed.message_id,
+                event_type=claimed.event_type,
+                rule=claimed.rule,
+                sink=send.sink,
+                payload=send.render(event),
+                event=event,
+            )
+        except TemplateError as exc:
+            attempt = Attempt(
+                claimed.id, started, 0.0, None, self._clean(f"template: {exc}", runtime)
+            )
+            await self._dead(claimed, attempt, attempt.error or "template error")
+            return
+        error: DeliveryError | None = None
+        try:
+            await sink.send(message)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:
+            error = RetryableError(f"{send.sink}: unexpected {type(exc).__name__}: {exc}")
+        duration_ms = (time.monotonic() - t0) * 1000
+        number = claimed.attempts + 1
+        fields = {
+            "delivery_id": claimed.id,
+            "event_id": claimed.event_id,
+            "svix_id": claimed.message_id,
+            "rule": claimed.rule,
+            "sink": send.sink,
+            "sink_type": spec.type.name,
+            "attempt": number,
+            "duration_ms": round(duration_ms, 1),
+            "received_at": claimed.received_at,
+        }
+        if error is None:
+            await self.store.record_delivered(Attempt(claimed.id, started, duration_ms, 200, None))
+            self._emit("delivered", fields)
+            return
+        text = self._clean(str(error), runtime)
+        attempt = Attempt(claimed.id, started, duration_ms, error.status, text)
+        delay = next_delay(spec.settings.retry, number, error)
+        if delay is None:
+            why = (
+                "permanent error"
+                if isinstance(error, PermanentError)
+                else (f"gave up after {number} attempts")
+            )
+            await self.store.record_dead(attempt, claimed.id, f"{why}: {text}")
+            self._emit("dead", {**fields, "status": error.status, "error": text})
+        else:
+            await self.store.record_retry(attempt, self.clock() + delay)
+            self._emit(
+                "retry",
+                {**fields, "status": error.status, "error": text, "retry_in_s": round(delay, 1)},
+            )
+
+    async def _dead(self, claimed: ClaimedDelivery, attempt: Attempt | None, reason: str) -> None:
+        await self.store.record_dead(attempt, claimed.id, reason)
+        self._emit(
+            "dead",
+            {
+                "delivery_id": claimed.id,
+                "rule": claimed.rule,
+                "sink": claimed.sink,
+                "error": reason,
+                "attempt": claimed.attempts + 1,
+            },
+        )
+
+    def _emit(self, outcome: str, fields: dict[str, Any]) -> None:
+        level = logging.WARNING if outcome == "dead" else logging.INFO
+        log.log(level, f"delivery {outcome}", extra={"fields": {**fields, "outcome": outcome}})
+        self.observe(outcome, fields)
+
+    @staticmethod
+    def _clean(text: str, runtime: Runtime) -> str:
+        return redact(text, runtime.config.secret_values)[:MAX_ERROR_CHARS]
