@@ -1,4 +1,4 @@
-"""The Starlette application: ingest routes per source, health, and the in-process worker.
+"""The Starlette application: ingest, health, metrics, the in-process worker and hot reload.
 
 ``create_app`` takes ready objects (settings, config, store); nothing here is module state.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,16 +19,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.config import Config
+from relay.config import Config, Mode
 from relay.delivery.worker import Runtime, Worker
 from relay.ingest import IngestEndpoint
+from relay.metrics import Metrics
+from relay.reload import Reloader
 from relay.settings import Settings
 from relay.sinks.base import Sink, SinkContext
 from relay.sinks.dryrun import DryRunSink
 from relay.store.base import Store
 
 log = logging.getLogger("relay.app")
-SHUTDOWN_GRACE_S = 10.0
 
 
 def build_sinks(config: Config, http: httpx.AsyncClient, *, dry_run: bool) -> dict[str, Sink]:
@@ -56,15 +58,32 @@ class RelayState:
     config: Config
     store: Store
     clock: Callable[[], float] = time.time
+    metrics: Metrics = field(default_factory=Metrics)
     runtime: Runtime | None = None
     worker: Worker | None = None
     http: httpx.AsyncClient | None = None
     ready: bool = False
-    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def mode(self) -> Mode:
+        return "dry-run" if self.settings.dry_run else "serve"
 
     def current_runtime(self) -> Runtime:
         assert self.runtime is not None, "the relay has not started"
         return self.runtime
+
+    def apply(self, config: Config) -> None:
+        """Swap in a validated config; deliveries already queued use what still exists."""
+        assert self.http is not None
+        self.config = config
+        self.runtime = Runtime(
+            config, build_sinks(config, self.http, dry_run=self.settings.dry_run)
+        )
+        self.metrics.prepare(config)
+
+    def on_delivery(self, kind: str, fields: dict[str, object]) -> None:
+        self.metrics.observe_delivery(kind, dict(fields), self.clock())
 
 
 def create_app(
@@ -81,15 +100,27 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         state.http = make_http_client()
-        state.runtime = Runtime(config, build_sinks(config, state.http, dry_run=settings.dry_run))
+        state.apply(config)
+        state.metrics.observe_reload(True, clock())
+        reloader = Reloader(
+            settings, state.mode, state.apply, lambda ok: state.metrics.observe_reload(ok, clock())
+        )
+        state.tasks.append(asyncio.create_task(reloader.watch()))
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP,
+                lambda: state.tasks.append(asyncio.create_task(_reload_quietly(reloader))),
+            )
         if settings.worker:
             released = await store.release_all_leases()
             if released:
                 log.info(
                     "released leases left by a previous run", extra={"fields": {"count": released}}
                 )
-            state.worker = Worker(store, state.current_runtime, clock=clock)
-            state._task = asyncio.create_task(state.worker.run())
+            state.worker = Worker(
+                store, state.current_runtime, clock=clock, observe=state.on_delivery
+            )
+            state.tasks.append(asyncio.create_task(state.worker.run()))
         state.ready = True
         log.info(
             "relay started",
@@ -108,11 +139,13 @@ def create_app(
             yield
         finally:
             state.ready = False
-            if state.worker is not None and state._task is not None:
-                await state.worker.stop(SHUTDOWN_GRACE_S)
-                state._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await state._task
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if state.worker is not None:
+                await state.worker.stop(settings.shutdown_grace_s)
+            for task in state.tasks:
+                task.cancel()
+            await asyncio.gather(*state.tasks, return_exceptions=True)
             await state.http.aclose()
             await store.close()
             log.info("relay stopped")
@@ -121,21 +154,39 @@ def create_app(
         if state.worker is not None:
             state.worker.wake()
 
-    routes = []
-    if settings.ingest:
-        for source in config.sources.values():
-            endpoint = IngestEndpoint(source.name, lambda: state.config, store, clock, on_stored)
-            routes.append(Route(source.path, endpoint.handle, methods=["POST"]))
-
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         if not state.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        try:
+            stats = await store.queue_stats(clock())
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "store_unreachable", "error": str(exc)[:200]}, status_code=503
+            )
+        return JSONResponse(
+            {"status": "ready", "rules": len(state.config.rules), "queue_due": stats.due}
+        )
 
-    routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
+    async def metrics(request: Request) -> Response:
+        with contextlib.suppress(Exception):
+            state.metrics.observe_queue(await store.queue_stats(clock()))
+        return Response(
+            state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    if settings.ingest:
+        endpoint = IngestEndpoint(
+            lambda: state.config, store, clock, on_stored, state.metrics.observe_event
+        )
+        routes.append(Route("/{path:path}", endpoint.handle, methods=["POST"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.relay = state
     return app
+
+
+async def _reload_quietly(reloader: Reloader) -> None:
+    await reloader.reload("SIGHUP")

@@ -27,6 +27,7 @@ from relay.templates import Environments, TextTemplate, Where, compile_data
 from relay.verify import parse_signing_secret
 
 Mode = Literal["check", "serve", "dry-run"]
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_SOURCES = {
     "clerk": {"path": "/webhooks/clerk", "secret": "${CLERK_WEBHOOK_SIGNING_SECRET}"}
@@ -218,6 +219,8 @@ class _Loader:
                     f"path {src.path} is already served by source '{paths[src.path]}'",
                 )
             paths[src.path] = name
+            if src.path in RESERVED_PATHS:
+                self.doc.error((*base, "path"), f"path {src.path} is reserved for relay itself")
             secrets = []
             for key in ("secret", "previous_secret"):
                 value = getattr(src, key)

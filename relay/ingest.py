@@ -49,57 +49,65 @@ def _answer(status: int, outcome: str, **extra: Any) -> JSONResponse:
 
 
 class IngestEndpoint:
-    """One source's endpoint. ``config`` is read on every request so a reload takes effect."""
+    """Every source's endpoint. ``config`` is read per request, so a reload (a rotated secret, a
+    new source, new rules) takes effect at once without a restart."""
 
     def __init__(
         self,
-        source_name: str,
         config: Callable[[], Config],
         store: Store,
         clock: Callable[[], float],
         on_stored: Callable[[], None] = lambda: None,
         observe: Callable[[str, str, str], None] = lambda source, type_, outcome: None,
     ) -> None:
-        self.source_name = source_name
         self.config = config
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
         self.observe = observe
-        self._verifiers: dict[int, SvixVerifier] = {}
+        self._verifiers: dict[int, tuple[Source, SvixVerifier]] = {}
 
     def _verifier(self, source: Source) -> SvixVerifier:
-        key = id(source)
-        if key not in self._verifiers:
-            self._verifiers = {key: SvixVerifier(source.secrets, clock=self.clock)}
-        return self._verifiers[key]
+        cached = self._verifiers.get(id(source))
+        if cached is None or cached[0] is not source:
+            if len(self._verifiers) > 64:
+                self._verifiers.clear()
+            cached = (source, SvixVerifier(source.secrets, clock=self.clock))
+            self._verifiers[id(source)] = cached
+        return cached[1]
 
     async def handle(self, request: Request) -> Response:
         config = self.config()
-        source = config.sources.get(self.source_name)
+        path = request.url.path
+        source = next((s for s in config.sources.values() if s.path == path), None)
         if source is None:
-            return _answer(404, "unknown_source")
+            return _answer(404, "not_found")
+        if not source.secrets:
+            return self._reject(source.name, "no_secret", 503, "source has no signing secret")
         try:
             body = await read_body(request, source.max_body_bytes)
         except BodyTooLargeError:
             return self._reject(
-                "body_too_large", 413, f"body larger than {source.max_body_bytes} bytes"
+                source.name,
+                "body_too_large",
+                413,
+                f"body larger than {source.max_body_bytes} bytes",
             )
         except ClientDisconnect:
-            return self._reject("client_disconnected", 400, "client disconnected")
+            return self._reject(source.name, "client_disconnected", 400, "client disconnected")
         try:
             verified = self._verifier(source).verify(body, request.headers)
         except VerificationError as exc:
-            return self._reject("bad_signature", 400, str(exc))
+            return self._reject(source.name, "bad_signature", 400, str(exc))
         try:
             event = json.loads(body)
         except (ValueError, RecursionError):
-            return self._reject("bad_json", 400, "body is not valid JSON")
+            return self._reject(source.name, "bad_json", 400, "body is not valid JSON")
         if not isinstance(event, dict):
-            return self._reject("bad_json", 400, "body is not a JSON object")
+            return self._reject(source.name, "bad_json", 400, "body is not a JSON object")
         event_type = event.get("type")
         if not isinstance(event_type, str) or not event_type:
-            return self._reject("no_type", 400, "event has no 'type'")
+            return self._reject(source.name, "no_type", 400, "event has no 'type'")
 
         now = self.clock()
         event_id = new_id("evt")
@@ -164,13 +172,13 @@ class IngestEndpoint:
             self.on_stored()
         return _answer(200, "accepted", event_id=event_id, deliveries=len(deliveries))
 
-    def _reject(self, reason: str, status: int, detail: str) -> Response:
-        self.observe(self.source_name, "", f"rejected:{reason}")
+    def _reject(self, source: str, reason: str, status: int, detail: str) -> Response:
+        self.observe(source, "", f"rejected:{reason}")
         log.info(
             "request rejected",
             extra={
                 "fields": {
-                    "source": self.source_name,
+                    "source": source,
                     "reason": reason,
                     "detail": detail,
                     "outcome": "rejected",

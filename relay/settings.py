@@ -21,6 +21,7 @@ class Settings:
     worker: bool = True
     ingest: bool = True
     log_format: str = "auto"  # auto | json | text
+    shutdown_grace_s: float = 10.0  # on SIGTERM, how long attempts in flight may finish
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -36,6 +37,7 @@ class Settings:
             port=int(env.get("RELAY_PORT", str(base.port))),
             dry_run=env.get("RELAY_DRY_RUN", "") in ("1", "true", "yes"),
             log_format=env.get("RELAY_LOG_FORMAT", base.log_format),
+            shutdown_grace_s=float(env.get("RELAY_SHUTDOWN_GRACE_S", str(base.shutdown_grace_s))),
         )
 
     def with_(self, **changes: Any) -> Settings:

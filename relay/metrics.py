@@ -1,0 +1,146 @@
+"""Prometheus metrics with stable ``relay_*`` names, on a registry owned by one app.
+
+Deliveries count notifications (one per event, rule and send, counted once at its final outcome);
+attempts are counted separately. Label values for configured sinks and rules are created up
+front, so dashboards and alerts see zeros instead of missing series.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from relay.config import Config
+from relay.store.base import QueueStats
+
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
+OUTCOMES = ("delivered", "dead")
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+
+
+def status_class(status: int | None) -> str:
+    if status is None or not 200 <= status <= 599:
+        return "error"
+    return f"{status // 100}xx"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: *_created series only add noise here
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter(
+            "relay_events_received",
+            "Webhook requests by source, event type and outcome "
+            "(accepted, duplicate, rejected, store_unavailable) and rejection reason.",
+            ["source", "type", "outcome", "reason"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "relay_deliveries",
+            "Deliveries (notifications, not attempts) by final outcome.",
+            ["sink", "rule", "outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "relay_delivery_attempts",
+            "Send attempts by sink and upstream status class.",
+            ["sink", "status_class"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "relay_delivery_retries",
+            "Attempts that failed and were scheduled again.",
+            ["sink"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "relay_delivery_latency_seconds",
+            "Time from ingest to successful delivery.",
+            ["sink"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_due = Gauge(
+            "relay_queue_due", "Deliveries due now and not being worked on.", registry=r
+        )
+        self.queue_pending = Gauge(
+            "relay_queue_pending", "Deliveries not yet delivered or dead.", registry=r
+        )
+        self.queue_oldest_due_age = Gauge(
+            "relay_queue_oldest_due_age_seconds",
+            "How long the oldest due delivery has waited.",
+            registry=r,
+        )
+        self.reload_success = Gauge(
+            "relay_config_last_reload_success",
+            "1 if the last config (re)load succeeded.",
+            registry=r,
+        )
+        self.reload_time = Gauge(
+            "relay_config_last_reload_timestamp_seconds",
+            "When the config was last (re)loaded.",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "relay_config_reloads",
+            "Config reloads by outcome (success, failure).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("success", "failure"):
+            self.reloads.labels(outcome)
+
+    def prepare(self, config: Config) -> None:
+        """Create every label combination the config can produce, at zero."""
+        for rule in config.rules:
+            for send in rule.sends:
+                for outcome in OUTCOMES:
+                    self.deliveries.labels(send.sink, rule.name, outcome)
+        for sink in config.sinks:
+            for cls in STATUS_CLASSES:
+                self.attempts.labels(sink, cls)
+            self.retries.labels(sink)
+            self.latency.labels(sink)
+        for source in config.sources:
+            self.events.labels(source, "", "rejected", "bad_signature")
+
+    def observe_event(self, source: str, event_type: str, outcome: str) -> None:
+        kind, _, reason = outcome.partition(":")
+        self.events.labels(source, event_type, kind, reason).inc()
+
+    def observe_delivery(self, kind: str, fields: dict[str, Any], now: float) -> None:
+        """Called by the worker after each attempt: kind is delivered, retry or dead."""
+        sink, rule = str(fields.get("sink", "")), str(fields.get("rule", ""))
+        if "attempt" in fields and ("status" in fields or kind == "delivered"):
+            status = 200 if kind == "delivered" else fields.get("status")
+            self.attempts.labels(sink, status_class(status)).inc()
+        if kind == "retry":
+            self.retries.labels(sink).inc()
+            return
+        self.deliveries.labels(sink, rule, kind).inc()
+        received = fields.get("received_at")
+        if kind == "delivered" and isinstance(received, float):
+            self.latency.labels(sink).observe(max(now - received, 0.0))
+
+    def observe_queue(self, stats: QueueStats) -> None:
+        self.queue_due.set(stats.due)
+        self.queue_pending.set(stats.pending_total)
+        self.queue_oldest_due_age.set(stats.oldest_due_age_s or 0.0)
+
+    def observe_reload(self, ok: bool, when: float) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+        self.reload_success.set(1 if ok else 0)
+        if ok:
+            self.reload_time.set(when)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
