@@ -249,7 +249,7 @@ def test_retry_policy_defaults_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(rules)
     config = load_config(tmp_path / "rules.yaml", tmp_path / "templates", env=TEST_ENV)
     assert config.sinks["hook"].settings.retry.max_attempts == 3
-    assert config.sinks["email"].settings.retry.max_attempts == 16
+    assert config.sinks["email"].settings.retry.max_attempts == 18
     bad = BASE.replace("    type: http\n", "    type: http\n    retry:\n      max_attempts: 0\n")
     assert errors_for(tmp_path, bad) == [
         "rules.yaml:14:21: max_attempts: Input should be greater than or equal to 1"

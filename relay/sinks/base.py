@@ -40,7 +40,7 @@ class RetrySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: int = Field(default=16, ge=1, le=100)
+    max_attempts: int = Field(default=18, ge=1, le=100)
     first_backoff_s: float = Field(default=5.0, gt=0, le=3600)
     max_backoff_s: float = Field(default=4 * 3600.0, gt=0, le=7 * 24 * 3600)
 
