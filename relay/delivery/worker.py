@@ -67,7 +67,11 @@ class Worker:
     async def run(self) -> None:
         """Claim and process due deliveries until ``stop()``."""
         while not self._stopping:
-            claimed = await self.tick()
+            try:
+                claimed = await self.tick()
+            except Exception as exc:  # never let one bad tick end delivery for good
+                log.exception("worker tick failed", extra={"fields": {"error": str(exc)}})
+                claimed = 0
             if claimed == 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -98,7 +102,10 @@ class Worker:
             total += len(batch)
         if now - self._orphans_checked_at >= ORPHAN_CHECK_S:
             self._orphans_checked_at = now
-            total += await self._dead_letter_orphans(runtime, now)
+            try:
+                total += await self._dead_letter_orphans(runtime, now)
+            except Exception as exc:  # a locked store must not end the worker: try next time
+                log.error("orphan sweep failed", extra={"fields": {"error": str(exc)}})
         return total
 
     async def _dead_letter_orphans(self, runtime: Runtime, now: float) -> int:
