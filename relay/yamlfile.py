@@ -100,8 +100,16 @@ def load(
         problem = exc.problem or exc.context or "invalid YAML"
         doc.diagnostics.append(Diagnostic(file, line, col, f"invalid YAML: {problem}"))
         return doc
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        doc.diagnostics.append(
+            Diagnostic(file, line, col, f"invalid YAML: character {exc.character!r} is not allowed")
+        )
+        return doc
     except yaml.YAMLError as exc:
-        doc.diagnostics.append(Diagnostic(file, 1, 1, f"invalid YAML: {exc}"))
+        message = " ".join(str(exc).split())
+        doc.diagnostics.append(Diagnostic(file, 1, 1, f"invalid YAML: {message}"))
         return doc
     if node is not None:
         doc.data = _build(node, (), doc, env, missing_env, _StrictLoader(""))
