@@ -447,14 +447,14 @@ class _Loader:
         self, tdoc: yamlfile.Document, key: str, value: Any, kind: TemplateField
     ) -> Any:
         mark = tdoc.locate((key,))
-        if kind.kind == "data":
+        env = self.envs.for_kind(kind.kind)
+        if kind.kind.endswith("data"):
 
             def where_of(path: tuple[Any, ...]) -> Where:
                 leaf = tdoc.locate((key, *path))
                 return Where(tdoc.file, leaf.line, leaf.block)
 
-            return compile_data(self.envs.text, value, where_of)
+            return compile_data(env, value, where_of)
         if not isinstance(value, str):
             raise TemplateError(f"part '{key}' must be a string", file=tdoc.file, line=mark.line)
-        env = self.envs.html if kind.kind == "html" else self.envs.text
         return TextTemplate(env, value, Where(tdoc.file, mark.line, mark.block))

@@ -68,13 +68,28 @@ def _none_to_empty(value: Any) -> Any:
     return "" if value is None else value
 
 
-def make_environment(templates_dir: Path | None, *, autoescape: bool) -> jinja2.Environment:
+def slack_escape(value: Any) -> Any:
+    """Escape ``&``, ``<`` and ``>`` as Slack requires, so event data cannot inject a mention
+    (``<!channel>``) or a link; ``None`` renders as nothing."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        value = str(value)
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def make_environment(
+    templates_dir: Path | None,
+    *,
+    autoescape: bool,
+    finalize: Callable[[Any], Any] = _none_to_empty,
+) -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(templates_dir)) if templates_dir else None
     env = ImmutableSandboxedEnvironment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         autoescape=autoescape,
-        finalize=_none_to_empty,
+        finalize=finalize,
         keep_trailing_newline=True,
         auto_reload=False,
     )
@@ -89,17 +104,25 @@ def make_environment(templates_dir: Path | None, *, autoescape: bool) -> jinja2.
 
 @dataclass(frozen=True)
 class Environments:
-    """The two sandboxed environments: plain text and autoescaped HTML."""
+    """The sandboxed environments: plain text, autoescaped HTML, and Slack-escaped text."""
 
     text: jinja2.Environment
     html: jinja2.Environment
+    slack: jinja2.Environment
 
     @classmethod
     def for_dir(cls, templates_dir: Path | None) -> Environments:
         return cls(
             make_environment(templates_dir, autoescape=False),
             make_environment(templates_dir, autoescape=True),
+            make_environment(templates_dir, autoescape=False, finalize=slack_escape),
         )
+
+    def for_kind(self, kind: str) -> jinja2.Environment:
+        """``text``/``data`` → text, ``html`` → html, ``slack``/``slack-data`` → slack."""
+        if kind == "html":
+            return self.html
+        return self.slack if kind.startswith("slack") else self.text
 
 
 @dataclass(frozen=True)
@@ -158,6 +181,7 @@ class NativeExpression:
 
     def __init__(self, env: jinja2.Environment, expr: str, where: Where) -> None:
         self.where = where
+        self._finalize = env.finalize or _none_to_empty
         try:
             self._expr = env.compile_expression(expr, undefined_to_none=False)
         except jinja2.TemplateSyntaxError as exc:
@@ -170,7 +194,7 @@ class NativeExpression:
                 value._fail_with_undefined_error()
         except Exception as exc:
             raise TemplateError(_describe(exc), file=self.where.file, line=self.where.line) from exc
-        return value
+        return self._finalize(value) if isinstance(value, str) else value
 
 
 def _describe(exc: BaseException) -> str:

@@ -163,3 +163,21 @@ def test_data_template_undefined_fails() -> None:
     compiled = compile_data(ENVS.text, {"x": "{{ data.nope }}"}, lambda path: Where("b.yaml", 4))
     with pytest.raises(TemplateError, match=r"b\.yaml:4: undefined variable"):
         render_data(compiled, event_context({"data": {}}))
+
+
+def test_slack_parts_escape_event_data_but_not_the_template() -> None:
+    """A name like <!channel> cannot ping a channel; the template's own link markup stays."""
+    template = TextTemplate(
+        ENVS.slack, "<https://app.example/u|{{ data.first_name }}> & co", Where("s.yaml", 1)
+    )
+    out = template.render(event_context({"data": {"first_name": "<!channel> & <b>"}}))
+    assert out == "<https://app.example/u|&lt;!channel&gt; &amp; &lt;b&gt;> & co"
+
+
+def test_slack_data_leaves_are_escaped_too() -> None:
+    """Native string leaves in Slack blocks get the same escaping; numbers keep their type."""
+    compiled = compile_data(
+        ENVS.slack, {"t": "{{ data.name }}", "n": "{{ data.n }}"}, lambda p: Where("b.yaml", 1)
+    )
+    out = render_data(compiled, event_context({"data": {"name": "<!here>", "n": 3}}))
+    assert out == {"t": "&lt;!here&gt;", "n": 3}

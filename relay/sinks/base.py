@@ -64,10 +64,13 @@ class SendFields(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class TemplateField:
-    """One key of a message template file: ``kind`` is ``text``, ``html`` or ``data``.
+    """One key of a message template file: ``kind`` is ``text``, ``html``, ``slack``, ``data``
+    or ``slack-data``.
 
-    ``text`` and ``html`` are Jinja strings (``html`` autoescaped); ``data`` is a YAML structure
-    whose string leaves are Jinja strings (a leaf that is exactly ``{{ expr }}`` keeps its type).
+    ``text``, ``html`` and ``slack`` are Jinja strings (``html`` autoescaped for HTML, ``slack``
+    escaping ``& < >`` in interpolated values as Slack requires); ``data`` and ``slack-data`` are
+    YAML structures whose string leaves are Jinja strings (a leaf that is exactly ``{{ expr }}``
+    keeps its type).
     """
 
     kind: str = "text"

@@ -183,6 +183,9 @@ SINK = SinkType(
     name="slack",
     settings=SlackSettings,
     build=SlackSink,
-    template_fields={"text": TemplateField("text", required=True), "blocks": TemplateField("data")},
+    template_fields={
+        "text": TemplateField("slack", required=True),
+        "blocks": TemplateField("slack-data"),
+    },
     describe=describe,
 )
