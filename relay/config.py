@@ -360,18 +360,21 @@ class _Loader:
             names = [f.alias or n for n, f in spec.type.send_fields.model_fields.items()]
             self._report(exc, base, ["sink", "template", *names])
             return None
-        compiled_fields = {}
+        compiled_fields: dict[str, Any] = {}
+        literal = spec.type.send_fields.literal_fields
         for key, value in fields.items():
-            if isinstance(value, str):
-                mark = self.doc.locate((*base, key))
-                try:
-                    compiled_fields[key] = TextTemplate(
-                        self.envs.text, value, Where(self.doc.file, mark.line, mark.block)
-                    )
-                except TemplateError as exc:
-                    self.doc.error((*base, key), f"{key}: {exc.message}")
-            else:
-                compiled_fields[key] = value
+            if key in literal:
+                compiled_fields[key] = value  # used as written: never a template
+                continue
+
+            def where_of(path: tuple[Any, ...], key: str = key) -> Where:
+                mark = self.doc.locate((*base, key, *path))
+                return Where(self.doc.file, mark.line, mark.block)
+
+            try:
+                compiled_fields[key] = compile_data(self.envs.text, value, where_of)
+            except TemplateError as exc:
+                self.doc.error((*base, key), f"{key}: {exc.message}")
         parts = self._template(send, base, spec.type)
         if parts is None:
             return None

@@ -11,7 +11,7 @@ from typing import Any
 import jinja2
 
 from relay.errors import TemplateError
-from relay.templates import TextTemplate, event_context, render_data
+from relay.templates import event_context, render_data
 
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?-]+$")
 
@@ -69,7 +69,7 @@ class Send:
         context = event_context(event)
         payload = {key: render_data(value, context) for key, value in self.parts.items()}
         for key, value in self.fields.items():
-            payload[key] = value.render(context) if isinstance(value, TextTemplate) else value
+            payload[key] = render_data(value, context)
         return payload
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
@@ -57,9 +57,15 @@ class SinkSettings(BaseModel):
 
 
 class SendFields(BaseModel):
-    """Per-send fields a sink takes besides ``sink`` and ``template`` (none by default)."""
+    """Per-send fields a sink takes besides ``sink`` and ``template`` (none by default).
+
+    Their values are templates rendered per event (strings, and the strings inside lists and
+    mappings), except the fields named in ``literal_fields``, which are used as written (a SQL
+    statement, say, must never be built from event data).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    literal_fields: ClassVar[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
