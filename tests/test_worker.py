@@ -1,0 +1,482 @@
+"""The worker, in process: a real SQLite store, a fake clock and scripted in-memory sinks.
+
+Time is driven, never slept: ``worker.tick()`` claims what is due at the fake clock's now,
+``worker.drain()`` waits for the attempts it started, and moving the clock makes retries due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import pytest
+
+from relay.config import Config, load_config
+from relay.delivery.worker import Runtime, Worker
+from relay.errors import DeliveryError, PermanentError, RetryableError, StoreUnavailableError
+from relay.ids import idempotency_key
+from relay.sinks.base import Message, Sink
+from relay.store import (
+    AttemptRecord,
+    ClaimedDelivery,
+    DeliveryRecord,
+    DeliveryStatus,
+    NewDelivery,
+    NewEvent,
+    SQLiteStore,
+)
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000.0
+SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ALPHA_TOKEN = "Bearer tok_live_9f8e7d6c5b4a"
+
+RULES = """\
+version: 1
+sources:
+  clerk:
+    path: /webhooks/clerk
+    secret: ${CLERK_WEBHOOK_SIGNING_SECRET}
+sinks:
+  alpha:
+    type: http
+    url: http://127.0.0.1:9/alpha
+    headers:
+      Authorization: ${ALPHA_TOKEN}
+    retry: {max_attempts: 3, first_backoff_s: 10, max_backoff_s: 100}
+  beta:
+    type: http
+    url: http://127.0.0.1:9/beta
+    concurrency: 2
+rules:
+  - name: to-alpha
+    events: user.created
+    send:
+      - sink: alpha
+        template: body.yaml
+  - name: to-beta
+    events: user.created
+    send:
+      - sink: beta
+  - name: nickname
+    events: user.updated
+    send:
+      - sink: alpha
+        template: nickname.yaml
+"""
+TEMPLATES = {
+    "body.yaml": 'body:\n  user: "{{ data.id }}"\n',
+    "nickname.yaml": 'body:\n  nickname: "{{ data.nickname }}"\n',  # no such field: fails
+}
+
+
+@dataclass
+class Clock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class ScriptedSink:
+    """Raises the scripted outcomes in turn (None = success); succeeds once the script is out."""
+
+    script: list[BaseException | None] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+    async def send(self, message: Message) -> None:
+        self.messages.append(message)
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+
+
+@dataclass
+class BlockingSink:
+    """Every send waits for ``release``; counts how many are in flight at once."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    sent: list[Message] = field(default_factory=list)
+
+    async def send(self, message: Message) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        self.sent.append(message)
+
+
+@dataclass
+class Harness:
+    store: SQLiteStore
+    config: Config
+    clock: Clock
+    sinks: dict[str, Sink]
+    worker: Worker
+    events: int = 0
+
+    async def add(
+        self,
+        rule: str,
+        sink: str,
+        *,
+        type: str = "user.created",
+        data: Mapping[str, object] | None = None,
+        send_index: int = 0,
+    ) -> str:
+        """Store one event with one delivery due now; returns the delivery id."""
+        self.events += 1
+        n = self.events
+        message_id = f"msg_{n}"
+        body = {"type": type, "object": "event", "data": data or {"id": f"user_{n}"}}
+        event = NewEvent(
+            f"evt_{n}", "clerk", message_id, type, self.clock(), json.dumps(body).encode()
+        )
+        delivery = NewDelivery(
+            id=f"dlv_{n}",
+            rule=rule,
+            send_index=send_index,
+            sink=sink,
+            idempotency_key=idempotency_key("clerk", message_id, rule, send_index),
+            next_attempt_at=self.clock(),
+        )
+        await self.store.ingest(event, [delivery])
+        return delivery.id
+
+    async def run_due(self) -> int:
+        """Claim what is due now and wait for every attempt started; returns how many claimed."""
+        claimed = await self.worker.tick()
+        await self.worker.drain()
+        return claimed
+
+    async def delivery(self, delivery_id: str) -> DeliveryRecord:
+        (found,) = [d for d in await self.store.list_deliveries() if d.id == delivery_id]
+        return found
+
+    async def attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        return await self.store.list_attempts(delivery_id)
+
+
+def write_project(root: Path) -> tuple[Path, Path]:
+    templates = root / "templates"
+    templates.mkdir(parents=True)
+    for name, text in TEMPLATES.items():
+        (templates / name).write_text(text, encoding="utf-8")
+    rules = root / "rules.yaml"
+    rules.write_text(textwrap.dedent(RULES), encoding="utf-8")
+    return rules, templates
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    rules, templates = write_project(tmp_path / "project")
+    env = {"CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "ALPHA_TOKEN": ALPHA_TOKEN}
+    return load_config(rules, templates, env=env)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "relay.db")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def make_harness(store: SQLiteStore, config: Config) -> Callable[..., Harness]:
+    def make(*, alpha: Sink | None = None, beta: Sink | None = None) -> Harness:
+        sinks: dict[str, Sink] = {
+            "alpha": alpha or ScriptedSink(),
+            "beta": beta or ScriptedSink(),
+        }
+        runtime = Runtime(config, sinks)
+        clock = Clock()
+        worker = Worker(store, lambda: runtime, clock=clock)
+        return Harness(store, config, clock, sinks, worker)
+
+    return make
+
+
+def retryable(text: str = "post to alpha: 503 Service Unavailable", **kw: float) -> DeliveryError:
+    return RetryableError(text, status=503, **kw)
+
+
+async def test_delivered_on_first_try(make_harness: Callable[..., Harness]) -> None:
+    """A due delivery is rendered, sent once with its idempotency key and recorded delivered."""
+    alpha = ScriptedSink()
+    h = make_harness(alpha=alpha)
+    dlv = await h.add("to-alpha", "alpha")
+
+    assert await h.run_due() == 1
+
+    (message,) = alpha.messages
+    assert message.payload == {"body": {"user": "user_1"}}
+    assert message.idempotency_key == idempotency_key("clerk", "msg_1", "to-alpha", 0)
+    assert (message.delivery_id, message.event_id, message.event_type) == (
+        dlv,
+        "msg_1",
+        "user.created",
+    )
+    assert (message.rule, message.sink, message.event["type"]) == (
+        "to-alpha",
+        "alpha",
+        "user.created",
+    )
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts, record.last_error) == ("delivered", 1, None)
+    (attempt,) = await h.attempts(dlv)
+    assert (attempt.outcome, attempt.status_code, attempt.error) == ("delivered", 200, None)
+    assert await h.run_due() == 0
+
+
+async def test_retryable_error_is_retried_when_due_then_delivered(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A retryable failure schedules the next attempt by the backoff; not claimed before, then
+    claimed and delivered with the same idempotency key."""
+    alpha = ScriptedSink([retryable()])
+    h = make_harness(alpha=alpha)
+    dlv = await h.add("to-alpha", "alpha")
+
+    await h.run_due()
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts) == ("failed", 1)
+    assert record.last_error == "post to alpha: 503 Service Unavailable"
+    assert T0 + 8 <= record.next_attempt_at <= T0 + 12  # first_backoff_s 10, +-20 % jitter
+
+    h.clock.now = record.next_attempt_at - 0.001
+    assert await h.run_due() == 0
+    h.clock.now = record.next_attempt_at
+    assert await h.run_due() == 1
+
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts, record.last_error) == ("delivered", 2, None)
+    attempts = await h.attempts(dlv)
+    assert [(a.number, a.outcome, a.status_code) for a in attempts] == [
+        (1, "failed", 503),
+        (2, "delivered", 200),
+    ]
+    assert len({m.idempotency_key for m in alpha.messages}) == 1
+    assert len(alpha.messages) == 2
+
+
+async def test_retry_after_is_respected(make_harness: Callable[..., Harness]) -> None:
+    """A Retry-After longer than the backoff is the delay: not claimed before now + retry_after."""
+    alpha = ScriptedSink([retryable("post to alpha: 429 Too Many Requests", retry_after_s=30)])
+    h = make_harness(alpha=alpha)
+    dlv = await h.add("to-alpha", "alpha")
+
+    await h.run_due()
+    assert (await h.delivery(dlv)).next_attempt_at == T0 + 30
+    h.clock.now = T0 + 29.999
+    assert await h.run_due() == 0
+    h.clock.now = T0 + 30
+    assert await h.run_due() == 1
+    assert (await h.delivery(dlv)).status == "delivered"
+
+
+async def test_permanent_error_is_dead_after_one_attempt(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A permanent error makes the delivery dead at once, with the reason and one attempt."""
+    alpha = ScriptedSink([PermanentError("post to alpha: 422 Unprocessable Entity", status=422)])
+    h = make_harness(alpha=alpha)
+    dlv = await h.add("to-alpha", "alpha")
+
+    await h.run_due()
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts) == ("dead", 1)
+    assert record.last_error == "permanent error: post to alpha: 422 Unprocessable Entity"
+    (attempt,) = await h.attempts(dlv)
+    assert (attempt.outcome, attempt.status_code) == ("dead", 422)
+    h.clock.now += 10 * 24 * 3600
+    assert await h.run_due() == 0
+    assert len(alpha.messages) == 1
+
+
+async def test_attempts_exhausted_is_dead(make_harness: Callable[..., Harness]) -> None:
+    """After max_attempts (3 for alpha) retryable failures the delivery is dead, saying so."""
+    alpha = ScriptedSink([retryable() for _ in range(5)])
+    h = make_harness(alpha=alpha)
+    dlv = await h.add("to-alpha", "alpha")
+
+    for _ in range(3):
+        assert await h.run_due() == 1
+        h.clock.now += 1000  # past any backoff (max_backoff_s 100)
+    assert await h.run_due() == 0
+
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts) == ("dead", 3)
+    assert record.last_error == "gave up after 3 attempts: post to alpha: 503 Service Unavailable"
+    outcomes = [a.outcome for a in await h.attempts(dlv)]
+    assert outcomes == [DeliveryStatus.FAILED, DeliveryStatus.FAILED, DeliveryStatus.DEAD]
+    assert len(alpha.messages) == 3
+
+
+async def test_template_error_at_send_time_is_dead_and_worker_goes_on(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A template that fails to render for this event makes that delivery dead (nothing sent);
+    the other deliveries in the same batch are still delivered."""
+    alpha = ScriptedSink()
+    h = make_harness(alpha=alpha)
+    broken = await h.add("nickname", "alpha", type="user.updated")
+    fine = await h.add("to-alpha", "alpha")
+
+    assert await h.run_due() == 2
+
+    record = await h.delivery(broken)
+    assert (record.status, record.attempts) == ("dead", 1)
+    assert record.last_error is not None
+    assert record.last_error.startswith("template: ")
+    assert "nickname" in record.last_error
+    (attempt,) = await h.attempts(broken)
+    assert (attempt.outcome, attempt.status_code, attempt.error) == (
+        "dead",
+        None,
+        record.last_error,
+    )
+    assert (await h.delivery(fine)).status == "delivered"
+    assert [m.delivery_id for m in alpha.messages] == [fine]
+
+
+async def test_unexpected_sink_exception_is_a_retry(make_harness: Callable[..., Harness]) -> None:
+    """A sink that raises something outside the error tree (a bug) costs one retryable attempt;
+    the worker does not crash and the next attempt delivers."""
+    alpha = ScriptedSink([KeyError("recipient")])
+    h = make_harness(alpha=alpha)
+    dlv = await h.add("to-alpha", "alpha")
+
+    await h.run_due()
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts) == ("failed", 1)
+    assert record.last_error == "alpha: unexpected KeyError: 'recipient'"
+
+    h.clock.now = record.next_attempt_at
+    assert await h.run_due() == 1
+    assert (await h.delivery(dlv)).status == "delivered"
+
+
+async def test_per_sink_concurrency_without_head_of_line_blocking(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A blocked sink with concurrency 2 has at most 2 sends in flight, and another sink's
+    deliveries complete meanwhile."""
+    beta = BlockingSink()
+    alpha = ScriptedSink()
+    h = make_harness(alpha=alpha, beta=beta)
+    slow = [await h.add("to-beta", "beta") for _ in range(5)]
+    fast = [await h.add("to-alpha", "alpha") for _ in range(3)]
+
+    assert await h.worker.tick() == 5  # 2 for beta (its concurrency), 3 for alpha
+    with anyio.fail_after(5):  # the store records on its own thread: poll it, bounded
+        while {(await h.delivery(d)).status for d in fast} != {"delivered"}:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert (beta.in_flight, beta.max_in_flight) == (2, 2)
+    assert await h.worker.tick() == 0  # beta has no free slot, alpha nothing due
+    assert [(await h.delivery(d)).status for d in slow] == ["pending"] * 5
+
+    beta.release.set()
+    await h.worker.drain()
+    while await h.run_due():
+        pass
+    assert [(await h.delivery(d)).status for d in slow] == ["delivered"] * 5
+    assert beta.max_in_flight == 2
+    assert sorted(m.delivery_id for m in beta.sent) == sorted(slow)
+
+
+async def test_delivery_to_removed_sink_is_dead_with_reason(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A delivery whose sink is no longer in the config (an orphan) becomes dead, saying why."""
+    h = make_harness()
+    orphan = await h.add("old-rule", "gone")
+
+    assert await h.run_due() == 1
+    record = await h.delivery(orphan)
+    assert (record.status, record.attempts) == ("dead", 0)
+    assert record.last_error == "sink 'gone' is no longer configured in rules.yaml"
+    assert await h.attempts(orphan) == []
+
+
+async def test_delivery_of_removed_rule_is_dead_with_reason(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A delivery whose rule was removed from the config becomes dead, saying why."""
+    alpha = ScriptedSink()
+    h = make_harness(alpha=alpha)
+    dlv = await h.add("old-rule", "alpha")
+
+    await h.run_due()
+    record = await h.delivery(dlv)
+    assert record.status == "dead"
+    assert record.last_error == "rule 'old-rule' (send 0) is no longer configured in rules.yaml"
+    assert alpha.messages == []
+
+
+async def test_error_texts_are_redacted(make_harness: Callable[..., Harness]) -> None:
+    """A configured secret in a sink's error text never reaches the stored attempt or reason."""
+    echo = f"post to alpha: 401 Unauthorized: bad credentials {ALPHA_TOKEN} and {SIGNING_SECRET}"
+    alpha = ScriptedSink([retryable(echo), PermanentError(echo, status=401)])
+    h = make_harness(alpha=alpha)
+    dlv = await h.add("to-alpha", "alpha")
+
+    await h.run_due()
+    h.clock.now += 1000
+    await h.run_due()
+
+    record = await h.delivery(dlv)
+    attempts = await h.attempts(dlv)
+    stored = [record.last_error or "", *(a.error or "" for a in attempts)]
+    assert len(stored) == 3
+    for text in stored:
+        assert ALPHA_TOKEN not in text
+        assert "tok_live_9f8e7d6c5b4a" not in text
+        assert SIGNING_SECRET not in text
+        assert "bad credentials [redacted] and [redacted]" in text
+
+
+class FlakyStore(SQLiteStore):
+    """A store whose orphan sweep (a claim excluding the configured sinks) cannot commit."""
+
+    async def claim_due(
+        self,
+        now: float,
+        limit: int,
+        lease_s: float,
+        sinks: Collection[str] | None = None,
+        exclude_sinks: Collection[str] | None = None,
+    ) -> list[ClaimedDelivery]:
+        if exclude_sinks is not None:
+            raise StoreUnavailableError("claim due deliveries: database is locked")
+        return await super().claim_due(now, limit, lease_s, sinks, exclude_sinks)
+
+
+async def test_store_failure_while_sweeping_orphans_does_not_stop_the_worker(
+    tmp_path: Path, config: Config
+) -> None:
+    """A store that cannot commit during the orphan sweep is logged; tick still delivers."""
+    store = FlakyStore(tmp_path / "flaky.db")
+    await store.open()
+    try:
+        alpha = ScriptedSink()
+        runtime = Runtime(config, {"alpha": alpha, "beta": ScriptedSink()})
+        clock = Clock()
+        worker = Worker(store, lambda: runtime, clock=clock)
+        h = Harness(store, config, clock, runtime.sinks, worker)
+        dlv = await h.add("to-alpha", "alpha")
+        assert await h.run_due() == 1
+        assert (await h.delivery(dlv)).status == "delivered"
+    finally:
+        await store.close()
