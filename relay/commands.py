@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from relay import opscli
+from relay import dbcli, opscli
 from relay.settings import Settings
 
 DEFAULT_SEND_TEST_SOURCE = "clerk"
@@ -51,6 +51,7 @@ def register(sub: Any) -> None:
     send.add_argument("--templates", type=Path)
     send.add_argument("--samples", type=Path)
     send.set_defaults(handler=cmd_send_test)
+    dbcli.register(sub)
     opscli.register(sub)
 
 

@@ -1,14 +1,27 @@
-"""The Store contract, run against every backend (add a param to ``make_store`` for a new one)."""
+"""The Store contract, run against every backend (add a param to ``make_store`` for a new one).
+
+PostgreSQL tests use RELAY_TEST_POSTGRES_URL (default: the local server's ``test`` database), each
+in a fresh schema of its own. Without a reachable server they skip, except under CI=true, where
+that is a failure.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
+import psycopg
 import pytest
+from psycopg import sql
 
+from relay import cli
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store import (
     Attempt,
@@ -20,11 +33,20 @@ from relay.store import (
     SQLiteStore,
     Store,
     open_store,
+    redact_url,
 )
+from relay.store.migrations import plan
+from relay.store.postgres import PostgresStore, glob_to_regex
 
 pytestmark = pytest.mark.anyio
 
 T0 = 1_000_000.0  # the tests' clock: every time is T0 + seconds
+POSTGRES_URL = os.environ.get(
+    "RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite", "postgres"]
+sqlite_only = pytest.mark.parametrize("make_store", ["sqlite"], indirect=True)
+postgres_only = pytest.mark.parametrize("make_store", ["postgres"], indirect=True)
 
 
 @pytest.fixture
@@ -32,11 +54,40 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a new, empty schema (set as search_path) in the test database, dropped after.
+
+    No server there: a skip that says so, or a failure under CI=true."""
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        reason = (
+            f"PostgreSQL not reachable at {redact_url(POSTGRES_URL)}: {' '.join(str(exc).split())}"
+            "; set RELAY_TEST_POSTGRES_URL"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)", pytrace=False)
+        pytest.skip(reason)
+    schema = sql.Identifier(f"relay_test_{uuid.uuid4().hex[:16]}")
+    with admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        try:
+            options = quote(f"-csearch_path={schema.as_string(admin)}", safe="")
+            yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options={options}"
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
+
+
+@pytest.fixture(params=BACKENDS)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
-    """A factory of unopened stores that all share one database."""
+    """A factory of unopened stores that all share one database (each is a replica of its own:
+    SQLite connection, or PostgreSQL pool)."""
     if request.param == "sqlite":
         return lambda: SQLiteStore(tmp_path / "relay.db")
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        return lambda: PostgresStore(url, max_size=4)
     raise AssertionError(f"unknown backend {request.param}")
 
 
@@ -249,6 +300,7 @@ async def test_release_makes_leased_rows_due_at_once(store):
     assert await store.list_attempts(first.id) == []
 
 
+@sqlite_only
 async def test_release_all_leases_counts_what_it_dropped(store):
     """release_all_leases() frees every leased row and returns how many it freed."""
     e = event()
@@ -399,9 +451,143 @@ async def test_a_closed_store_refuses_work(store):
         await store.ingest(event(), [])
 
 
+@pytest.mark.parametrize(
+    ("glob", "types"),
+    [
+        ("user.*", ["user.created", "user.deleted"]),
+        ("*.created", ["email.created", "session.created", "user.created"]),
+        ("user.?reated", ["user.created"]),
+        ("[su]*.created", ["session.created", "user.created"]),
+        ("[^u]*", ["email.created", "session.created", "[x]+(y)$"]),
+        ("*[a-e]", ["email.created", "session.created", "user.created", "user.deleted"]),
+        ("[]x[]*", ["[x]+(y)$"]),
+        ("[x]+(y)$", []),
+        ("?x]+(y)$", ["[x]+(y)$"]),
+        ("User.*", []),
+        ("user.created[", []),
+        ("", []),
+    ],
+)
+async def test_list_events_type_glob_is_sqlite_glob(store, glob, types):
+    """type_glob has SQLite GLOB semantics on every backend: * ? [set] [^set], case-sensitive."""
+    kinds = ["user.created", "session.created", "user.deleted", "email.created", "[x]+(y)$"]
+    for n, kind in enumerate(kinds):
+        await store.ingest(event(n, type=kind, at=T0 + n), [])
+    assert sorted(e.type for e in await store.list_events(type_glob=glob)) == sorted(types)
+
+
+# Schema versions, on every backend.
+
+
+async def test_open_creates_the_schema_of_a_new_database(make_store):
+    """open() gives an empty database the current schema; upgrade() then has nothing to do."""
+    store = make_store()
+    await store.open()
+    try:
+        assert await store.upgrade() == (1, 1)
+        assert await store.ingest(event(), []) is IngestOutcome.ACCEPTED
+    finally:
+        await store.close()
+
+
+async def test_open_without_create_refuses_a_new_database(make_store):
+    """open(create=False) on a database without the schema says to run `relay db upgrade`."""
+    store = make_store()
+    with pytest.raises(
+        StoreError, match=r"database schema is version 0, relay needs 1: run `relay db upgrade`"
+    ):
+        await store.open(create=False)
+    with pytest.raises(StoreError, match="not open"):
+        await store.ingest(event(), [])
+
+
+async def test_upgrade_creates_then_reports_up_to_date(make_store):
+    """upgrade() on a closed store creates the schema (0 -> 1), then finds it current (1 -> 1)."""
+    assert await make_store().upgrade() == (0, 1)
+    assert await make_store().upgrade() == (1, 1)
+    store = make_store()
+    await store.open(create=False)
+    await store.close()
+
+
+async def test_replicas_opening_a_new_database_at_once_create_the_schema_once(make_store):
+    """Several replicas starting together on an empty database: one creates the schema, the
+    others wait for it and find it done; all of them work."""
+    replicas = [make_store() for _ in range(4)]
+    opened = await asyncio.gather(*(r.open() for r in replicas), return_exceptions=True)
+    try:
+        assert opened == [None] * 4
+        outcomes = await asyncio.gather(*(r.ingest(event(), []) for r in replicas))
+        assert sorted(o.value for o in outcomes) == ["accepted"] + ["duplicate"] * 3
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+@pytest.mark.parametrize(
+    ("found", "create", "upgrade", "steps"),
+    [
+        (3, False, False, []),
+        (0, True, False, [0, 1, 2]),
+        (0, False, True, [0, 1, 2]),
+        (1, False, True, [1, 2]),
+        (2, True, True, [2]),
+    ],
+)
+def test_plan_lists_the_steps_to_apply(found, create, upgrade, steps):
+    """At the needed version: nothing to do; a new database: every step; upgrade: the rest."""
+    assert list(plan(found, 3, create=create, upgrade=upgrade, what="open x")) == steps
+
+
+@pytest.mark.parametrize(
+    ("found", "create", "message"),
+    [
+        (0, False, "open x: database schema is version 0, relay needs 3: run `relay db upgrade`"),
+        (1, True, "open x: database schema is version 1, relay needs 3: run `relay db upgrade`"),
+        (4, True, "open x: schema version 4 is newer than 3: it was written by a newer relay"),
+    ],
+)
+def test_plan_refuses_older_without_upgrade_and_any_newer(found, create, message):
+    """An older schema needs an explicit upgrade; a newer one is never touched, even to upgrade."""
+    with pytest.raises(StoreError) as info:
+        plan(found, 3, create=create, upgrade=False, what="open x")
+    assert str(info.value).startswith(message)
+    if found > 3:
+        with pytest.raises(StoreError, match="newer"):
+            plan(found, 3, create=True, upgrade=True, what="upgrade x")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_db_upgrade_command(backend, request, tmp_path, capsys):
+    """`relay db upgrade` creates the schema, then reports it up to date; no password shown."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/relay.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    assert cli.main(["db", "upgrade", "--database", url]) == 0
+    assert cli.main(["db", "upgrade", "--database", url]) == 0
+    shown = redact_url(url)
+    assert capsys.readouterr().out.splitlines() == [
+        f"database {shown}: upgraded from 0 to 1",
+        f"database {shown}: schema version 1 (up to date)",
+    ]
+
+
+def test_db_upgrade_command_reports_failure_without_password(capsys):
+    """An unreachable database fails `relay db upgrade` with exit 1 and a redacted URL."""
+    url = "postgresql://relay:hunter2@127.0.0.1:1/relay"
+    assert cli.main(["db", "upgrade", "--database", url]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "relay db upgrade: upgrade PostgreSQL store postgresql://relay:***@127.0.0.1:1/relay" in err
+    )
+    assert "hunter2" not in err
+
+
 # SQLite specifics.
 
 
+@sqlite_only
 async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
     """The SQLite file is in WAL mode and carries schema version 1."""
     raw = sqlite3.connect(tmp_path / "relay.db")
@@ -477,7 +663,7 @@ def test_open_store_parses_sqlite_urls_and_paths(url, path):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://relay:hunter2@db/relay", "unsupported store URL scheme 'postgresql'"),
+        ("mysql://relay:hunter2@db/relay", "unsupported store URL scheme 'mysql'"),
         ("sqlite://host/relay.db", "a sqlite URL has no host"),
         ("sqlite:///", "needs a file path"),
         ("", "needs a file path"),
@@ -489,3 +675,191 @@ def test_open_store_rejects_other_urls(url, message):
     with pytest.raises(ValueError, match=message) as info:
         open_store(url)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://relay:hunter2@db:5432/relay", "postgresql://relay:***@db:5432/relay"),
+        ("postgres://relay:p%40ss/w@db/relay", "postgres://relay:***@db/relay"),
+        (
+            "postgresql://relay@db/relay?password=hunter2",
+            "postgresql://relay@db/relay?password=***",
+        ),
+        ("postgresql://db/relay?sslmode=require", "postgresql://db/relay?sslmode=require"),
+        ("sqlite:///relay.db", "sqlite:///relay.db"),
+        ("relay.db", "relay.db"),
+    ],
+)
+def test_redact_url_hides_passwords(url, shown):
+    """redact_url shows a password in the user part or a password= parameter as ***."""
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("url", ["postgresql://relay:hunter2@db/relay", "postgres://db/relay"])
+def test_open_store_maps_postgres_urls(url):
+    """postgresql:// and postgres:// URLs name a PostgresStore, which never shows the password."""
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    assert "hunter2" not in repr(store)
+    assert "hunter2" not in store.url
+
+
+def test_sqlite_users_do_not_import_psycopg():
+    """Opening a SQLite URL does not import psycopg (it is imported for PostgreSQL URLs only)."""
+    code = (
+        "import sys; from relay.store import open_store; open_store('sqlite:///relay.db');"
+        " assert 'psycopg' not in sys.modules, 'psycopg imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# PostgreSQL specifics: several replicas (one pool each) on one database.
+
+
+@postgres_only
+async def test_postgres_replicas_claim_each_due_delivery_exactly_once(make_store):
+    """Two replicas with four claimers each race over 200 due deliveries: each delivery is
+    claimed by exactly one of them, and together they claim all."""
+    replicas = [make_store(), make_store()]
+    for replica in replicas:
+        await replica.open()
+    try:
+        for n in range(20):
+            e = event(n)
+            await replicas[0].ingest(e, [delivery(e.id, i, due=T0 + i) for i in range(10)])
+
+        async def claim_all(store: Store) -> list[str]:
+            got = []
+            while batch := await store.claim_due(T0 + 100, 7, lease_s=60):
+                got += [c.id for c in batch]
+            return got
+
+        results = await asyncio.gather(*(claim_all(r) for r in replicas for _ in range(4)))
+        claimed = [dlv for result in results for dlv in result]
+        assert len(claimed) == len(set(claimed)) == 200
+        assert await replicas[1].claim_due(T0 + 100, 1000, 60) == []
+        rows = await replicas[1].list_deliveries(limit=1000)
+        assert {d.lease_until for d in rows} == {T0 + 160}
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+@postgres_only
+async def test_postgres_lease_of_a_dead_replica_expires_and_another_claims(make_store):
+    """A replica that dies mid-attempt keeps its lease; another replica starting does not steal
+    it (release_all_leases is a no-op), and claims the delivery once the lease expires."""
+    a, b = make_store(), make_store()
+    await a.open()
+    await b.open()
+    try:
+        dlv = await ingest_one(a)
+        assert [c.id for c in await a.claim_due(T0, 10, lease_s=60)] == [dlv]
+        await a.close()  # dies while sending: no attempt recorded, no release
+        assert await b.release_all_leases() == 0
+        assert await b.claim_due(T0 + 59.9, 10, 60) == []
+        (c,) = await b.claim_due(T0 + 60, 10, 60)
+        assert (c.id, c.attempts) == (dlv, 0)
+        await b.record_delivered(attempt(dlv, T0 + 60, code=200, error=None))
+        (d,) = await b.list_deliveries()
+        assert (d.status, d.attempts, d.lease_until) == ("delivered", 1, None)
+    finally:
+        await a.close()
+        await b.close()
+
+
+@postgres_only
+async def test_postgres_concurrent_ingest_of_one_message_accepts_once(make_store):
+    """Two replicas ingesting the same 50 messages at once: exactly one ACCEPTED per message."""
+    a, b = make_store(), make_store()
+    await a.open()
+    await b.open()
+    try:
+        calls = []
+        for n in range(50):
+            for name, replica in (("a", a), ("b", b)):
+                e = NewEvent(f"evt_{name}{n}", "clerk", f"msg_{n}", "user.created", T0, b"{}")
+                calls.append(replica.ingest(e, [delivery(e.id)]))
+        outcomes = await asyncio.gather(*calls)
+        for n in range(50):
+            pair = outcomes[2 * n : 2 * n + 2]
+            assert sorted(o.value for o in pair) == ["accepted", "duplicate"], f"msg_{n}"
+        assert len(await a.list_events(limit=1000)) == 50
+        assert len(await b.list_deliveries(limit=1000)) == 50
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_postgres_no_free_connection_is_unavailable(postgres_url):
+    """When no pooled connection frees up within timeout_s, ingest raises StoreUnavailableError
+    (503); the ingest that held the connection completes once the database lets it."""
+    store = PostgresStore(postgres_url, max_size=1, timeout_s=0.5)
+    await store.open()
+    locker = await psycopg.AsyncConnection.connect(postgres_url)
+    try:
+        await locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        first = asyncio.create_task(store.ingest(event(1), []))
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as watch:
+            for _ in range(100):  # until the first ingest waits for the lock
+                cursor = await watch.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                if (await cursor.fetchone()) != (0,):
+                    break
+                await asyncio.sleep(0.02)
+        with pytest.raises(StoreUnavailableError, match="ingest clerk message msg_2: couldn't get"):
+            await store.ingest(event(2), [])
+        await locker.rollback()
+        assert await first is IngestOutcome.ACCEPTED
+    finally:
+        await locker.close()
+        await store.close()
+
+
+async def test_postgres_newer_schema_is_refused(postgres_url):
+    """A database written by a newer relay (relay_schema version 2) is refused, not misread."""
+    assert await PostgresStore(postgres_url).upgrade() == (0, 1)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("UPDATE relay_schema SET version = 2")
+    with pytest.raises(StoreError, match="schema version 2 is newer than 1"):
+        await PostgresStore(postgres_url).open()
+
+
+async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
+    """The schema is events, deliveries, attempts and relay_schema (one row: the version)."""
+    await PostgresStore(postgres_url).upgrade()
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema ORDER BY 1"
+        )
+        assert [r[0] for r in await cursor.fetchall()] == [
+            "attempts",
+            "deliveries",
+            "events",
+            "relay_schema",
+        ]
+        cursor = await conn.execute("SELECT version FROM relay_schema")
+        assert await cursor.fetchall() == [(1,)]
+
+
+async def test_postgres_unreachable_server_is_unavailable_without_password():
+    """A server that refuses connections fails open() with StoreUnavailableError; the text
+    names the URL with its password as ***."""
+    store = PostgresStore("postgresql://relay:hunter2@127.0.0.1:1/relay", timeout_s=1)
+    with pytest.raises(StoreUnavailableError) as info:
+        await store.open()
+    assert str(info.value).startswith(
+        "open PostgreSQL store postgresql://relay:***@127.0.0.1:1/relay: connection failed"
+    )
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(StoreError, match="not open"):
+        await store.ingest(event(), [])
+
+
+def test_glob_to_regex():
+    """SQLite GLOB patterns become anchored PostgreSQL regular expressions."""
+    assert glob_to_regex("user.*") == r"^user\..*$"
+    assert glob_to_regex("[^a-c]?") == "^[^a-c].$"
+    assert glob_to_regex("[]\\]") == "^[\\]\\\\]$"
+    assert glob_to_regex("a[b") == "(?!)"

@@ -35,35 +35,12 @@ from relay.store.base import (
     NewEvent,
     QueueStats,
 )
+from relay.store.migrations import SQLITE_STEPS, plan
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS events (
-        id TEXT PRIMARY KEY, source TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,
-        received_at REAL NOT NULL, body BLOB NOT NULL, UNIQUE (source, message_id))""",
-    "CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id)",
-    "CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at)",
-    """CREATE TABLE IF NOT EXISTS deliveries (
-        id TEXT PRIMARY KEY,
-        event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
-        rule TEXT NOT NULL, send_index INTEGER NOT NULL, sink TEXT NOT NULL,
-        idempotency_key TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('pending', 'failed', 'delivered', 'dead')),
-        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, lease_until REAL,
-        last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, delivered_at REAL)""",
-    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
-    "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id)",
-    "CREATE INDEX IF NOT EXISTS deliveries_sink ON deliveries (sink, created_at)",
-    "CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, created_at)",
-    "CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at)",
-    """CREATE TABLE IF NOT EXISTS attempts (
-        id INTEGER PRIMARY KEY,
-        delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
-        number INTEGER NOT NULL, started_at REAL NOT NULL, duration_ms REAL NOT NULL,
-        status_code INTEGER, error TEXT, outcome TEXT NOT NULL, UNIQUE (delivery_id, number))""",
-)
+_MIGRATIONS = SQLITE_STEPS
+SCHEMA_VERSION = len(_MIGRATIONS)
 # Primary result codes: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
 _UNAVAILABLE_CODES = frozenset({5, 6, 8, 10, 13, 14, 15})
 _EVENT_COLS = "id, source, message_id, type, received_at, body"
@@ -98,6 +75,19 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def _migrate(conn: sqlite3.Connection, what: str, create: bool, upgrade: bool) -> tuple[int, int]:
+    """Apply the steps ``plan`` asks for under the write lock; returns the (from, to) versions."""
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
+        with _transaction(conn):  # another process may have done it while we waited: look again
+            (found,) = conn.execute("PRAGMA user_version").fetchone()
+            for step in plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return found, SCHEMA_VERSION
+
+
 def _select(head: str, clauses: Sequence[str], tail: str) -> str:
     """A query from constant fragments; values always travel as ``?`` parameters."""
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
@@ -125,17 +115,31 @@ class SQLiteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
 
-    async def open(self) -> None:
-        """Open (creating the file and schema if needed) on the store's own thread."""
+    async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
+        """Open on the store's own thread, creating the file. A new file gets the schema unless
+        ``create`` is false; an older schema is a StoreError unless ``upgrade``."""
+        if self._executor is None:
+            await self._start(create, upgrade)
+
+    async def upgrade(self) -> tuple[int, int]:
+        """Create or upgrade the schema to SCHEMA_VERSION. Returns the (from, to) versions."""
         if self._executor is not None:
-            return
+            what = f"upgrade SQLite store {self.path}"
+            return await self._run(what, lambda conn: _migrate(conn, what, True, True))
+        versions = await self._start(True, True)
+        await self.close()
+        return versions
+
+    async def _start(self, create: bool, upgrade: bool) -> tuple[int, int]:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-sqlite")
+        loop = asyncio.get_running_loop()
         try:
-            self._conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+            conn, versions = await loop.run_in_executor(executor, self._connect, create, upgrade)
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        self._executor = executor
+        self._executor, self._conn = executor, conn
+        return versions
 
     async def close(self) -> None:
         """Finish queued work, then close the connection and stop the thread."""
@@ -148,8 +152,8 @@ class SQLiteStore:
         finally:
             executor.shutdown(wait=True)
 
-    def _connect(self) -> sqlite3.Connection:
-        what = f"open SQLite store {self.path}"
+    def _connect(self, create: bool, upgrade: bool) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        what = f"{'upgrade' if upgrade else 'open'} SQLite store {self.path}"
         try:
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
         except sqlite3.Error as exc:
@@ -160,20 +164,13 @@ class SQLiteStore:
             if mode != "wal":
                 raise StoreError(f"{what}: journal mode is {mode!r}, WAL is required")
             conn.execute("PRAGMA synchronous = FULL")
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{what}: schema version {version} is newer than {SCHEMA_VERSION}")
-            if version < SCHEMA_VERSION:
-                with _transaction(conn):
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            versions = _migrate(conn, what, create, upgrade)
         except BaseException as exc:
             conn.close()  # rolls back a half-made schema
             if isinstance(exc, sqlite3.Error):
                 raise _translate(exc, what) from exc
             raise
-        return conn
+        return conn, versions
 
     async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         executor, conn = self._executor, self._conn

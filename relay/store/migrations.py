@@ -1,0 +1,118 @@
+"""Schema versions, the same rules for every backend.
+
+Each backend lists its migrations: step ``i`` takes a database from version ``i`` to ``i + 1``, so
+the version the code needs is the number of steps, and version 0 means "no relay schema here"
+(SQLite keeps the version in ``PRAGMA user_version``, PostgreSQL in the ``relay_schema`` table).
+What a store does with the version it finds when it opens::
+
+    found == needed               nothing to do
+    found == 0 and create         apply every step (a new, empty database)
+    found < needed and upgrade    apply the missing steps (``relay db upgrade``, ``upgrade()``)
+    found < needed otherwise      StoreError: "... run `relay db upgrade`"
+    found > needed                StoreError: written by a newer relay, never touched
+
+A store applies its steps and records the new version in one transaction, under a lock that makes
+concurrent openers wait and then find the work done.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from relay.errors import StoreError
+
+UPGRADE_HINT = "run `relay db upgrade`"
+Steps = tuple[tuple[str, ...], ...]  # step i: the statements that take version i to i + 1
+
+# Every schema change is a new step appended to each backend (a released step is never edited),
+# with a test that upgrades a database of the previous version.
+SQLITE_STEPS: Steps = (
+    (  # 1: the first schema
+        """CREATE TABLE IF NOT EXISTS events (
+            id TEXT PRIMARY KEY, source TEXT NOT NULL, message_id TEXT NOT NULL,
+            type TEXT NOT NULL, received_at REAL NOT NULL, body BLOB NOT NULL,
+            UNIQUE (source, message_id))""",
+        "CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id)",
+        "CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at)",
+        """CREATE TABLE IF NOT EXISTS deliveries (
+            id TEXT PRIMARY KEY,
+            event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+            rule TEXT NOT NULL, send_index INTEGER NOT NULL, sink TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'failed', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL,
+            lease_until REAL, last_error TEXT, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, delivered_at REAL)""",
+        "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
+        "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id)",
+        "CREATE INDEX IF NOT EXISTS deliveries_sink ON deliveries (sink, created_at)",
+        "CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, created_at)",
+        "CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at)",
+        """CREATE TABLE IF NOT EXISTS attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            number INTEGER NOT NULL, started_at REAL NOT NULL, duration_ms REAL NOT NULL,
+            status_code INTEGER, error TEXT, outcome TEXT NOT NULL,
+            UNIQUE (delivery_id, number))""",
+    ),
+)
+
+POSTGRES_STEPS: Steps = (
+    (  # 1: the first schema; text in the "C" collation to compare bytes as SQLite does
+        """CREATE TABLE events (
+            id text COLLATE "C" PRIMARY KEY, source text COLLATE "C" NOT NULL,
+            message_id text COLLATE "C" NOT NULL, type text COLLATE "C" NOT NULL,
+            received_at double precision NOT NULL, body bytea NOT NULL,
+            UNIQUE (source, message_id))""",
+        "CREATE INDEX events_message_id ON events (message_id)",
+        "CREATE INDEX events_received_at ON events (received_at)",
+        """CREATE TABLE deliveries (
+            id text COLLATE "C" PRIMARY KEY,
+            event_id text COLLATE "C" NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+            rule text COLLATE "C" NOT NULL, send_index integer NOT NULL,
+            sink text COLLATE "C" NOT NULL, idempotency_key text NOT NULL,
+            status text NOT NULL CHECK (status IN ('pending', 'failed', 'delivered', 'dead')),
+            attempts integer NOT NULL DEFAULT 0, next_attempt_at double precision NOT NULL,
+            lease_until double precision, last_error text, created_at double precision NOT NULL,
+            updated_at double precision NOT NULL, delivered_at double precision)""",
+        """CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id)
+            WHERE status IN ('pending', 'failed')""",
+        "CREATE INDEX deliveries_event ON deliveries (event_id)",
+        "CREATE INDEX deliveries_sink ON deliveries (sink, created_at)",
+        "CREATE INDEX deliveries_rule ON deliveries (rule, created_at)",
+        "CREATE INDEX deliveries_created ON deliveries (created_at)",
+        """CREATE TABLE attempts (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            delivery_id text COLLATE "C" NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            number integer NOT NULL, started_at double precision NOT NULL,
+            duration_ms double precision NOT NULL, status_code integer, error text,
+            outcome text NOT NULL, UNIQUE (delivery_id, number))""",
+    ),
+)
+
+
+def plan(found: int, needed: int, *, create: bool, upgrade: bool, what: str) -> range:
+    """The steps to apply (indexes into the backend's migrations), or a StoreError.
+
+    ``what`` prefixes the error, e.g. ``open SQLite store relay.db``."""
+    if found > needed:
+        raise StoreError(
+            f"{what}: schema version {found} is newer than {needed}: it was written by a newer "
+            "relay; run that version"
+        )
+    if found == needed:
+        return range(0)
+    if upgrade or (create and found == 0):
+        return range(found, needed)
+    raise StoreError(
+        f"{what}: database schema is version {found}, relay needs {needed}: {UPGRADE_HINT}"
+    )
+
+
+@runtime_checkable
+class Upgradable(Protocol):
+    """A store whose schema can be created or upgraded on demand (every built-in store)."""
+
+    async def upgrade(self) -> tuple[int, int]:
+        """Bring the schema to the version this code needs; returns (from, to) versions."""
+        ...

@@ -1,0 +1,422 @@
+"""The PostgreSQL store: psycopg 3 (async) over a connection pool, for several relay processes.
+
+Every replica opens the same database. ``claim_due`` locks the rows it leases with ``FOR UPDATE
+SKIP LOCKED``, so each due delivery goes to exactly one worker; a worker that dies leaves a lease
+that simply expires (``lease_s``), after which any replica claims the delivery again. The leases
+compare the callers' clocks, so replicas must keep them in sync (NTP). Deduplication is the unique
+key events (source, message_id): a racing second ingest of one message waits for the first to
+commit and is then DUPLICATE.
+
+Times are Unix seconds in ``double precision``, bodies ``bytea``; text columns use the "C"
+collation so that ordering and globs compare bytes as SQLite does. Tables are created unqualified,
+in the connection's ``search_path``. The schema version is the one row of ``relay_schema``.
+
+psycopg errors are translated here: an OperationalError (cannot connect, connection lost, server
+shutting down, deadlock or serialisation failure, out of resources, pool timeout) or a read-only
+standby means "cannot commit right now" (StoreUnavailableError, 503 at ingest); anything else is a
+StoreError. No error text carries the URL's password.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from relay.errors import StoreError, StoreUnavailableError
+from relay.store import redact_url
+from relay.store.base import (
+    Attempt,
+    AttemptRecord,
+    ClaimedDelivery,
+    DeliveryRecord,
+    DeliveryStatus,
+    EventRecord,
+    IngestOutcome,
+    NewDelivery,
+    NewEvent,
+    QueueStats,
+)
+from relay.store.migrations import POSTGRES_STEPS, plan
+
+_MIGRATIONS = POSTGRES_STEPS
+SCHEMA_VERSION = len(_MIGRATIONS)
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS relay_schema (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)"""
+_SET_VERSION = """INSERT INTO relay_schema (version) VALUES (%s)
+    ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version"""
+# One schema change at a time per schema: a session lock on a key naming it.
+_LOCK = "SELECT pg_advisory_lock(hashtext('relay schema ' || coalesce(current_schema, '')))"
+
+_EVENT_COLS = sql.SQL("id, source, message_id, type, received_at, body")
+_DELIVERY_COLS = sql.SQL(
+    "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at, "
+    "lease_until, last_error, created_at, updated_at, delivered_at"
+)
+_ATTEMPT_COLS = sql.SQL(
+    "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome"
+)
+_DUE = "next_attempt_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
+_CLAIM = """WITH due AS (
+    SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND {due}{sinks}
+    ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE deliveries d SET lease_until = %(until)s, updated_at = %(now)s FROM due
+    WHERE d.id = due.id RETURNING d.*
+)
+SELECT c.id, c.event_id, e.source, e.message_id, e.type, e.received_at, e.body, c.rule,
+    c.send_index, c.sink, c.idempotency_key, c.attempts
+FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id"""
+_Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+
+
+def glob_to_regex(glob: str) -> str:
+    """A PostgreSQL regular expression matching what SQLite's GLOB matches: ``*``, ``?`` and
+    ``[...]`` classes (``[^...]`` negated, a leading ``]`` literal), case-sensitive, anchored."""
+    out, i = ["^"], 0
+    while i < len(glob):
+        char = glob[i]
+        if char == "[":
+            end = i + 2 if glob[i + 1 : i + 2] == "^" else i + 1
+            end = glob.find("]", end + 1)  # a ] right after [ or [^ is a member
+            if end < 0:
+                return "(?!)"  # SQLite matches nothing with an unclosed class
+            negate = glob[i + 1] == "^"
+            members = glob[i + 1 + negate : end]
+            escaped = "".join("\\" + c if c in "\\[]" else c for c in members)
+            out.append(f"[{'^' if negate else ''}{escaped}]")
+            i = end + 1
+            continue
+        out.append(
+            {"*": ".*", "?": "."}.get(char) or ("\\" + char if char in "\\^$.|+(){}" else char)
+        )
+        i += 1
+    return "".join(out) + "$"
+
+
+def _where(filters: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
+    """The WHERE clause of the filters (constant SQL with one %s each) whose value is given."""
+    given = {clause: value for clause, value in filters.items() if value is not None}
+    if not given:
+        return sql.Composed([]), []
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(map(sql.SQL, given)), list(given.values())
+
+
+def _with_status(row: Sequence[Any], index: int) -> list[Any]:
+    values = list(row)
+    values[index] = DeliveryStatus(values[index])
+    return values
+
+
+class PostgresStore:
+    """The Store on a PostgreSQL database (``postgresql://user:password@host:port/dbname``).
+
+    ``open()`` before use, ``close()`` after. Each instance has its own pool of ``min_size`` to
+    ``max_size`` connections; ``timeout_s`` bounds connecting and waiting for a free connection.
+    """
+
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 10.0
+    ) -> None:
+        self.url = redact_url(url)  # for display: the password is ***
+        self._url = url
+        self._password = unquote(urlsplit(url).password or "")
+        self._min_size, self._max_size, self._timeout_s = min_size, max_size, timeout_s
+        self._connect_timeout = max(2, round(timeout_s))  # libpq: whole seconds, at least 2
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
+        """Connect and check the schema: an empty database gets it unless ``create`` is false; an
+        older one is a StoreError unless ``upgrade``. Then open the pool."""
+        if self._pool is not None:
+            return
+        await self._migrate(create, upgrade)
+        pool = AsyncConnectionPool(
+            self._url,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            timeout=self._timeout_s,
+            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
+            check=AsyncConnectionPool.check_connection,
+            name="relay",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=self._timeout_s)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise self._translate(exc, f"open PostgreSQL store {self.url}") from exc
+        self._pool = pool
+
+    async def upgrade(self) -> tuple[int, int]:
+        """Create or upgrade the schema to SCHEMA_VERSION. Returns the (from, to) versions."""
+        return await self._migrate(True, True)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _migrate(self, create: bool, upgrade: bool) -> tuple[int, int]:
+        """Apply what ``plan`` asks for on a connection of its own, in one transaction."""
+        what = f"{'upgrade' if upgrade else 'open'} PostgreSQL store {self.url}"
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=self._connect_timeout
+            ) as conn:
+                found = await _version(conn)
+                if not plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
+                    return found, SCHEMA_VERSION
+                # Held until this connection closes. Only a transaction begun after taking it sees
+                # the catalog as another replica that held it may have left it: look again.
+                await conn.execute(_LOCK)
+                async with conn.transaction():
+                    found = await _version(conn)
+                    for step in plan(
+                        found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what
+                    ):
+                        for statement in _MIGRATIONS[step]:
+                            await conn.execute(statement)
+                    await conn.execute(_VERSION_TABLE)
+                    await conn.execute(_SET_VERSION, (SCHEMA_VERSION,))
+                return found, SCHEMA_VERSION
+        except psycopg.Error as exc:
+            raise self._translate(exc, what) from exc
+
+    def _translate(self, exc: psycopg.Error, what: str) -> StoreError:
+        message = " ".join(str(exc).split())  # one line: drop psycopg's DETAIL/HINT breaks
+        if self._password:
+            for secret in {self._password, quote(self._password, safe="")}:
+                message = message.replace(secret, "***")
+        unavailable = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+        kind = StoreUnavailableError if isinstance(exc, unavailable) else StoreError
+        return kind(f"{what}: {message}")
+
+    @asynccontextmanager
+    async def _cursor(self, what: str, *, transaction: bool = True) -> AsyncIterator[_Cursor]:
+        """A cursor on a pooled connection, in a transaction unless told otherwise (a single
+        read statement needs none); psycopg errors come out translated."""
+        if self._pool is None:
+            raise StoreError(f"{what}: the store is not open")
+        try:
+            async with self._pool.connection() as conn:
+                if not transaction:
+                    async with conn.cursor() as cursor:
+                        yield cursor
+                    return
+                async with conn.transaction(), conn.cursor() as cursor:
+                    yield cursor
+        except psycopg.Error as exc:
+            raise self._translate(exc, what) from exc
+
+    async def _fetch(self, what: str, query: sql.SQL | sql.Composed, params: Any) -> list[Any]:
+        async with self._cursor(what, transaction=False) as cursor:
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
+
+    async def _write(self, what: str, query: str, params: Any) -> int:
+        """Run one statement in a transaction; returns how many rows it changed."""
+        async with self._cursor(what) as cursor:
+            await cursor.execute(query, params)
+            return cursor.rowcount
+
+    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
+        rows = [{**asdict(d), "event_id": event.id, "now": event.received_at} for d in deliveries]
+        async with self._cursor(f"ingest {event.source} message {event.message_id}") as cursor:
+            await cursor.execute(
+                "INSERT INTO events (id, source, message_id, type, received_at, body)"
+                " VALUES (%(id)s, %(source)s, %(message_id)s, %(type)s, %(received_at)s, %(body)s)"
+                " ON CONFLICT (source, message_id) DO NOTHING RETURNING id",
+                asdict(event),
+            )
+            if await cursor.fetchone() is None:
+                return IngestOutcome.DUPLICATE
+            await cursor.executemany(
+                "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
+                " status, next_attempt_at, created_at, updated_at) VALUES (%(id)s, %(event_id)s,"
+                " %(rule)s, %(send_index)s, %(sink)s, %(idempotency_key)s, 'pending',"
+                " %(next_attempt_at)s, %(now)s, %(now)s)",
+                rows,
+            )
+        return IngestOutcome.ACCEPTED
+
+    async def claim_due(
+        self,
+        now: float,
+        limit: int,
+        lease_s: float,
+        sinks: Collection[str] | None = None,
+        exclude_sinks: Collection[str] | None = None,
+    ) -> list[ClaimedDelivery]:
+        """Rows locked by another replica's claim in progress are skipped, not waited for."""
+        only = []
+        if sinks is not None:
+            only.append(sql.SQL(" AND sink = ANY(%(sinks)s::text[])"))
+        if exclude_sinks:
+            only.append(sql.SQL(" AND sink <> ALL(%(exclude)s::text[])"))
+        query = sql.SQL(_CLAIM).format(due=sql.SQL(_DUE), sinks=sql.Composed(only))
+        chosen = {"sinks": list(sinks or ()), "exclude": list(exclude_sinks or ())}
+        params = {"now": now, "until": now + lease_s, "limit": limit, **chosen}
+        async with self._cursor("claim due deliveries") as cursor:
+            await cursor.execute(query, params)
+            return [ClaimedDelivery(*row) for row in await cursor.fetchall()]
+
+    async def record_delivered(self, attempt: Attempt) -> None:
+        await self._record(attempt.delivery_id, attempt, DeliveryStatus.DELIVERED, None, None)
+
+    async def record_retry(self, attempt: Attempt, next_attempt_at: float) -> None:
+        status = DeliveryStatus.FAILED
+        await self._record(attempt.delivery_id, attempt, status, next_attempt_at, attempt.error)
+
+    async def record_dead(self, attempt: Attempt | None, delivery_id: str, reason: str) -> None:
+        if attempt is not None and attempt.delivery_id != delivery_id:
+            raise ValueError(f"attempt is for {attempt.delivery_id}, not {delivery_id}")
+        await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason)
+
+    async def _record(
+        self,
+        delivery_id: str,
+        attempt: Attempt | None,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+        last_error: str | None,
+    ) -> None:
+        """Add the attempt (numbered after the last) and move the delivery to ``status``.
+
+        ``updated_at`` is when the attempt ended; without an attempt, the wall clock."""
+        what = f"record {status} for delivery {delivery_id}"
+        a = attempt
+        updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
+        delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
+        async with self._cursor(what) as cursor:
+            await cursor.execute(
+                "SELECT attempts FROM deliveries WHERE id = %s FOR UPDATE", (delivery_id,)
+            )
+            found = await cursor.fetchone()
+            if found is None:
+                raise StoreError(f"{what}: no such delivery")
+            attempts = found[0] + 1 if a is not None else found[0]
+            state = (status.value, attempts, next_attempt_at, last_error)
+            if a is not None:
+                await cursor.execute(
+                    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
+                    " status_code, error, outcome) VALUES (%(delivery_id)s, %(number)s,"
+                    " %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s, %(outcome)s)",
+                    {**asdict(a), "number": attempts, "outcome": status.value},
+                )
+            await cursor.execute(
+                "UPDATE deliveries SET status = %s, attempts = %s, lease_until = NULL,"
+                " next_attempt_at = COALESCE(%s::double precision, next_attempt_at),"
+                " last_error = %s, updated_at = %s,"
+                " delivered_at = COALESCE(%s::double precision, delivered_at) WHERE id = %s",
+                (*state, updated_at, delivered_at, delivery_id),
+            )
+
+    async def release(self, delivery_ids: Collection[str]) -> None:
+        sql_ = "UPDATE deliveries SET lease_until = NULL WHERE id = ANY(%s::text[])"
+        await self._write("release leases", sql_, (list(delivery_ids),))
+
+    async def release_all_leases(self) -> int:
+        """Does nothing and returns 0: on PostgreSQL other replicas may hold live leases, and
+        dropping them would send their deliveries twice. Leases left by a dead worker expire on
+        their own (after ``lease_s``), and then any replica claims the deliveries again."""
+        return 0
+
+    async def get_event(self, id_or_message_id: str) -> EventRecord | None:
+        """By relay id, else by sender message id (the latest received, if sources share one)."""
+        query = sql.SQL(
+            "SELECT {} FROM events WHERE id = %(key)s OR message_id = %(key)s"
+            " ORDER BY id = %(key)s DESC, received_at DESC LIMIT 1"
+        ).format(_EVENT_COLS)
+        what = f"get event {id_or_message_id}"
+        rows = await self._fetch(what, query, {"key": id_or_message_id})
+        return EventRecord(*rows[0]) if rows else None
+
+    async def list_events(
+        self, *, type_glob: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[EventRecord]:
+        """``type_glob`` matches as SQLite's case-sensitive GLOB: ``*``, ``?`` and ``[...]``."""
+        regex = None if type_glob is None else glob_to_regex(type_glob)
+        where, params = _where({"type ~ %s": regex, "received_at >= %s": since})
+        query = sql.SQL("SELECT {} FROM events{} ORDER BY received_at DESC, id LIMIT %s")
+        rows = await self._fetch("list events", query.format(_EVENT_COLS, where), [*params, limit])
+        return [EventRecord(*row) for row in rows]
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        sink: str | None = None,
+        rule: str | None = None,
+        event_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRecord]:
+        where, params = _where(
+            {
+                "status = %s": None if status is None else DeliveryStatus(status).value,
+                "sink = %s": sink,
+                "rule = %s": rule,
+                "event_id = %s": event_id,
+                "created_at >= %s": since,
+            }
+        )
+        select = sql.SQL("SELECT {} FROM deliveries{} ORDER BY created_at DESC, id LIMIT %s")
+        query = select.format(_DELIVERY_COLS, where)
+        rows = await self._fetch("list deliveries", query, [*params, limit])
+        return [DeliveryRecord(*_with_status(row, 6)) for row in rows]
+
+    async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        select = sql.SQL("SELECT {} FROM attempts WHERE delivery_id = %s ORDER BY number")
+        query = select.format(_ATTEMPT_COLS)
+        rows = await self._fetch(f"list attempts of {delivery_id}", query, (delivery_id,))
+        return [AttemptRecord(*_with_status(row, 7)) for row in rows]
+
+    async def replay(self, delivery_ids: Collection[str], now: float) -> int:
+        query = (
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = %(now)s,"
+            " lease_until = NULL, updated_at = %(now)s WHERE id = ANY(%(ids)s::text[])"
+            " AND status IN ('failed', 'dead', 'delivered')"
+            " AND (lease_until IS NULL OR lease_until <= %(now)s)"
+        )
+        return await self._write(
+            "replay deliveries", query, {"now": now, "ids": list(delivery_ids)}
+        )
+
+    async def queue_stats(self, now: float) -> QueueStats:
+        query = sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE {due}),"
+            " min(next_attempt_at) FILTER (WHERE {due})"
+            " FROM deliveries WHERE status IN ('pending', 'failed')"
+        ).format(due=sql.SQL(_DUE))
+        ((total, due, oldest),) = await self._fetch("queue stats", query, {"now": now})
+        age = None if oldest is None else now - oldest
+        return QueueStats(due=due, pending_total=total, oldest_due_age_s=age)
+
+    async def purge(self, older_than: float) -> int:
+        query = (
+            "DELETE FROM events WHERE received_at < %s AND NOT EXISTS (SELECT 1 FROM deliveries d"
+            " WHERE d.event_id = events.id AND d.status NOT IN ('delivered', 'dead'))"
+        )
+        return await self._write("purge events", query, (older_than,))
+
+
+async def _version(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> int:
+    """The schema version recorded in the database; 0 when there is no relay schema."""
+    cursor = await conn.execute("SELECT to_regclass('relay_schema') IS NOT NULL")
+    row = await cursor.fetchone()
+    if row is None or not row[0]:
+        return 0
+    cursor = await conn.execute("SELECT version FROM relay_schema")
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
