@@ -69,6 +69,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.circuit = Gauge(
+            "relay_sink_circuit_state",
+            "Circuit breaker per sink: 0 closed, 1 open, 2 half-open.",
+            ["sink"],
+            registry=r,
+        )
         self.queue_due = Gauge(
             "relay_queue_due", "Deliveries due now and not being worked on.", registry=r
         )
@@ -110,6 +116,7 @@ class Metrics:
                 self.attempts.labels(sink, cls)
             self.retries.labels(sink)
             self.latency.labels(sink)
+            self.circuit.labels(sink)
         for source in config.sources:
             self.events.labels(source, "", "rejected", "bad_signature")
 
@@ -118,8 +125,11 @@ class Metrics:
         self.events.labels(source, event_type, kind, reason).inc()
 
     def observe_delivery(self, kind: str, fields: dict[str, Any], now: float) -> None:
-        """Called by the worker after each attempt: kind is delivered, retry or dead."""
+        """Called by the worker: kind is delivered, retry, dead (after an attempt) or circuit."""
         sink, rule = str(fields.get("sink", "")), str(fields.get("rule", ""))
+        if kind == "circuit":
+            self.circuit.labels(sink).set(float(fields.get("state", 0)))
+            return
         if "attempt" in fields and ("status" in fields or kind == "delivered"):
             status = 200 if kind == "delivered" else fields.get("status")
             self.attempts.labels(sink, status_class(status)).inc()

@@ -480,3 +480,28 @@ async def test_store_failure_while_sweeping_orphans_does_not_stop_the_worker(
         assert (await h.delivery(dlv)).status == "delivered"
     finally:
         await store.close()
+
+
+async def test_failing_sink_trips_the_circuit_and_recovers(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """After 5 failures in a row the sink gets no attempts until the cooldown; a probe that
+    succeeds closes the circuit and the rest are delivered."""
+    failing = ScriptedSink(script=[RetryableError("upstream down", status=503)] * 8)
+    h = make_harness(alpha=failing)
+    ids = [await h.add("to-alpha", "alpha") for _ in range(8)]
+    for _ in range(2):  # concurrency 4: two ticks, 8 failing attempts; the 5th opens it
+        await h.run_due()
+    assert h.worker.circuit_states()["alpha"].name == "OPEN"
+    attempts_when_open = len(failing.messages)
+    assert attempts_when_open == 8
+    h.clock.now += 29  # cooldown is 30 s: still open, even though retries are due
+    assert await h.run_due() == 0
+    assert len(failing.messages) == attempts_when_open
+    h.clock.now += 1000  # past the cooldown and every retry: exactly one probe
+    assert await h.run_due() == 1
+    assert h.worker.circuit_states()["alpha"].name == "CLOSED"
+    while await h.run_due():
+        pass
+    statuses = {(await h.delivery(i)).status for i in ids}
+    assert statuses == {DeliveryStatus.DELIVERED}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.config import Config
+from relay.delivery.breaker import CircuitBreaker, CircuitSettings, CircuitState
 from relay.delivery.policy import next_delay
 from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
 from relay.secret import redact
@@ -55,6 +56,7 @@ class Worker:
     lease_margin_s: float = 60.0
     observe: Observer = field(default=lambda kind, fields: None)
     _slots: dict[str, _Slots] = field(default_factory=dict)
+    _breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: bool = False
@@ -67,13 +69,13 @@ class Worker:
     async def run(self) -> None:
         """Claim and process due deliveries until ``stop()``."""
         while not self._stopping:
+            self._wake.clear()  # before the tick: a wake-up during it is not lost
             try:
                 claimed = await self.tick()
             except Exception as exc:  # never let one bad tick end delivery for good
                 log.exception("worker tick failed", extra={"fields": {"error": str(exc)}})
                 claimed = 0
             if claimed == 0:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
@@ -85,7 +87,8 @@ class Worker:
         for name, spec in runtime.config.sinks.items():
             slots = self._slots.setdefault(name, _Slots(spec.settings.concurrency))
             slots.limit = spec.settings.concurrency
-            free = slots.limit - slots.busy
+            breaker = self._breaker(name, spec.settings.circuit)
+            free = breaker.allowance(now, slots.limit - slots.busy)
             if free <= 0:
                 continue
             lease_s = spec.settings.timeout_s + self.lease_margin_s
@@ -93,6 +96,9 @@ class Worker:
                 batch = await self.store.claim_due(now, free, lease_s, sinks=[name])
             except Exception as exc:
                 log.error("claim failed", extra={"fields": {"sink": name, "error": str(exc)}})
+                batch = []
+            if not batch:
+                breaker.release_probe()
                 continue
             for claimed in batch:
                 slots.busy += 1
@@ -107,6 +113,35 @@ class Worker:
             except Exception as exc:  # a locked store must not end the worker: try next time
                 log.error("orphan sweep failed", extra={"fields": {"error": str(exc)}})
         return total
+
+    def _breaker(self, sink: str, settings: CircuitSettings) -> CircuitBreaker:
+        breaker = self._breakers.setdefault(sink, CircuitBreaker(settings))
+        breaker.settings = settings  # a reload may have changed them
+        return breaker
+
+    def circuit_states(self) -> dict[str, CircuitState]:
+        return {name: b.state for name, b in self._breakers.items()}
+
+    def _track_circuit(self, sink: str, error: DeliveryError | None) -> None:
+        breaker = self._breakers.get(sink)
+        if breaker is None or isinstance(error, PermanentError):
+            return
+        before = breaker.record_success() if error is None else breaker.record_failure(self.clock())
+        if breaker.state is not before:
+            level = logging.WARNING if breaker.state is CircuitState.OPEN else logging.INFO
+            log.log(
+                level,
+                f"circuit {breaker.state.name.lower().replace('_', '-')}",
+                extra={
+                    "fields": {
+                        "sink": sink,
+                        "from": before.name.lower(),
+                        "consecutive_failures": breaker.failures,
+                        "cooldown_s": breaker.cooldown_s,
+                    }
+                },
+            )
+            self.observe("circuit", {"sink": sink, "state": int(breaker.state)})
 
     async def _dead_letter_orphans(self, runtime: Runtime, now: float) -> int:
         """Deliveries for a sink no longer configured are dead with a reason, not left behind."""
@@ -147,6 +182,9 @@ class Worker:
             )
         finally:
             slots.busy -= 1
+            breaker = self._breakers.get(claimed.sink)
+            if breaker is not None and breaker.state is CircuitState.HALF_OPEN:
+                breaker.release_probe()  # the probe ended without a verdict (e.g. dead early)
             self._wake.set()
 
     async def deliver(self, claimed: ClaimedDelivery) -> None:
@@ -195,6 +233,7 @@ class Worker:
         except Exception as exc:
             error = RetryableError(f"{send.sink}: unexpected {type(exc).__name__}: {exc}")
         duration_ms = (time.monotonic() - t0) * 1000
+        self._track_circuit(send.sink, error)
         number = claimed.attempts + 1
         fields = {
             "delivery_id": claimed.id,

@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Protocol
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from relay.delivery.breaker import CircuitSettings
 from relay.secret import Secret
 
 
@@ -52,6 +53,7 @@ class SinkSettings(BaseModel):
 
     type: str
     retry: RetrySettings = RetrySettings()
+    circuit: CircuitSettings = CircuitSettings()
     concurrency: int = Field(default=4, ge=1, le=256)
     timeout_s: float = Field(default=10.0, gt=0, le=300)
 
