@@ -98,7 +98,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await store.open()
+        await store.open(upgrade=settings.db_upgrade)
         state.http = make_http_client()
         state.apply(config)
         state.metrics.observe_reload(True, clock())

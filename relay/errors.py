@@ -6,6 +6,7 @@ Every exception relay raises on purpose derives from ``RelayError``::
     ├── ConfigError               rules.yaml / templates are invalid (carries every Diagnostic)
     ├── TemplateError             a template failed to compile or render (permanent for a delivery)
     ├── VerificationError         an inbound request failed signature / shape checks (-> 4xx)
+    │   └── EventShapeError       signed, but not events its source understands (-> 400)
     ├── StoreError                the durable store failed
     │   └── StoreUnavailableError the store cannot commit right now (-> 503 at ingest)
     └── DeliveryError             a sink could not deliver one message
@@ -37,7 +38,8 @@ class Diagnostic:
 
     def __str__(self) -> str:
         prefix = "" if self.severity == "error" else "warning: "
-        return f"{self.file}:{self.line}:{self.col}: {prefix}{self.message}"
+        message = self.message.replace("\r", "\\r").replace("\n", "\\n")  # one line each
+        return f"{self.file}:{self.line}:{self.col}: {prefix}{message}"
 
 
 class ConfigError(RelayError):
@@ -60,6 +62,17 @@ class TemplateError(RelayError):
 
 class VerificationError(RelayError):
     """An inbound webhook failed verification or is malformed; answered with a 4xx."""
+
+
+class EventShapeError(VerificationError):
+    """A correctly signed request whose body is not what its source expects (not JSON, no type).
+
+    ``reason`` is a short code for metrics and logs (``bad_json``, ``no_type``, ``bad_event``).
+    """
+
+    def __init__(self, message: str, *, reason: str = "bad_event") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StoreError(RelayError):

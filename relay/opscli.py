@@ -38,9 +38,8 @@ ATTEMPT_HEADERS = ("#", "TIME", "DURATION MS", "HTTP", "OUTCOME", "ERROR")
 REPLAY_NOTE = (
     "Replayed deliveries are due at once; a running `relay serve` sends them. Each keeps its "
     "idempotency key (Resend drops a second send of the same key within 24 h, so an email that "
-    "did go out is not sent twice), its attempt history and its attempt count: a delivery that "
-    "died after using up its sink's retry.max_attempts gets ONE more attempt per replay, not a "
-    "new retry budget."
+    "did go out is not sent twice) and its attempt history, and gets a fresh retry budget (its "
+    "sink's retry.max_attempts); the ATTEMPTS column counts attempts since the last replay."
 )
 
 
@@ -331,7 +330,7 @@ def _handler(parser: argparse.ArgumentParser, job: Job, check: Callable[..., str
             return _fail(f"no database at {where}")
 
         async def run() -> int:
-            await store.open()
+            await store.open(create=False)  # reading the log never creates a database
             try:
                 return await job(store, args)
             finally:

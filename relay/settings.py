@@ -22,6 +22,7 @@ class Settings:
     ingest: bool = True
     log_format: str = "auto"  # auto | json | text
     shutdown_grace_s: float = 10.0  # on SIGTERM, how long attempts in flight may finish
+    db_upgrade: bool = False  # upgrade an older database schema at start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -36,6 +37,7 @@ class Settings:
             host=env.get("RELAY_HOST", base.host),
             port=int(env.get("RELAY_PORT", str(base.port))),
             dry_run=env.get("RELAY_DRY_RUN", "") in ("1", "true", "yes"),
+            db_upgrade=env.get("RELAY_DB_UPGRADE", "") in ("1", "true", "yes"),
             log_format=env.get("RELAY_LOG_FORMAT", base.log_format),
             shutdown_grace_s=float(env.get("RELAY_SHUTDOWN_GRACE_S", str(base.shutdown_grace_s))),
         )

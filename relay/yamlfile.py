@@ -149,7 +149,11 @@ def _build(
             _build(item, (*path, i), doc, env, missing_env, loader)
             for i, item in enumerate(node.value)
         ]
-    value = loader.construct_object(node, deep=True)
+    try:
+        value = loader.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError):
+        doc.at(_mark(node), f"unsupported YAML value or tag {node.tag!r}")
+        return None
     if isinstance(value, str) and env is not None and "$" in value:
         value = _expand(value, path, doc, env, missing_env)
     return value

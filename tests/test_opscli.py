@@ -243,7 +243,8 @@ def test_deliveries_json(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_replay_dead_delivery_keeps_key_and_history(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A replayed dead delivery is pending and due, with the same key and its attempts kept."""
+    """A replayed dead delivery is pending and due, with the same key, its attempt history kept
+    and a fresh retry budget."""
     before = deliveries(db)["dlv_1a"]
     assert run(db, "replay", "dlv_1a") == 0
     assert capsys.readouterr().out == (
@@ -252,7 +253,7 @@ def test_replay_dead_delivery_keeps_key_and_history(
     after = deliveries(db)
     assert after["dlv_1a"].status == "pending"
     assert after["dlv_1a"].idempotency_key == before.idempotency_key
-    assert after["dlv_1a"].attempts == 3
+    assert after["dlv_1a"].attempts == 0
     assert len(at_store(db, lambda s: s.list_attempts("dlv_1a"))) == 3
     assert after["dlv_1b"].status == "delivered"
 

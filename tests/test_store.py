@@ -313,7 +313,8 @@ async def test_release_all_leases_counts_what_it_dropped(store):
 
 
 async def test_replay_keeps_idempotency_key_and_history(store):
-    """A replayed dead delivery is pending and due now, same key, next attempt numbered on."""
+    """A replayed dead delivery is pending and due now, same key, a fresh retry budget, and
+    its next attempt numbered on after the history."""
     dlv = await ingest_one(store)
     await store.claim_due(T0, 10, 60)
     await store.record_dead(attempt(dlv), dlv, "gave up")
@@ -322,9 +323,11 @@ async def test_replay_keeps_idempotency_key_and_history(store):
     assert (d.status, d.next_attempt_at, d.lease_until) == ("pending", T0 + 500, None)
     assert await store.claim_due(T0 + 499, 10, 60) == []
     (c,) = await store.claim_due(T0 + 500, 10, 60)
-    assert (c.idempotency_key, c.attempts) == (f"key_{c.event_id}_0", 1)
+    assert (c.idempotency_key, c.attempts) == (f"key_{c.event_id}_0", 0)
     await store.record_delivered(attempt(dlv, T0 + 500, code=200, error=None))
     assert [a.number for a in await store.list_attempts(dlv)] == [1, 2]
+    (d,) = await store.list_deliveries()
+    assert d.attempts == 1
 
 
 async def test_replay_skips_pending_and_in_flight_deliveries(store):

@@ -80,8 +80,13 @@ class Attempt:
 
 
 class Store(Protocol):
-    async def open(self) -> None:
-        """Connect and create the schema if needed."""
+    async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
+        """Connect. An empty database gets the schema unless ``create`` is false (then it is a
+        StoreError); an older schema is a StoreError unless ``upgrade`` (run `relay db upgrade`).
+        """
+
+    async def upgrade(self) -> tuple[int, int]:
+        """Create or upgrade the schema; returns the (from, to) versions."""
 
     async def close(self) -> None: ...
 
@@ -150,8 +155,9 @@ class Store(Protocol):
     async def replay(self, delivery_ids: Collection[str], now: float) -> int:
         """Make failed/dead/delivered deliveries pending and due at ``now``. Returns how many.
 
-        The idempotency key, the attempt count and the attempt history are kept (the next attempt
-        is numbered after the last). Pending ones and ones under a live lease are left alone."""
+        The idempotency key and the attempt history are kept (the next attempt is numbered after
+        the last); the retry budget starts again (``attempts`` goes back to 0). Pending ones and
+        ones under a live lease are left alone."""
 
     async def queue_stats(self, now: float) -> QueueStats:
         """How much work is waiting, for metrics and ``relay status``."""

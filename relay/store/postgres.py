@@ -115,6 +115,14 @@ def _with_status(row: Sequence[Any], index: int) -> list[Any]:
     return values
 
 
+# The delivery's attempts in its current retry budget (reset by a replay), and the number of
+# the last attempt recorded for it ever (attempt numbers keep counting across replays).
+_ATTEMPT_COUNTS = (
+    "SELECT d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
+    " WHERE a.delivery_id = d.id), 0) FROM deliveries d WHERE d.id = %s"
+)
+
+
 class PostgresStore:
     """The Store on a PostgreSQL database (``postgresql://user:password@host:port/dbname``).
 
@@ -299,9 +307,7 @@ class PostgresStore:
         updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
         delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
         async with self._cursor(what) as cursor:
-            await cursor.execute(
-                "SELECT attempts FROM deliveries WHERE id = %s FOR UPDATE", (delivery_id,)
-            )
+            await cursor.execute(f"{_ATTEMPT_COUNTS} FOR UPDATE", (delivery_id,))
             found = await cursor.fetchone()
             if found is None:
                 raise StoreError(f"{what}: no such delivery")
@@ -312,7 +318,7 @@ class PostgresStore:
                     "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
                     " status_code, error, outcome) VALUES (%(delivery_id)s, %(number)s,"
                     " %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s, %(outcome)s)",
-                    {**asdict(a), "number": attempts, "outcome": status.value},
+                    {**asdict(a), "number": found[1] + 1, "outcome": status.value},
                 )
             await cursor.execute(
                 "UPDATE deliveries SET status = %s, attempts = %s, lease_until = NULL,"
@@ -385,7 +391,8 @@ class PostgresStore:
     async def replay(self, delivery_ids: Collection[str], now: float) -> int:
         query = (
             "UPDATE deliveries SET status = 'pending', next_attempt_at = %(now)s,"
-            " lease_until = NULL, updated_at = %(now)s WHERE id = ANY(%(ids)s::text[])"
+            " lease_until = NULL, attempts = 0, updated_at = %(now)s"
+            " WHERE id = ANY(%(ids)s::text[])"
             " AND status IN ('failed', 'dead', 'delivered')"
             " AND (lease_until IS NULL OR lease_until <= %(now)s)"
         )

@@ -106,6 +106,14 @@ def _with_status(row: Sequence[Any], index: int) -> list[Any]:
     return values
 
 
+# The delivery's attempts in its current retry budget (reset by a replay), and the number of
+# the last attempt recorded for it ever (attempt numbers keep counting across replays).
+_ATTEMPT_COUNTS = (
+    "SELECT d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
+    " WHERE a.delivery_id = d.id), 0) FROM deliveries d WHERE d.id = %s"
+)
+
+
 class SQLiteStore:
     """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
 
@@ -285,7 +293,7 @@ class SQLiteStore:
 
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                row = conn.execute("SELECT attempts FROM deliveries WHERE id = ?", (delivery_id,))
+                row = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (delivery_id,))
                 found = row.fetchone()
                 if found is None:
                     raise StoreError(f"{what}: no such delivery")
@@ -296,7 +304,7 @@ class SQLiteStore:
                         "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
                         " status_code, error, outcome) VALUES (:delivery_id, :number,"
                         " :started_at, :duration_ms, :status_code, :error, :outcome)",
-                        {**asdict(a), "number": attempts, "outcome": status.value},
+                        {**asdict(a), "number": found[1] + 1, "outcome": status.value},
                     )
                 conn.execute(
                     "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
@@ -368,7 +376,8 @@ class SQLiteStore:
     async def replay(self, delivery_ids: Collection[str], now: float) -> int:
         sql = (
             "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_until = NULL,"
-            " updated_at = ? WHERE id = ? AND status IN ('failed', 'dead', 'delivered')"
+            " attempts = 0, updated_at = ? WHERE id = ?"
+            " AND status IN ('failed', 'dead', 'delivered')"
             " AND (lease_until IS NULL OR lease_until <= ?)"
         )
         return await self._write(
