@@ -1,0 +1,565 @@
+"""Shared helpers for the benchmarks: pinned subprocesses, readiness, RSS/CPU sampling, fixtures.
+
+Everything here talks to 127.0.0.1 only. Every subprocess started through ``Proc`` is stopped on
+exit (normal return, exception, Ctrl-C or SIGTERM), so a benchmark never leaves a server behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, ClassVar
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+VENV_BIN = Path(sys.executable).parent
+RELAY_BIN = VENV_BIN / "relay"
+SAMPLE_USER_CREATED = REPO / "samples" / "user.created.json"
+HOST = "127.0.0.1"
+SERVER_CPU = 0  # the server under test
+LOAD_CPU = 1  # load generator, fake sinks, samplers
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PID_SELF = os.getpid()
+
+_LIVE: list[Proc] = []
+
+
+def pin_self(cpu: int) -> None:
+    """Pin this process (all its threads) to one CPU, if the machine has it."""
+    if cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def new_secret() -> str:
+    """A fresh Clerk-like signing secret: ``whsec_`` + base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def taskset(cpu: int) -> list[str]:
+    """The ``taskset`` prefix pinning a command to ``cpu`` (nothing if taskset is missing)."""
+    if shutil.which("taskset") and cpu < (os.cpu_count() or 1):
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+class Proc:
+    """A pinned subprocess whose output goes to a log file; stopped by ``stop()`` or at exit."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cpu: int,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        full_env = {**os.environ, **(env or {})}
+        self.popen = subprocess.Popen(
+            [*taskset(cpu), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd or REPO,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, not the server
+        )
+        _LIVE.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``grace_s``, then SIGKILL. Returns the exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+        if self in _LIVE:
+            _LIVE.remove(self)
+        return self.popen.returncode
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_all() -> None:
+    for proc in list(_LIVE):
+        proc.stop(grace_s=5.0)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    stop_all()
+    raise SystemExit(128 + signum)
+
+
+atexit.register(stop_all)
+signal.signal(signal.SIGTERM, _on_signal)
+
+
+@contextlib.contextmanager
+def workdir(keep: bool = False) -> Iterator[Path]:
+    """A temporary directory for databases, rules and logs; removed afterwards unless ``keep``."""
+    path = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    try:
+        yield path
+    finally:
+        stop_all()
+        if keep:
+            print(f"(kept {path})")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_http(proc: Proc, port: int, path: str = "/healthz", timeout_s: float = 30.0) -> None:
+    """Wait until ``GET path`` answers 200; raise with the process's log tail if it dies."""
+    deadline = time.monotonic() + timeout_s
+    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+        try:
+            with socket.create_connection((HOST, port), timeout=1.0) as s:
+                s.sendall(request)
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} not ready on port {port} after {timeout_s} s:\n{proc.tail()}")
+
+
+def http_get_json(port: int, path: str, method: str = "GET") -> Any:
+    """A tiny blocking HTTP/1.1 request to 127.0.0.1 returning the decoded JSON body."""
+    request = (
+        f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 0\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((HOST, port), timeout=5.0) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while length is None or len(body) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return json.loads(body) if body else None
+
+
+# --- process statistics (Linux /proc) ---------------------------------------------------------
+
+
+def proc_status_kb(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (peak RSS) and friends from /proc/PID/status, in kB."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.startswith("Vm") and value.strip().endswith("kB"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class CpuMeter:
+    """CPU use of a process over an interval, as a fraction of one core."""
+
+    pid: int
+    _cpu0: float = 0.0
+    _t0: float = 0.0
+
+    def start(self) -> None:
+        self._cpu0, self._t0 = cpu_seconds(self.pid), time.perf_counter()
+
+    def stop(self) -> float:
+        wall = time.perf_counter() - self._t0
+        return (cpu_seconds(self.pid) - self._cpu0) / wall if wall > 0 else 0.0
+
+
+def core_jiffies(cpu: int) -> tuple[int, int]:
+    """(busy, total) jiffies of one CPU so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                values = [int(v) for v in line.split()[1:]]
+                idle = values[3] + values[4]  # idle + iowait
+                return sum(values) - idle, sum(values)
+    return 0, 0
+
+
+@dataclass
+class CoreMeter:
+    """How busy one CPU was over an interval (all processes), as a fraction."""
+
+    cpu: int
+    _busy0: int = 0
+    _total0: int = 0
+
+    def start(self) -> None:
+        self._busy0, self._total0 = core_jiffies(self.cpu)
+
+    def stop(self) -> float:
+        busy, total = core_jiffies(self.cpu)
+        return (busy - self._busy0) / (total - self._total0) if total > self._total0 else 0.0
+
+
+def other_processes(exclude: set[int]) -> list[str]:
+    """Other processes using noticeable CPU right now (a hint that figures are perturbed)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            a = cpu_seconds(int(entry))
+        except OSError:
+            continue
+        found.append((int(entry), a, cmd))
+    time.sleep(0.5)
+    busy = []
+    for pid, a, cmd in found:
+        try:
+            b = cpu_seconds(pid)
+        except OSError:
+            continue
+        if (b - a) / 0.5 > 0.05 and cmd:
+            busy.append(f"{100 * (b - a) / 0.5:.0f}% {cmd[:100]}")
+    return busy
+
+
+# --- profiling ---
+
+
+class Profiler:
+    """py-spy (if installed) sampling a pid, pinned to the load CPU, raw (collapsed) output."""
+
+    MODES: ClassVar[dict[str, list[str]]] = {"wall": ["--idle"], "cpu": [], "gil": ["--gil"]}
+
+    def __init__(self, out_dir: Path, name: str, pid: int, mode: str = "wall") -> None:
+        self.out = out_dir / f"{name}.{mode}.collapsed.txt"
+        self.pid = pid
+        self.mode = mode
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
+        if not Path(exe).exists():
+            print("  (py-spy not found: `.venv/bin/pip install py-spy`; not profiling)")
+            return
+        argv = [*taskset(LOAD_CPU), exe, "record", "--pid", str(self.pid), "--format", "raw"]
+        argv += ["--rate", "250", "--threads", "--nonblocking", *self.MODES[self.mode]]
+        argv += ["-o", str(self.out)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.out.exists():
+            print(f"  profile ({self.mode}): {self.out}")
+            print(summarise_profile(self.out))
+
+
+def summarise_profile(path: Path, top: int = 12) -> str:
+    """Per thread: its share of the samples, then its functions with the most self samples
+    (the line a thread was on) and the relay/ functions with the most inclusive samples."""
+    threads: Counter[str] = Counter()
+    self_time: dict[str, Counter[str]] = {}
+    inclusive: dict[str, Counter[str]] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        thread, *frames = stack.split(";")
+        total += count
+        threads[thread] += count
+        if frames:
+            self_time.setdefault(thread, Counter())[frames[-1]] += count
+        for frame in set(frames):
+            if "relay/" in frame:
+                inclusive.setdefault(thread, Counter())[frame] += count
+    if not total:
+        return "  (empty profile)"
+    lines = []
+    for thread, n in threads.most_common(4):
+        lines.append(f"  {thread}: {100 * n / total:.1f}% of samples")
+        lines.append("    self (share of this thread):")
+        for frame, k in self_time.get(thread, Counter()).most_common(top):
+            lines.append(f"      {100 * k / n:5.1f}%  {frame}")
+        lines.append("    relay/ inclusive:")
+        for frame, k in inclusive.get(thread, Counter()).most_common(top // 2):
+            lines.append(f"      {100 * k / n:5.1f}%  {frame}")
+    return "\n".join(lines)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+def user_created_bodies(n: int, tag: str) -> list[bytes]:
+    """``n`` distinct user.created events (Clerk's example, ~2.2 kB), compact JSON bytes."""
+    sample = json.loads(SAMPLE_USER_CREATED.read_text())
+    bodies = []
+    for i in range(n):
+        sample["data"]["id"] = f"user_{tag}{i:08d}"
+        sample["timestamp"] = 1732700000000 + i
+        bodies.append(json.dumps(sample, separators=(",", ":")).encode())
+    return bodies
+
+
+def write_rules(
+    folder: Path,
+    *,
+    sink_url: str,
+    concurrency: int = 32,
+    timeout_s: float = 10.0,
+) -> tuple[Path, Path]:
+    """A bench rules.yaml (one clerk source, one http sink, one user.created rule) and an
+    empty templates folder. The http send has no template, so the sink posts the envelope."""
+    templates = folder / "templates"
+    templates.mkdir(exist_ok=True)
+    rules = folder / "rules.yaml"
+    rules.write_text(
+        f"""version: 1
+sources:
+  clerk:
+    path: /webhooks/clerk
+    verify: svix
+    secret: ${{CLERK_WEBHOOK_SIGNING_SECRET}}
+sinks:
+  hook:
+    type: http
+    url: {sink_url}
+    concurrency: {concurrency}
+    timeout_s: {timeout_s}
+rules:
+  - name: bench
+    events: user.created
+    send:
+      - sink: hook
+"""
+    )
+    return rules, templates
+
+
+def relay_env(db: Path, secret: str, rules: Path, templates: Path) -> dict[str, str]:
+    return {
+        "RELAY_DATABASE_URL": f"sqlite:///{db}",
+        "RELAY_RULES": str(rules),
+        "RELAY_TEMPLATES": str(templates),
+        "RELAY_LOG_FORMAT": "json",
+        "CLERK_WEBHOOK_SIGNING_SECRET": secret,
+    }
+
+
+def create_schema(db: Path) -> None:
+    """Create the store's own schema by opening (and closing) a relay SQLiteStore."""
+    from relay.store import SQLiteStore
+
+    async def run() -> None:
+        store = SQLiteStore(db)
+        await store.open()
+        await store.close()
+
+    asyncio.run(run())
+
+
+def fill_backlog(db: Path, n: int, *, rule: str = "bench", sink: str = "hook") -> float:
+    """Insert ``n`` events, each with one pending delivery due now, in bulk (one transaction),
+    into the store's own schema (created first through SQLiteStore). Returns the seconds taken.
+
+    The rows are exactly what ``SQLiteStore.ingest`` writes for an accepted event with one
+    delivery; bulk insertion just skips 2 fsyncs per event."""
+    from relay.ids import idempotency_key
+
+    create_schema(db)
+    t0 = time.perf_counter()
+    now = time.time()
+    bodies = user_created_bodies(n, "bk")
+    ms = int(now * 1000)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        batch = 10_000
+        for start in range(0, n, batch):
+            events = []
+            deliveries = []
+            for i in range(start, min(n, start + batch)):
+                event_id = f"evt_{ms:012x}{i:010x}"
+                message_id = f"msg_backlog_{i:08d}"
+                events.append((event_id, "clerk", message_id, "user.created", now, bodies[i]))
+                deliveries.append(
+                    (
+                        f"dlv_{ms:012x}{i:010x}",
+                        event_id,
+                        rule,
+                        0,
+                        sink,
+                        idempotency_key("clerk", message_id, rule, 0),
+                        now,
+                        now,
+                        now,
+                    )
+                )
+            conn.executemany(
+                "INSERT INTO events (id, source, message_id, type, received_at, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                events,
+            )
+            conn.executemany(
+                "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
+                " status, next_attempt_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                deliveries,
+            )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return time.perf_counter() - t0
+
+
+def count_rows(db: Path, sql: str) -> int:
+    """One COUNT query on a read-only connection."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    try:
+        (value,) = conn.execute(sql).fetchone()
+        return int(value or 0)
+    finally:
+        conn.close()
+
+
+def commit_latency_ms(folder: Path, commits: int = 100) -> tuple[float, float]:
+    """(median, p90) milliseconds of one small SQLite commit (WAL, synchronous=FULL) in
+    ``folder``: the disk's fsync cost, which bounds any commit-per-request design."""
+    path = folder / "fsync-probe.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE t (x BLOB)")
+        times = []
+        for _ in range(commits):
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?)", (os.urandom(2048),))
+            conn.execute("COMMIT")
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    times.sort()
+    return percentile(times, 0.5), percentile(times, 0.9)
+
+
+def describe_relay() -> str:
+    """Which relay code is measured: its folder and, if it is this checkout, commit and state."""
+    import relay
+
+    where = Path(relay.__file__).resolve().parent
+    text = f"relay from {where}"
+    if where.parent == REPO:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "relay"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        text += f" at {head or '?'}" + (" + uncommitted changes in relay/" if dirty else "")
+    return text
+
+
+def fmt_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q`` (0..1) percentile by nearest rank of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(0, min(len(sorted_values) - 1, round(q * len(sorted_values) + 0.5) - 1))
+    return sorted_values[rank]

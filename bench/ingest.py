@@ -1,0 +1,504 @@
+"""Ingest throughput and latency: relay vs a verify-only baseline vs a naive commit-per-request.
+
+Each target is started in turn as a subprocess pinned to CPU 0 (``taskset -c 0``) and driven over
+real HTTP by this process, pinned to CPU 1, at a fixed concurrency (C connections, one request in
+flight on each). Every request is a distinct Clerk ``user.created`` event with its own svix-id,
+signed beforehand, so deduplication cannot shortcut anything and signing costs nothing in the
+timed phase. A warm-up (not timed) precedes each measurement.
+
+Targets:
+  baseline  bench/baseline_app.py: Starlette + uvicorn, verify the signature, answer 200
+  naive     bench/naive_app.py: the same plus a per-request INSERT + COMMIT on the event loop
+  relay     `relay serve --no-worker` with a bench rules.yaml (one http sink rule on
+            user.created, so every event also stores one delivery), JSON logs to a file
+
+    .venv/bin/python bench/ingest.py                  # N=5000 per target, C=32
+    .venv/bin/python bench/ingest.py --events 20000 --concurrency 64 --targets relay,baseline
+    .venv/bin/python bench/ingest.py --profile /tmp/prof   # py-spy on relay during its run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import _common as c
+
+from relay.secret import Secret
+from relay.verify import sign
+
+PATH = "/webhooks/clerk"
+
+
+@dataclass(frozen=True)
+class Request:
+    headers: dict[str, str]
+    body: bytes
+    raw: bytes  # the whole HTTP/1.1 request, for the raw client
+
+
+@dataclass
+class Result:
+    target: str
+    events: int
+    latencies_ms: list[float]
+    errors: int
+    first_error: str
+    meters: Meters
+    stored: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.meters.seconds if self.meters.seconds else 0.0
+
+    @property
+    def other_on_server_core(self) -> float:
+        """Busy time of the server's core not explained by the server: other processes."""
+        return max(0.0, self.meters.server_core - self.meters.server_cpu)
+
+    @property
+    def cpu_ms_per_event(self) -> float:
+        """Server CPU time per event (all its threads): the cost that caps one core."""
+        return 1000 * self.meters.server_cpu * self.meters.seconds / self.events
+
+    def p(self, q: float) -> float:
+        return c.percentile(sorted(self.latencies_ms), q)
+
+
+def make_requests(n: int, secret: str, port: int, tag: str) -> list[Request]:
+    """``n`` distinct, correctly signed user.created requests (signed now: valid for 300 s)."""
+    key = Secret(secret)
+    timestamp = int(time.time())
+    out = []
+    for i, body in enumerate(c.user_created_bodies(n, tag)):
+        msg_id = f"msg_{tag}_{i:08d}_{timestamp}"
+        headers = {
+            "content-type": "application/json",
+            "svix-id": msg_id,
+            "svix-timestamp": str(timestamp),
+            "svix-signature": sign(key, msg_id, timestamp, body),
+        }
+        head = f"POST {PATH} HTTP/1.1\r\nhost: {c.HOST}:{port}\r\ncontent-length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        out.append(Request(headers, body, head.encode() + body))
+    return out
+
+
+# --- load generators ----------------------------------------------------------------------------
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection over asyncio streams; a request at a time."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(c.HOST, self.port)
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        close = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+            elif name == b"transfer-encoding":
+                raise RuntimeError("chunked responses are not supported by the raw client")
+        body = await self.reader.readexactly(length) if length else b""
+        if close:
+            await self.close()
+        return status, body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+@dataclass
+class Tally:
+    latencies_ms: list[float] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)  # perf_counter at each request's start
+    errors: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        self.kinds[text[:120]] += 1
+
+
+async def drive_raw(conns: list[RawConnection], requests: Sequence[Request]) -> Tally:
+    tally = Tally()
+    it = iter(requests)
+    clock = time.perf_counter
+
+    async def worker(conn: RawConnection) -> None:
+        for req in it:
+            t0 = clock()
+            try:
+                status, body = await conn.request(req.raw)
+            except (OSError, asyncio.IncompleteReadError, RuntimeError, ValueError) as exc:
+                tally.error(f"{type(exc).__name__}: {exc}")
+                await conn.close()
+                continue
+            tally.latencies_ms.append((clock() - t0) * 1000)
+            tally.started.append(t0)
+            if status != 200:
+                tally.error(f"{status} {body[:100]!r}")
+
+    await asyncio.gather(*(worker(conn) for conn in conns))
+    return tally
+
+
+async def drive_httpx(client: object, url: str, c_: int, requests: Sequence[Request]) -> Tally:
+    import httpx
+
+    assert isinstance(client, httpx.AsyncClient)
+    tally = Tally()
+    it = iter(requests)
+    clock = time.perf_counter
+
+    async def worker() -> None:
+        for req in it:
+            t0 = clock()
+            try:
+                response = await client.post(url, content=req.body, headers=req.headers)
+            except httpx.HTTPError as exc:
+                tally.error(f"{type(exc).__name__}: {exc}")
+                continue
+            tally.latencies_ms.append((clock() - t0) * 1000)
+            tally.started.append(t0)
+            if response.status_code != 200:
+                tally.error(f"{response.status_code} {response.text[:100]}")
+
+    await asyncio.gather(*(worker() for _ in range(c_)))
+    return tally
+
+
+@dataclass
+class Meters:
+    """CPU use over the timed phase: this process, the server, and each core as a whole."""
+
+    server_pid: int
+    seconds: float = 0.0
+    load_cpu: float = 0.0
+    server_cpu: float = 0.0
+    server_core: float = 0.0
+    load_core: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._me = c.CpuMeter(c.PID_SELF)
+        self._server = c.CpuMeter(self.server_pid)
+        self._cores = (c.CoreMeter(c.SERVER_CPU), c.CoreMeter(c.LOAD_CPU))
+
+    def start(self) -> None:
+        for meter in (self._me, self._server, *self._cores):
+            meter.start()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        self.seconds = time.perf_counter() - self._t0
+        self.load_cpu, self.server_cpu = self._me.stop(), self._server.stop()
+        self.server_core, self.load_core = (m.stop() for m in self._cores)
+
+
+async def load(
+    port: int,
+    warmup: Sequence[Request],
+    timed: Sequence[Request],
+    concurrency: int,
+    client: str,
+    meters: Meters,
+    during: Callable[[], None] = lambda: None,
+) -> Tally:
+    """Run the warm-up, then the timed phase (metered); returns the timed phase's tally."""
+    if client == "raw":
+        conns = [RawConnection(port) for _ in range(concurrency)]
+        await drive_raw(conns, warmup)
+        during()
+        meters.start()
+        tally = await drive_raw(conns, timed)
+        meters.stop()
+        for conn in conns:
+            await conn.close()
+        return tally
+    import httpx
+
+    url = f"http://{c.HOST}:{port}{PATH}"
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as hc:
+        await drive_httpx(hc, url, concurrency, warmup)
+        during()
+        meters.start()
+        tally = await drive_httpx(hc, url, concurrency, timed)
+        meters.stop()
+    return tally
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+
+def start_target(
+    name: str, tmp: Path, secret: str, port: int, run: int
+) -> tuple[c.Proc, Path | None]:
+    """Start target ``name`` pinned to the server CPU; returns it and its database (if any)."""
+    py = sys.executable
+    stem = f"{name.replace(':', '-')}.{run}"
+    log = tmp / f"{stem}.log"
+    db = tmp / f"{stem}.db"
+    if name == "baseline":
+        argv = [py, str(c.BENCH / "baseline_app.py"), "--port", str(port)]
+        env = {"BENCH_SECRET": secret}
+        return c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env), None
+    if name == "naive":
+        argv = [py, str(c.BENCH / "naive_app.py"), "--port", str(port)]
+        env = {"BENCH_SECRET": secret, "BENCH_DB": str(db)}
+        return c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env), db
+    if name == "relay" or name.startswith("relay:"):
+        # The sink is never called (--no-worker); its URL only has to be valid.
+        rules, templates = c.write_rules(tmp, sink_url=f"http://{c.HOST}:9/unused")
+        env = c.relay_env(db, secret, rules, templates)
+        if name == "relay":
+            argv = [str(c.RELAY_BIN), "serve", "--no-worker", "--port", str(port)]
+        else:  # an experiment: bench/relay_variants.py VARIANT
+            variant = name.partition(":")[2]
+            argv = [py, str(c.BENCH / "relay_variants.py"), variant, "--no-worker"]
+            argv += ["--port", str(port)]
+        return c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env), db
+    raise SystemExit(f"unknown target {name!r} (baseline, naive, relay, relay:VARIANT)")
+
+
+def run_target(
+    name: str, tmp: Path, secret: str, args: argparse.Namespace, port: int, run: int
+) -> Result:
+    proc, db = start_target(name, tmp, secret, port, run)
+    profiler = None
+    if args.profile and name in args.profile_targets:
+        profiler = c.Profiler(
+            args.profile, f"{name.replace(':', '-')}.{run}", proc.pid, args.profile_mode
+        )
+    try:
+        c.wait_http(proc, port)
+        tag = f"{run}{int(time.time()) % 100000}"
+        warmup = make_requests(args.warmup, secret, port, tag + "w")
+        timed = make_requests(args.events, secret, port, tag + "t")
+        meters = Meters(proc.pid)
+        tally = asyncio.run(
+            load(
+                port,
+                warmup,
+                timed,
+                args.concurrency,
+                args.client,
+                meters,
+                during=profiler.start if profiler else lambda: None,
+            )
+        )
+        if profiler:
+            profiler.stop()
+        stored = ""
+        if db is not None:
+            events = c.count_rows(db, "SELECT COUNT(*) FROM events")
+            deliveries = c.count_rows(db, "SELECT COUNT(*) FROM deliveries")
+            stored = f"{events} events, {deliveries} deliveries"
+            if events != len(warmup) + len(timed) - tally.errors:
+                stored += " (MISMATCH)"
+        first_error = tally.kinds.most_common(1)[0][0] if tally.kinds else ""
+        if args.latency_log:
+            t_first = min(tally.started, default=0.0)
+            with args.latency_log.open("a") as f:
+                for t0, ms in zip(tally.started, tally.latencies_ms, strict=True):
+                    f.write(f"{name},{run},{t0 - t_first:.6f},{ms:.3f}\n")
+        return Result(
+            name, len(timed), tally.latencies_ms, tally.errors, first_error, meters, stored
+        )
+    finally:
+        code = proc.stop()
+        if code not in (0, None, -signal.SIGTERM):
+            print(f"  {name} exited with {code}:\n{proc.tail()}")
+        note = [line for line in proc.tail(5).splitlines() if "group commit" in line]
+        if note:
+            print(f"  {note[-1]}")
+
+
+def median_result(results: list[Result]) -> Result:
+    """The run with the median throughput."""
+    return sorted(results, key=lambda r: r.rate)[len(results) // 2]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=5000, help="timed events per target (5000)")
+    parser.add_argument("--warmup", type=int, default=500, help="untimed events first (500)")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections in flight (32)")
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    parser.add_argument(
+        "--targets",
+        default="baseline,naive,relay",
+        help="comma-separated: baseline, naive, relay, or relay:VARIANT (an experiment of "
+        "bench/relay_variants.py, e.g. relay:group or relay:group+nolog)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="load client: raw asyncio streams (default, cheapest) or httpx.AsyncClient",
+    )
+    parser.add_argument("--profile", type=Path, help="run py-spy on the targets, write here")
+    parser.add_argument("--profile-targets", default="relay", help="which targets to profile")
+    parser.add_argument(
+        "--profile-mode",
+        choices=sorted(c.Profiler.MODES),
+        default="cpu",
+        help="py-spy samples: cpu (running threads only), wall (idle too: waits, fsync), "
+        "gil (threads holding the GIL)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per target; median shown")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (db, logs)")
+    parser.add_argument(
+        "--latency-log", type=Path, help="append target,run,start_s,latency_ms lines here"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.concurrency < 1 or args.events > 1_000_000:
+        parser.error("--events must be 1..1000000 and --concurrency >= 1")
+    args.profile_targets = set(args.profile_targets.split(","))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    c.pin_self(c.LOAD_CPU)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    secret = c.new_secret()
+    print(
+        f"ingest bench: {args.events} events per target (+{args.warmup} warm-up), "
+        f"concurrency {args.concurrency}, client {args.client}; server on CPU {c.SERVER_CPU}, "
+        f"load on CPU {c.LOAD_CPU}"
+    )
+    print(c.describe_relay())
+    runs: dict[str, list[Result]] = {name: [] for name in targets}
+    with c.workdir(keep=args.keep) as tmp:
+        p50, p90 = c.commit_latency_ms(tmp)
+        print(
+            f"disk: one SQLite commit (WAL, synchronous=FULL) takes {p50:.2f} ms "
+            f"(p90 {p90:.2f} ms) in {tmp}"
+        )
+        for run in range(args.repeat):
+            for name in targets:
+                port = args.port or c.free_port()
+                label = f"{name} (run {run + 1}/{args.repeat})" if args.repeat > 1 else name
+                print(f"- {label} ...", flush=True)
+                r = run_target(name, tmp, secret, args, port, run)
+                runs[name].append(r)
+                print(
+                    f"  {r.rate:,.0f} events/s, p50 {r.p(0.5):.1f} ms, p99 {r.p(0.99):.1f} ms, "
+                    f"errors {r.errors}"
+                    + (f" ({r.first_error})" if r.first_error else "")
+                    + f"; server CPU {100 * r.meters.server_cpu:.0f}%, "
+                    f"other load on its core {100 * r.other_on_server_core:.0f}%"
+                    + (f"; stored {r.stored}" if r.stored else ""),
+                    flush=True,
+                )
+    results = [median_result(rs) for rs in runs.values()]
+    print()
+    if args.repeat > 1:
+        print(f"(median of {args.repeat} runs by throughput)")
+    rows = [
+        (
+            r.target,
+            f"{r.rate:,.0f}",
+            f"{r.p(0.5):.1f}",
+            f"{r.p(0.99):.1f}",
+            r.errors,
+            f"{100 * r.meters.server_cpu:.0f}%",
+            f"{r.cpu_ms_per_event:.2f}",
+            f"{100 * r.other_on_server_core:.0f}%",
+            f"{100 * r.meters.load_cpu:.0f}%",
+        )
+        for r in results
+    ]
+    headers = [
+        "target",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "server CPU",
+        "CPU ms/event",
+        "other CPU0",
+        "load CPU",
+    ]
+    print(c.fmt_table(headers, rows))
+    by_name = {r.target: r for r in results}
+    relay = by_name.get("relay")
+    print()
+    if relay and "baseline" in by_name:
+        ratio = relay.rate / by_name["baseline"].rate
+        print(f"relay / baseline throughput: {ratio:.2f}  (target >= 0.80)")
+    if relay and "naive" in by_name:
+        ratio = relay.rate / by_name["naive"].rate
+        print(f"relay / naive throughput:    {ratio:.2f}  (target >= 2.00)")
+    if relay:
+        verdict = "meets" if relay.p(0.99) <= 25 else "misses"
+        print(
+            f"relay p99: {relay.p(0.99):.1f} ms at {args.concurrency} connections "
+            f"({verdict} the <= 25 ms target)"
+        )
+    busy = [r.target for r in results if r.meters.load_cpu > 0.85]
+    if busy:
+        print(
+            f"warning: the load generator used > 85% of its core for {', '.join(busy)}: "
+            "the figures for those may be load-bound, not server-bound"
+        )
+    noisy = [r.target for r in results if r.other_on_server_core > 0.10]
+    if noisy:
+        print(
+            f"warning: other processes used > 10% of CPU {c.SERVER_CPU} during "
+            f"{', '.join(noisy)}: rerun on a quiet machine"
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [
+                    {
+                        "target": r.target,
+                        "events": r.events,
+                        "seconds": r.meters.seconds,
+                        "events_per_s": r.rate,
+                        "p50_ms": r.p(0.5),
+                        "p99_ms": r.p(0.99),
+                        "errors": r.errors,
+                        "server_cpu": r.meters.server_cpu,
+                        "server_cpu_ms_per_event": r.cpu_ms_per_event,
+                        "other_cpu_on_server_core": r.other_on_server_core,
+                        "load_cpu": r.meters.load_cpu,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
