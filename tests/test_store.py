@@ -8,6 +8,7 @@ that is a failure.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import subprocess
@@ -487,7 +488,7 @@ async def test_open_creates_the_schema_of_a_new_database(make_store):
     store = make_store()
     await store.open()
     try:
-        assert await store.upgrade() == (1, 1)
+        assert await store.upgrade() == (2, 2)
         assert await store.ingest(event(), []) is IngestOutcome.ACCEPTED
     finally:
         await store.close()
@@ -497,7 +498,7 @@ async def test_open_without_create_refuses_a_new_database(make_store):
     """open(create=False) on a database without the schema says to run `relay db upgrade`."""
     store = make_store()
     with pytest.raises(
-        StoreError, match=r"database schema is version 0, relay needs 1: run `relay db upgrade`"
+        StoreError, match=r"database schema is version 0, relay needs 2: run `relay db upgrade`"
     ):
         await store.open(create=False)
     with pytest.raises(StoreError, match="not open"):
@@ -505,9 +506,9 @@ async def test_open_without_create_refuses_a_new_database(make_store):
 
 
 async def test_upgrade_creates_then_reports_up_to_date(make_store):
-    """upgrade() on a closed store creates the schema (0 -> 1), then finds it current (1 -> 1)."""
-    assert await make_store().upgrade() == (0, 1)
-    assert await make_store().upgrade() == (1, 1)
+    """upgrade() on a closed store creates the schema (0 -> 2), then finds it current (2 -> 2)."""
+    assert await make_store().upgrade() == (0, 2)
+    assert await make_store().upgrade() == (2, 2)
     store = make_store()
     await store.open(create=False)
     await store.close()
@@ -520,7 +521,11 @@ async def test_replicas_opening_a_new_database_at_once_create_the_schema_once(ma
     opened = await asyncio.gather(*(r.open() for r in replicas), return_exceptions=True)
     try:
         assert opened == [None] * 4
-        outcomes = await asyncio.gather(*(r.ingest(event(), []) for r in replicas))
+        # the same message reaching each replica: each gives it its own relay id, as ingest does
+        copies = [dataclasses.replace(event(), id=f"evt_replica_{i}") for i in range(4)]
+        outcomes = await asyncio.gather(
+            *(r.ingest(c, []) for r, c in zip(replicas, copies, strict=True))
+        )
         assert sorted(o.value for o in outcomes) == ["accepted"] + ["duplicate"] * 3
     finally:
         for replica in replicas:
@@ -571,8 +576,8 @@ def test_db_upgrade_command(backend, request, tmp_path, capsys):
     assert cli.main(["db", "upgrade", "--database", url]) == 0
     shown = redact_url(url)
     assert capsys.readouterr().out.splitlines() == [
-        f"database {shown}: upgraded from 0 to 1",
-        f"database {shown}: schema version 1 (up to date)",
+        f"database {shown}: upgraded from 0 to 2",
+        f"database {shown}: schema version 2 (up to date)",
     ]
 
 
@@ -592,11 +597,11 @@ def test_db_upgrade_command_reports_failure_without_password(capsys):
 
 @sqlite_only
 async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
-    """The SQLite file is in WAL mode and carries schema version 1."""
+    """The SQLite file is in WAL mode and carries schema version 2."""
     raw = sqlite3.connect(tmp_path / "relay.db")
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
     finally:
         raw.close()
 
@@ -637,12 +642,97 @@ async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path):
     assert not isinstance(info.value, StoreUnavailableError)
 
 
-async def test_sqlite_newer_schema_is_refused(tmp_path):
-    """A file written by a newer relay (user_version > 1) is refused rather than misread."""
+async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypatch):
+    """Ingests that arrive together share one commit (far fewer commits than events), and each
+    caller still gets its own outcome."""
+    import relay.store.sqlite as sqlite_module
+
+    sizes: list[int] = []
+    real = sqlite_module._ingest_batch
+
+    def counting(conn, batch):
+        sizes.append(len(batch))
+        return real(conn, batch)
+
+    monkeypatch.setattr(sqlite_module, "_ingest_batch", counting)
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        events = [event(n) for n in range(100)] + [event(7)]  # one duplicate among them
+        outcomes = await asyncio.gather(*(store.ingest(e, [delivery(e.id)]) for e in events))
+    finally:
+        await store.close()
+    assert [o.value for o in outcomes].count("duplicate") == 1
+    assert sum(sizes) == 101
+    assert len(sizes) < 10
+
+
+async def test_sqlite_one_bad_event_in_a_batch_fails_alone(tmp_path):
+    """An event that violates a constraint on its own fails; the rest of its batch commits."""
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        good, bad = event(1), event(2)
+        clash = delivery(good.id)  # the bad event reuses the good one's delivery id
+        results = await asyncio.gather(
+            store.ingest(good, [clash]), store.ingest(bad, [clash]), return_exceptions=True
+        )
+        assert results[0] is IngestOutcome.ACCEPTED
+        assert isinstance(results[1], StoreError)
+        assert "ingest clerk message msg_2" in str(results[1])
+        assert [e.id for e in await store.list_events()] == [good.id]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_close_commits_ingests_still_waiting(tmp_path):
+    """close() lets queued ingests commit first: nothing acknowledged is dropped."""
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+    waiting = [asyncio.ensure_future(store.ingest(event(n), [])) for n in range(20)]
+    await asyncio.sleep(0)
+    await store.close()
+    assert all(t.result() is IngestOutcome.ACCEPTED for t in waiting)
+    reopened = SQLiteStore(tmp_path / "relay.db")
+    await reopened.open()
+    try:
+        assert len(await reopened.list_events(limit=100)) == 20
+    finally:
+        await reopened.close()
+
+
+async def test_sqlite_version_1_database_upgrades_to_2(tmp_path):
+    """A database of schema version 1 is refused until upgraded; the upgrade adds the claim
+    index that claim_due then uses (no sort of the whole backlog)."""
+    from relay.store.migrations import SQLITE_STEPS
+
     raw = sqlite3.connect(tmp_path / "relay.db")
-    raw.execute("PRAGMA user_version = 2")
+    for statement in SQLITE_STEPS[0]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="schema version 2 is newer than 1"):
+    with pytest.raises(StoreError, match="version 1, relay needs 2: run `relay db upgrade`"):
+        await SQLiteStore(tmp_path / "relay.db").open()
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (1, 2)
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    plan = raw.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM deliveries d WHERE d.status IN ('pending', 'failed')"
+        " AND d.next_attempt_at <= 1 AND (d.lease_until IS NULL OR d.lease_until <= 1)"
+        " AND d.sink IN ('x') ORDER BY d.next_attempt_at, d.id LIMIT 10"
+    ).fetchall()
+    raw.close()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "deliveries_claimable" in details
+    assert "TEMP B-TREE" not in details
+
+
+async def test_sqlite_newer_schema_is_refused(tmp_path):
+    """A file written by a newer relay (user_version > 2) is refused rather than misread."""
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    raw.execute("PRAGMA user_version = 3")
+    raw.close()
+    with pytest.raises(StoreError, match="schema version 3 is newer than 2"):
         await SQLiteStore(tmp_path / "relay.db").open()
 
 
@@ -820,11 +910,11 @@ async def test_postgres_no_free_connection_is_unavailable(postgres_url):
 
 
 async def test_postgres_newer_schema_is_refused(postgres_url):
-    """A database written by a newer relay (relay_schema version 2) is refused, not misread."""
-    assert await PostgresStore(postgres_url).upgrade() == (0, 1)
+    """A database written by a newer relay (relay_schema version 3) is refused, not misread."""
+    assert await PostgresStore(postgres_url).upgrade() == (0, 2)
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        await conn.execute("UPDATE relay_schema SET version = 2")
-    with pytest.raises(StoreError, match="schema version 2 is newer than 1"):
+        await conn.execute("UPDATE relay_schema SET version = 3")
+    with pytest.raises(StoreError, match="schema version 3 is newer than 2"):
         await PostgresStore(postgres_url).open()
 
 
@@ -843,7 +933,7 @@ async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
             "relay_schema",
         ]
         cursor = await conn.execute("SELECT version FROM relay_schema")
-        assert await cursor.fetchall() == [(1,)]
+        assert await cursor.fetchall() == [(2,)]
 
 
 async def test_postgres_unreachable_server_is_unavailable_without_password():

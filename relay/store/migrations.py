@@ -55,6 +55,10 @@ SQLITE_STEPS: Steps = (
             status_code INTEGER, error TEXT, outcome TEXT NOT NULL,
             UNIQUE (delivery_id, number))""",
     ),
+    (  # 2: claims read the due deliveries of one sink in order, without sorting the backlog
+        """CREATE INDEX IF NOT EXISTS deliveries_claimable ON deliveries (sink, next_attempt_at, id)
+            WHERE status IN ('pending', 'failed')""",
+    ),
 )
 
 POSTGRES_STEPS: Steps = (
@@ -87,6 +91,10 @@ POSTGRES_STEPS: Steps = (
             number integer NOT NULL, started_at double precision NOT NULL,
             duration_ms double precision NOT NULL, status_code integer, error text,
             outcome text NOT NULL, UNIQUE (delivery_id, number))""",
+    ),
+    (  # 2: claims read the due deliveries of one sink in order
+        """CREATE INDEX deliveries_claimable ON deliveries (sink, next_attempt_at, id)
+            WHERE status IN ('pending', 'failed')""",
     ),
 )
 

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,6 +115,72 @@ _ATTEMPT_COUNTS = (
 )
 
 
+MAX_BATCH = 256  # events committed together at most
+
+
+@dataclass(slots=True)
+class _PendingIngest:
+    event: NewEvent
+    deliveries: Sequence[NewDelivery]
+    future: asyncio.Future[IngestOutcome]
+
+
+def _ingest_batch(
+    conn: sqlite3.Connection, batch: Sequence[_PendingIngest]
+) -> list[IngestOutcome | StoreError]:
+    """Insert each event and its deliveries under its own savepoint, then commit them all at
+    once. A duplicate, or an event that fails on its own (a constraint), touches only itself; a
+    failure that means the database cannot write (locked, disk full) fails the whole batch."""
+    outcomes: list[IngestOutcome | StoreError] = []
+    with _transaction(conn):
+        for item in batch:
+            event = item.event
+            conn.execute("SAVEPOINT event")
+            try:
+                outcomes.append(_insert_event(conn, event, item.deliveries))
+            except sqlite3.Error as exc:
+                error = _translate(exc, f"ingest {event.source} message {event.message_id}")
+                if isinstance(error, StoreUnavailableError):
+                    raise
+                conn.execute("ROLLBACK TO event")
+                outcomes.append(error)
+            conn.execute("RELEASE event")
+    return outcomes
+
+
+def _commit_batch(batch: Sequence[_PendingIngest], conn: sqlite3.Connection) -> Any:
+    return _ingest_batch(conn, batch)  # looked up at call time, so tests can observe batches
+
+
+def _insert_event(
+    conn: sqlite3.Connection, event: NewEvent, deliveries: Sequence[NewDelivery]
+) -> IngestOutcome:
+    cursor = conn.execute(
+        "INSERT INTO events (id, source, message_id, type, received_at, body)"
+        " VALUES (:id, :source, :message_id, :type, :received_at, :body)"
+        " ON CONFLICT (source, message_id) DO NOTHING",
+        asdict(event),
+    )
+    if cursor.rowcount == 0:
+        return IngestOutcome.DUPLICATE
+    conn.executemany(
+        "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
+        " status, next_attempt_at, created_at, updated_at) VALUES (:id, :event_id,"
+        " :rule, :send_index, :sink, :idempotency_key, 'pending', :next_attempt_at,"
+        " :now, :now)",
+        [{**asdict(d), "event_id": event.id, "now": event.received_at} for d in deliveries],
+    )
+    return IngestOutcome.ACCEPTED
+
+
+def _again(exc: Exception, event: NewEvent) -> StoreError:
+    """A fresh exception per waiting caller, naming its own event."""
+    what = f"ingest {event.source} message {event.message_id}"
+    if isinstance(exc, StoreError):
+        return type(exc)(f"{what}: {str(exc).split(': ', 1)[-1]}")
+    return StoreUnavailableError(f"{what}: {exc}")
+
+
 class SQLiteStore:
     """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
 
@@ -122,6 +189,8 @@ class SQLiteStore:
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._queue: list[_PendingIngest] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Open on the store's own thread, creating the file. A new file gets the schema unless
@@ -150,7 +219,10 @@ class SQLiteStore:
         return versions
 
     async def close(self) -> None:
-        """Finish queued work, then close the connection and stop the thread."""
+        """Finish queued work (ingests waiting for a commit included), then close the connection
+        and stop the thread."""
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
         executor, conn = self._executor, self._conn
         self._executor = self._conn = None
         if executor is None or conn is None:
@@ -212,28 +284,38 @@ class SQLiteStore:
         return await self._run(what, lambda conn: conn.execute(sql, params).fetchall())
 
     async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
-        rows = [{**asdict(d), "event_id": event.id, "now": event.received_at} for d in deliveries]
+        """Group commit: every ingest that arrives while a commit is in progress (or in the same
+        turn of the event loop) joins the next one — one transaction, one fsync — and each caller
+        is answered only when the commit holding its event is durable."""
+        loop = asyncio.get_running_loop()
+        pending = _PendingIngest(event, deliveries, loop.create_future())
+        self._queue.append(pending)
+        if self._flushing is None:
+            self._flushing = loop.create_task(self._flush())
+        return await pending.future
 
-        def run(conn: sqlite3.Connection) -> IngestOutcome:
-            with _transaction(conn):
-                cursor = conn.execute(
-                    "INSERT INTO events (id, source, message_id, type, received_at, body)"
-                    " VALUES (:id, :source, :message_id, :type, :received_at, :body)"
-                    " ON CONFLICT (source, message_id) DO NOTHING",
-                    asdict(event),
-                )
-                if cursor.rowcount == 0:
-                    return IngestOutcome.DUPLICATE
-                conn.executemany(
-                    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
-                    " status, next_attempt_at, created_at, updated_at) VALUES (:id, :event_id,"
-                    " :rule, :send_index, :sink, :idempotency_key, 'pending', :next_attempt_at,"
-                    " :now, :now)",
-                    rows,
-                )
-            return IngestOutcome.ACCEPTED
-
-        return await self._run(f"ingest {event.source} message {event.message_id}", run)
+    async def _flush(self) -> None:
+        """Commit queued ingests in batches until the queue is empty."""
+        try:
+            while self._queue:
+                await asyncio.sleep(0)  # let requests of this loop turn join the batch
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    outcomes = await self._run("ingest", partial(_commit_batch, batch))
+                except Exception as exc:  # the commit failed: nobody in the batch is stored
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(_again(exc, item.event))
+                    continue
+                for item, outcome in zip(batch, outcomes, strict=True):
+                    if item.future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        item.future.set_exception(outcome)
+                    else:
+                        item.future.set_result(outcome)
+        finally:
+            self._flushing = None
 
     async def claim_due(
         self,
