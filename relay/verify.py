@@ -5,6 +5,7 @@ HMAC-SHA256, keyed by the base64-decoded part of the ``whsec_...`` secret, and s
 ``svix-signature: v1,<base64> [v1,<base64> ...]``. Any ``v1`` entry matching any configured secret
 (current, or previous while rotating) accepts the request. ``webhook-*`` header names are accepted
 too; per header, the ``svix-*`` name wins when both are present (as in the svix library).
+``header_prefixes=("webhook",)`` reads only the ``webhook-*`` names (a Standard Webhooks sender).
 
 The check is done here, not with ``svix.webhooks.Webhook``, because the svix library has no clock to
 inject and lets hostile headers escape as ``ValueError``s. Every failure of ``SvixVerifier.verify``
@@ -97,7 +98,7 @@ class VerifiedMessage:
 class SvixVerifier:
     """Checks Svix signatures against the current secret and, while rotating, previous ones."""
 
-    __slots__ = ("_clock", "_keys", "_tolerance_s")
+    __slots__ = ("_clock", "_keys", "_prefixes", "_tolerance_s")
 
     def __init__(
         self,
@@ -105,21 +106,25 @@ class SvixVerifier:
         *,
         tolerance_s: int = 300,
         clock: Callable[[], float] = time.time,
+        header_prefixes: Sequence[str] = ("svix", "webhook"),
     ) -> None:
         if not secrets:
             raise ValueError("at least one signing secret is required")
         if tolerance_s < 0:
             raise ValueError("tolerance_s must not be negative")
+        if not header_prefixes or not set(header_prefixes) <= {"svix", "webhook"}:
+            raise ValueError("header_prefixes must be 'svix' and/or 'webhook'")
         self._keys = tuple(_decode_key(s.reveal()) for s in secrets)
         self._tolerance_s = tolerance_s
         self._clock = clock
+        self._prefixes = tuple(header_prefixes)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> VerifiedMessage:
         """Return the message's id and timestamp if signed by a known secret; else raise."""
         found = _pick_headers(headers)
-        id_name, message_id = _required(found, "id")
-        ts_name, ts_text = _required(found, "timestamp")
-        sig_name, sig_header = _required(found, "signature")
+        id_name, message_id = _required(found, "id", self._prefixes)
+        ts_name, ts_text = _required(found, "timestamp", self._prefixes)
+        sig_name, sig_header = _required(found, "signature", self._prefixes)
 
         if len(message_id) > MAX_ID_CHARS:
             raise VerificationError(f"{id_name} header too long")
@@ -171,8 +176,10 @@ def _pick_headers(headers: Mapping[str, str]) -> dict[str, object]:
     return found
 
 
-def _required(found: Mapping[str, object], part: str) -> tuple[str, str]:
-    for name in (f"svix-{part}", f"webhook-{part}"):
+def _required(
+    found: Mapping[str, object], part: str, prefixes: Sequence[str]
+) -> tuple[str, str]:
+    for name in (f"{prefix}-{part}" for prefix in prefixes):
         if name in found:
             value = found[name]
             if not isinstance(value, str):
@@ -180,4 +187,4 @@ def _required(found: Mapping[str, object], part: str) -> tuple[str, str]:
             if not value:
                 raise VerificationError(f"empty {name} header")
             return name, value
-    raise VerificationError(f"missing svix-{part} header")
+    raise VerificationError(f"missing {prefixes[0]}-{part} header")

@@ -1,0 +1,1 @@
+"""Sources: where webhooks come in. See ``relay.sources.base`` for the contract."""
