@@ -11,7 +11,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -39,6 +39,18 @@ def build_sinks(config: Config, http: httpx.AsyncClient, *, dry_run: bool) -> di
         return {name: DryRunSink(spec.type.name) for name, spec in config.sinks.items()}
     context = SinkContext(http=http)
     return {name: spec.type.build(spec.settings, context) for name, spec in config.sinks.items()}
+
+
+async def close_sinks(sinks: Iterable[Sink], after_s: float) -> None:
+    """Call each sink's optional ``aclose()`` (pools, connections) after ``after_s``."""
+    await asyncio.sleep(after_s)
+    for sink in sinks:
+        aclose = getattr(sink, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception as exc:
+                log.warning("closing a sink failed", extra={"fields": {"error": str(exc)}})
 
 
 def make_http_client() -> httpx.AsyncClient:
@@ -75,13 +87,20 @@ class RelayState:
         return self.runtime
 
     def apply(self, config: Config) -> None:
-        """Swap in a validated config; deliveries already queued use what still exists."""
+        """Swap in a validated config; deliveries already queued use what still exists.
+
+        The sinks it replaces are closed once attempts already running on them have had time
+        to finish (their own timeout)."""
         assert self.http is not None
+        old = self.runtime
         self.config = config
         self.runtime = Runtime(
             config, build_sinks(config, self.http, dry_run=self.settings.dry_run)
         )
         self.metrics.prepare(config)
+        if old is not None:
+            linger_s = max((s.settings.timeout_s for s in old.config.sinks.values()), default=0)
+            self.tasks.append(asyncio.create_task(close_sinks(old.sinks.values(), linger_s + 1)))
 
     def on_delivery(self, kind: str, fields: dict[str, object]) -> None:
         self.metrics.observe_delivery(kind, dict(fields), self.clock())
@@ -151,6 +170,8 @@ def create_app(
             for task in state.tasks:
                 task.cancel()
             await asyncio.gather(*state.tasks, return_exceptions=True)
+            if state.runtime is not None:
+                await close_sinks(state.runtime.sinks.values(), 0)
             await state.http.aclose()
             await store.close()
             log.info("relay stopped")

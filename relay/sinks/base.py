@@ -111,7 +111,11 @@ class SinkContext:
 
 
 class Sink(Protocol):
-    """Delivers a message or raises ``RetryableError`` / ``PermanentError``."""
+    """Delivers a message or raises ``RetryableError`` / ``PermanentError``.
+
+    A sink that holds resources of its own (a database pool) may also define
+    ``async def aclose(self) -> None``; relay calls it at shutdown and after a reload replaced it.
+    """
 
     async def send(self, message: Message) -> None: ...
 
