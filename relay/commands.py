@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from relay import dbcli, opscli
+from relay.secret import Secret
 from relay.settings import Settings
 
 DEFAULT_SEND_TEST_SOURCE = "clerk"
+SEND_TEST_HEADERS = {"svix": "svix", "standard-webhooks": "webhook"}  # source type → header prefix
 
 
 def register(sub: Any) -> None:
@@ -122,6 +124,7 @@ def cmd_send_test(args: argparse.Namespace) -> int:
 
     from relay.cli import load, settings_for
     from relay.samples import load_samples, parse_event
+    from relay.sources.standard_webhooks import signing_secret
     from relay.verify import sign
 
     settings = settings_for(args)
@@ -129,10 +132,23 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     source = config.sources.get(args.source)
-    if source is None or not source.secrets:
+    if source is None:
+        known = ", ".join(sorted(config.sources))
+        print(f"relay send-test: no source '{args.source}' (sources: {known})", file=sys.stderr)
+        return 2
+    prefix = SEND_TEST_HEADERS.get(source.type.name)
+    if prefix is None:
         print(
-            f"relay send-test: source '{args.source}' has no signing secret (set "
-            "CLERK_WEBHOOK_SIGNING_SECRET)",
+            f"relay send-test: source '{source.name}' is a {source.type.name} source; send-test "
+            "supports svix and standard-webhooks sources",
+            file=sys.stderr,
+        )
+        return 2
+    secret = getattr(source.settings, "secret", None)
+    if not source.complete or not isinstance(secret, Secret):
+        print(
+            f"relay send-test: source '{source.name}' has no signing secret (set the variable "
+            f"its secret names in {settings.rules_path})",
             file=sys.stderr,
         )
         return 1
@@ -162,9 +178,9 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     msg_id = f"msg_{secrets.token_hex(12)}"
     timestamp = int(time.time())
     headers = {
-        "svix-id": msg_id,
-        "svix-timestamp": str(timestamp),
-        "svix-signature": sign(source.secrets[0], msg_id, timestamp, body),
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(timestamp),
+        f"{prefix}-signature": sign(signing_secret(secret), msg_id, timestamp, body),
         "content-type": "application/json",
     }
     try:
@@ -175,6 +191,6 @@ def cmd_send_test(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"POST {url} svix-id={msg_id}")
+    print(f"POST {url} {prefix}-id={msg_id}")
     print(f"{response.status_code} {response.text}")
     return 0 if response.is_success else 1

@@ -17,14 +17,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relay import clerk, yamlfile
+from relay import yamlfile
 from relay.errors import ConfigError, Diagnostic, TemplateError
 from relay.rules import Condition, Rule, Send, valid_pattern
 from relay.secret import Secret
 from relay.sinks.base import SinkSettings, SinkType, TemplateField, load_sink_types
+from relay.sources import base as sources
+from relay.sources.base import SourceSettings, SourceType, load_source_types
 from relay.suggest import did_you_mean
 from relay.templates import Environments, TextTemplate, Where, compile_data
-from relay.verify import parse_signing_secret
 
 Mode = Literal["check", "serve", "dry-run"]
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -36,14 +37,6 @@ DEFAULT_SOURCES = {
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SourceModel(_Model):
-    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$")
-    verify: Literal["svix"] = "svix"
-    secret: str
-    previous_secret: str | None = None
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
 class SendModel(BaseModel):
@@ -61,17 +54,29 @@ class RuleModel(_Model):
 
 class RulesFileModel(_Model):
     version: Literal[1] = 1
-    sources: dict[str, SourceModel] = Field(min_length=1)
+    sources: dict[str, dict[str, Any]] = Field(min_length=1)
     sinks: dict[str, dict[str, Any]]
     rules: list[RuleModel]
 
 
 @dataclass(frozen=True)
 class Source:
+    """A configured source: its type and validated settings; ``build`` makes the ready verifier.
+
+    ``complete`` is False only under ``relay check`` when one of its ${VARS} is unset: the settings
+    were taken as written (for the summary and send-test's message) and it cannot be built.
+    """
+
     name: str
     path: str
-    secrets: tuple[Secret, ...]  # current first, then the previous one during a rotation
+    type: SourceType
+    settings: SourceSettings
     max_body_bytes: int
+    complete: bool = True
+
+    def build(self, clock: Callable[[], float]) -> sources.Source:
+        assert self.complete, f"source '{self.name}' has unset variables"
+        return self.type.build(self.settings, sources.SourceContext(clock=clock))
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ def load_config(
     env: Mapping[str, str] | None = None,
     mode: Mode = "serve",
     sink_types: Mapping[str, SinkType] | None = None,
+    source_types: Mapping[str, SourceType] | None = None,
 ) -> Config:
     """Load and validate everything; raise ConfigError listing every error (warnings included)."""
     env = os.environ if env is None else env
@@ -111,7 +117,11 @@ def load_config(
     doc = yamlfile.load(text, file, env, missing_env=_missing_env_severity(mode))
     broken: dict[str, str] = {}
     types = load_sink_types(broken) if sink_types is None else sink_types
+    broken_sources: dict[str, str] = {}
+    if source_types is None:
+        source_types = load_source_types(broken_sources)
     loader = _Loader(doc, templates_dir, types, env, mode, broken)
+    loader.source_types, loader.broken_sources = source_types, broken_sources
     config = loader.run()
     errors = [d for d in doc.diagnostics if d.severity == "error"]
     if errors or config is None:
@@ -150,6 +160,10 @@ class _Loader:
         self.envs = Environments.for_dir(templates_dir)
         self.template_docs: dict[str, yamlfile.Document | None] = {}
         self.secrets: set[str] = set()
+        self.source_types: Mapping[str, SourceType] = {}
+        self.broken_sources: Mapping[str, str] = {}
+        self.known_types: list[str] | None = []  # None: some source's types are open-ended
+        self.senders: list[str] = []
 
     def run(self) -> Config | None:
         doc = self.doc
@@ -188,7 +202,10 @@ class _Loader:
         reported = 0
         for err in exc.errors():
             path = (*base, *err["loc"])
-            if self._unresolved(path, whole=not err["loc"]):
+            if (
+                err["type"] != "extra_forbidden"  # a misspelt key is wrong whatever its value
+                and self._unresolved(path, whole=not err["loc"])
+            ):
                 continue  # already reported as an unset environment variable
             reported += 1
             kind, leaf = err["type"], str(err["loc"][-1]) if err["loc"] else ""
@@ -211,28 +228,66 @@ class _Loader:
     def _sources(self, model: RulesFileModel) -> dict[str, Source] | None:
         sources: dict[str, Source] = {}
         paths: dict[str, str] = {}
-        for name, src in model.sources.items():
+        for name, raw in model.sources.items():
             base = ("sources", name)
-            if src.path in paths:
-                self.doc.error(
-                    (*base, "path"),
-                    f"path {src.path} is already served by source '{paths[src.path]}'",
-                )
-            paths[src.path] = name
-            if src.path in RESERVED_PATHS:
-                self.doc.error((*base, "path"), f"path {src.path} is reserved for relay itself")
-            secrets = []
-            for key in ("secret", "previous_secret"):
-                value = getattr(src, key)
-                if not value or (*base, key) in self.doc.unresolved:
+            source_type = self._source_type(base, raw)
+            if source_type is None:
+                continue
+            self._note_event_types(source_type)
+            complete = True
+            try:
+                settings = source_type.settings.model_validate(raw)
+            except ValidationError as exc:
+                names = [f.alias or n for n, f in source_type.settings.model_fields.items()]
+                if self._report(exc, base, names) or self.mode != "check":
                     continue
-                try:
-                    secrets.append(parse_signing_secret(value))
-                    self.secrets.add(value)
-                except ValueError as exc:
-                    self.doc.error((*base, key), f"{key}: {exc}")
-            sources[name] = Source(name, src.path, tuple(secrets), src.max_body_bytes)
+                # Only unset variables are wrong: check still vouches for the rest of the file.
+                settings = source_type.settings.model_construct(**raw)
+                complete = False
+            path = settings.path
+            if path in paths:
+                self.doc.error(
+                    (*base, "path"), f"path {path} is already served by source '{paths[path]}'"
+                )
+            paths[path] = name
+            if path in RESERVED_PATHS:
+                self.doc.error((*base, "path"), f"path {path} is reserved for relay itself")
+            self._collect_secrets(settings)
+            sources[name] = Source(
+                name, path, source_type, settings, settings.max_body_bytes, complete
+            )
         return sources
+
+    def _source_type(self, base: tuple[str, ...], raw: Any) -> SourceType | None:
+        """The type a source's ``verify:`` names (default ``svix``), or None (reported)."""
+        types = self.source_types
+        if not isinstance(raw, dict):
+            self.doc.error(base, f"source '{base[-1]}' must be a mapping with a path and a secret")
+            return None
+        type_name = raw.get("verify", "svix")
+        if not isinstance(type_name, str):
+            choices = ", ".join(sorted(types))
+            self.doc.error((*base, "verify"), f"verify: name a source type (one of: {choices})")
+            return None
+        if type_name not in types and type_name in self.broken_sources:
+            self.doc.error(
+                (*base, "verify"),
+                f"source type '{type_name}' failed to load: {self.broken_sources[type_name]}",
+            )
+            return None
+        if type_name not in types:
+            hint = did_you_mean(type_name, types) or f" (one of: {', '.join(sorted(types))})"
+            self.doc.error((*base, "verify"), f"unknown source type '{type_name}'{hint}")
+            return None
+        return types[type_name]
+
+    def _note_event_types(self, source_type: SourceType) -> None:
+        if source_type.event_types is None:
+            self.known_types = None
+        elif self.known_types is not None:
+            self.known_types += [t for t in source_type.event_types if t not in self.known_types]
+            if source_type.sender and source_type.sender not in self.senders:
+                self.senders.append(source_type.sender)
 
     def _sinks(self, model: RulesFileModel) -> dict[str, SinkSpec]:
         sinks: dict[str, SinkSpec] = {}
@@ -320,11 +375,14 @@ class _Loader:
             problem = valid_pattern(pattern)
             if problem:
                 self.doc.error(path, f"bad event pattern '{pattern}': {problem}")
-            elif not any(Rule.pattern_matches(pattern, t) for t in clerk.EVENT_TYPES):
-                hint = did_you_mean(pattern, clerk.EVENT_TYPES)
+            elif self.known_types and not any(
+                Rule.pattern_matches(pattern, t) for t in self.known_types
+            ):
+                hint = did_you_mean(pattern, self.known_types)
+                senders = " or ".join(self.senders)
                 self.doc.error(
                     path,
-                    f"event pattern '{pattern}' matches no known Clerk event type{hint}",
+                    f"event pattern '{pattern}' matches no known {senders} event type{hint}",
                     severity="warning",
                 )
         return tuple(raw)

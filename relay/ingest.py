@@ -1,13 +1,14 @@
-"""The ingest endpoint: raw body → verify → parse → deduplicate and store → 2xx.
+"""The ingest endpoint: raw body → the source verifies and splits it → store each event → 2xx.
 
-Ingest never waits on a sink. A 2xx means the event and its deliveries are durably committed;
-anything the sender should not retry gets a 4xx, and a store that cannot commit gets a 503 so
-the sender retries later.
+Ingest never waits on a sink. A 2xx means every event of the request and its deliveries are
+durably committed (one commit per event; a request that carries several events is answered only
+after the last one). Anything the sender should not retry gets a 4xx; a store that cannot commit
+gets a 503 so the sender retries later. Events of a batch stored before the failure are harmless
+then: the retry finds them as duplicates.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +17,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from relay.config import Config, Source
-from relay.errors import StoreError, VerificationError
+from relay.errors import EventShapeError, StoreError, VerificationError
 from relay.ids import idempotency_key, new_id
 from relay.rules import match
+from relay.sources import base as sources
+from relay.sources.base import InboundEvent
 from relay.store.base import IngestOutcome, NewDelivery, NewEvent, Store
-from relay.verify import SvixVerifier
 
 log = logging.getLogger("relay.ingest")
 
@@ -65,15 +67,15 @@ class IngestEndpoint:
         self.clock = clock
         self.on_stored = on_stored
         self.observe = observe
-        self._verifiers: dict[int, tuple[Source, SvixVerifier]] = {}
+        self._built: dict[int, tuple[Source, sources.Source]] = {}
 
-    def _verifier(self, source: Source) -> SvixVerifier:
-        cached = self._verifiers.get(id(source))
+    def _source(self, source: Source) -> sources.Source:
+        cached = self._built.get(id(source))
         if cached is None or cached[0] is not source:
-            if len(self._verifiers) > 64:
-                self._verifiers.clear()
-            cached = (source, SvixVerifier(source.secrets, clock=self.clock))
-            self._verifiers[id(source)] = cached
+            if len(self._built) > 64:
+                self._built.clear()
+            cached = (source, source.build(self.clock))
+            self._built[id(source)] = cached
         return cached[1]
 
     async def handle(self, request: Request) -> Response:
@@ -82,8 +84,8 @@ class IngestEndpoint:
         source = next((s for s in config.sources.values() if s.path == path), None)
         if source is None:
             return _answer(404, "not_found")
-        if not source.secrets:
-            return self._reject(source.name, "no_secret", 503, "source has no signing secret")
+        if not source.complete:
+            return self._reject(source.name, "no_secret", 503, "source has unset variables")
         try:
             body = await read_body(request, source.max_body_bytes)
         except BodyTooLargeError:
@@ -96,19 +98,42 @@ class IngestEndpoint:
         except ClientDisconnect:
             return self._reject(source.name, "client_disconnected", 400, "client disconnected")
         try:
-            verified = self._verifier(source).verify(body, request.headers)
+            events = self._source(source).verify(body, request.headers)
+        except EventShapeError as exc:
+            return self._reject(source.name, exc.reason, 400, str(exc))
         except VerificationError as exc:
             return self._reject(source.name, "bad_signature", 400, str(exc))
-        try:
-            event = json.loads(body)
-        except (ValueError, RecursionError):
-            return self._reject(source.name, "bad_json", 400, "body is not valid JSON")
-        if not isinstance(event, dict):
-            return self._reject(source.name, "bad_json", 400, "body is not a JSON object")
-        event_type = event.get("type")
-        if not isinstance(event_type, str) or not event_type:
-            return self._reject(source.name, "no_type", 400, "event has no 'type'")
 
+        stored: list[tuple[str, int]] = []  # (event id, deliveries) of each new event
+        duplicates = 0
+        failed = False
+        for event in events:
+            try:
+                outcome = await self._store(config, source, event)
+            except StoreError:
+                failed = True  # what is stored stays: the sender's retry finds it as duplicates
+                break
+            if outcome is None:
+                duplicates += 1
+            else:
+                stored.append(outcome)
+        deliveries = sum(n for _, n in stored)
+        if deliveries:
+            self.on_stored()
+        if failed:
+            return _answer(503, "store_unavailable", retry=True)
+        if source.type.batches or len(events) != 1:
+            return _answer(
+                200, "accepted", events=len(stored), duplicates=duplicates, deliveries=deliveries
+            )
+        if not stored:
+            return _answer(200, "duplicate")
+        return _answer(200, "accepted", event_id=stored[0][0], deliveries=deliveries)
+
+    async def _store(
+        self, config: Config, source: Source, event: InboundEvent
+    ) -> tuple[str, int] | None:
+        """Store one event with its deliveries: (event id, deliveries), or None if a duplicate."""
         now = self.clock()
         event_id = new_id("evt")
         deliveries = [
@@ -118,59 +143,36 @@ class IngestEndpoint:
                 send_index=send.index,
                 sink=send.sink,
                 idempotency_key=idempotency_key(
-                    source.name, verified.message_id, rule.name, send.index
+                    source.name, event.message_id, rule.name, send.index
                 ),
                 next_attempt_at=now,
             )
-            for rule in match(config.rules, event)
+            for rule in match(config.rules, event.event)
             for send in rule.sends
         ]
-        record = NewEvent(event_id, source.name, verified.message_id, event_type, now, body)
+        record = NewEvent(event_id, source.name, event.message_id, event.type, now, event.body)
+        fields: dict[str, Any] = {"source": source.name, "message_id": event.message_id}
         try:
             outcome = await self.store.ingest(record, deliveries)
         except StoreError as exc:
-            log.error(
-                "store cannot commit",
-                extra={
-                    "fields": {
-                        "svix_id": verified.message_id,
-                        "error": str(exc),
-                        "outcome": "store_unavailable",
-                    }
-                },
-            )
-            self.observe(source.name, event_type, "store_unavailable")
-            return _answer(503, "store_unavailable", retry=True)
+            fields.update(error=str(exc), outcome="store_unavailable")
+            log.error("store cannot commit", extra={"fields": fields})
+            self.observe(source.name, event.type, "store_unavailable")
+            raise
+        fields["type"] = event.type
         if outcome is IngestOutcome.DUPLICATE:
-            self.observe(source.name, event_type, "duplicate")
-            log.info(
-                "duplicate event",
-                extra={
-                    "fields": {
-                        "svix_id": verified.message_id,
-                        "type": event_type,
-                        "outcome": "duplicate",
-                    }
-                },
-            )
-            return _answer(200, "duplicate")
-        self.observe(source.name, event_type, "accepted")
-        log.info(
-            "event accepted",
-            extra={
-                "fields": {
-                    "event_id": event_id,
-                    "svix_id": verified.message_id,
-                    "type": event_type,
-                    "deliveries": len(deliveries),
-                    "rules": sorted({d.rule for d in deliveries}),
-                    "outcome": "accepted",
-                }
-            },
+            self.observe(source.name, event.type, "duplicate")
+            log.info("duplicate event", extra={"fields": {**fields, "outcome": "duplicate"}})
+            return None
+        self.observe(source.name, event.type, "accepted")
+        fields.update(
+            event_id=event_id,
+            deliveries=len(deliveries),
+            rules=sorted({d.rule for d in deliveries}),
+            outcome="accepted",
         )
-        if deliveries:
-            self.on_stored()
-        return _answer(200, "accepted", event_id=event_id, deliveries=len(deliveries))
+        log.info("event accepted", extra={"fields": fields})
+        return event_id, len(deliveries)
 
     def _reject(self, source: str, reason: str, status: int, detail: str) -> Response:
         self.observe(source, "", f"rejected:{reason}")

@@ -13,7 +13,7 @@ import jinja2
 from relay.errors import TemplateError
 from relay.templates import event_context, render_data
 
-_PATTERN = re.compile(r"^[A-Za-z0-9_.*?-]+$")
+_PATTERN = re.compile(r"^[A-Za-z0-9_.:*?-]+$")  # ':' for Klaviyo topics (event:klaviyo.x)
 
 
 def valid_pattern(pattern: str) -> str | None:
