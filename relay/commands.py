@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import secrets
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from relay import dbcli, opscli
+from relay.errors import StoreError
 from relay.secret import Secret
 from relay.settings import Settings
+from relay.store.base import Store
 
 DEFAULT_SEND_TEST_SOURCE = "clerk"
 SEND_TEST_HEADERS = {"svix": "svix", "standard-webhooks": "webhook"}  # source type → header prefix
@@ -106,6 +109,10 @@ def _run(settings: Settings) -> int:
     except ValueError as exc:
         print(f"relay: RELAY_DATABASE_URL: {exc}", file=sys.stderr)
         return 2
+    problem = asyncio.run(_preflight(store, settings))
+    if problem:
+        print(f"relay: not starting: {problem}", file=sys.stderr)
+        return 1
     app = create_app(settings, config, store)
     uvicorn.run(
         app,
@@ -117,6 +124,16 @@ def _run(settings: Settings) -> int:
         server_header=False,
     )
     return 0
+
+
+async def _preflight(store: Store, settings: Settings) -> str | None:
+    """Open and close the store once, so a bad database is one clear line, not a traceback."""
+    try:
+        await store.open(upgrade=settings.db_upgrade)
+    except StoreError as exc:
+        return str(exc)
+    await store.close()
+    return None
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:

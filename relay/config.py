@@ -187,7 +187,8 @@ class _Loader:
         try:
             model = RulesFileModel.model_validate(data)
         except ValidationError as exc:
-            self._report(exc, ())
+            if not self._report(exc, ()):  # only unset variables are wrong, but nothing can
+                self._report(exc, (), suppress=False)  # be checked without them: say so
             return None
         sources = self._sources(model)
         sinks = self._sinks(model)
@@ -197,13 +198,21 @@ class _Loader:
         warnings = tuple(d for d in doc.diagnostics if d.severity != "error")
         return Config(sources, sinks, tuple(rules), warnings, frozenset(self.secrets))
 
-    def _report(self, exc: ValidationError, base: tuple[str | int, ...], names: Any = ()) -> int:
+    def _report(
+        self,
+        exc: ValidationError,
+        base: tuple[str | int, ...],
+        names: Any = (),
+        *,
+        suppress: bool = True,
+    ) -> int:
         """Turn pydantic errors into located diagnostics; returns how many were reported."""
         reported = 0
         for err in exc.errors():
             path = (*base, *err["loc"])
             if (
-                err["type"] != "extra_forbidden"  # a misspelt key is wrong whatever its value
+                suppress
+                and err["type"] != "extra_forbidden"  # a misspelt key is wrong whatever its value
                 and self._unresolved(path, whole=not err["loc"])
             ):
                 continue  # already reported as an unset environment variable
