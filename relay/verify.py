@@ -176,9 +176,7 @@ def _pick_headers(headers: Mapping[str, str]) -> dict[str, object]:
     return found
 
 
-def _required(
-    found: Mapping[str, object], part: str, prefixes: Sequence[str]
-) -> tuple[str, str]:
+def _required(found: Mapping[str, object], part: str, prefixes: Sequence[str]) -> tuple[str, str]:
     for name in (f"{prefix}-{part}" for prefix in prefixes):
         if name in found:
             value = found[name]
