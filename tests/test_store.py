@@ -217,6 +217,35 @@ async def test_claim_due_filters_by_sink(store):
     assert sorted(c.sink for c in claimed) == ["email", "http"]
 
 
+async def test_claim_due_filters_by_rule_and_excludes(store):
+    """``rules`` claims only those rules; ``exclude_sinks`` / ``exclude_rules`` claim the rest."""
+    e = event()
+    await store.ingest(
+        e,
+        [
+            delivery(e.id, 0, sink="email", rule="welcome"),
+            delivery(e.id, 1, sink="slack", rule="alert"),
+            delivery(e.id, 2, sink="gone", rule="old"),
+        ],
+    )
+    (known,) = await store.claim_due(T0, 10, 60, rules=["welcome"])
+    assert known.rule == "welcome"
+    (orphan,) = await store.claim_due(T0, 10, 60, exclude_sinks=["email", "slack"])
+    assert orphan.sink == "gone"
+    assert await store.claim_due(T0, 10, 60, exclude_rules=["welcome", "old"]) != []
+
+
+async def test_defer_makes_a_delivery_due_later_without_an_attempt(store):
+    """defer() drops the lease and moves the due time; no attempt is counted or recorded."""
+    dlv = await ingest_one(store)
+    await store.claim_due(T0, 10, 60)
+    await store.defer(dlv, T0 + 30)
+    assert await store.claim_due(T0 + 29, 10, 60) == []
+    (c,) = await store.claim_due(T0 + 30, 10, 60)
+    assert (c.id, c.attempts) == (dlv, 0)
+    assert await store.list_attempts(dlv) == []
+
+
 async def test_lease_hides_a_claimed_row_until_it_expires(store):
     """A leased row is not claimed again before now + lease_s, and is claimable after."""
     dlv = await ingest_one(store)

@@ -124,6 +124,7 @@ class Harness:
     clock: Clock
     sinks: dict[str, Sink]
     worker: Worker
+    runtime: Runtime
     events: int = 0
 
     async def add(
@@ -200,10 +201,10 @@ def make_harness(store: SQLiteStore, config: Config) -> Callable[..., Harness]:
             "alpha": alpha or ScriptedSink(),
             "beta": beta or ScriptedSink(),
         }
-        runtime = Runtime(config, sinks)
+        runtime = Runtime(config, sinks, loaded_at=T0)
         clock = Clock()
         worker = Worker(store, lambda: runtime, clock=clock)
-        return Harness(store, config, clock, sinks, worker)
+        return Harness(store, config, clock, sinks, worker, runtime)
 
     return make
 
@@ -402,6 +403,7 @@ async def test_delivery_to_removed_sink_is_dead_with_reason(
     """A delivery whose sink is no longer in the config (an orphan) becomes dead, saying why."""
     h = make_harness()
     orphan = await h.add("old-rule", "gone")
+    h.runtime.loaded_at = h.clock.now + 1  # the config without it was loaded after the event
 
     assert await h.run_due() == 1
     record = await h.delivery(orphan)
@@ -417,6 +419,7 @@ async def test_delivery_of_removed_rule_is_dead_with_reason(
     alpha = ScriptedSink()
     h = make_harness(alpha=alpha)
     dlv = await h.add("old-rule", "alpha")
+    h.runtime.loaded_at = h.clock.now + 1  # the config without it was loaded after the event
 
     await h.run_due()
     record = await h.delivery(dlv)
@@ -448,7 +451,8 @@ async def test_error_texts_are_redacted(make_harness: Callable[..., Harness]) ->
 
 
 class FlakyStore(SQLiteStore):
-    """A store whose orphan sweep (a claim excluding the configured sinks) cannot commit."""
+    """A store whose orphan sweep (a claim excluding the configured sinks or rules) cannot
+    commit."""
 
     async def claim_due(
         self,
@@ -457,10 +461,12 @@ class FlakyStore(SQLiteStore):
         lease_s: float,
         sinks: Collection[str] | None = None,
         exclude_sinks: Collection[str] | None = None,
+        rules: Collection[str] | None = None,
+        exclude_rules: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
-        if exclude_sinks is not None:
+        if exclude_sinks is not None or exclude_rules is not None:
             raise StoreUnavailableError("claim due deliveries: database is locked")
-        return await super().claim_due(now, limit, lease_s, sinks, exclude_sinks)
+        return await super().claim_due(now, limit, lease_s, sinks, exclude_sinks, rules)
 
 
 async def test_store_failure_while_sweeping_orphans_does_not_stop_the_worker(
@@ -474,7 +480,7 @@ async def test_store_failure_while_sweeping_orphans_does_not_stop_the_worker(
         runtime = Runtime(config, {"alpha": alpha, "beta": ScriptedSink()})
         clock = Clock()
         worker = Worker(store, lambda: runtime, clock=clock)
-        h = Harness(store, config, clock, runtime.sinks, worker)
+        h = Harness(store, config, clock, runtime.sinks, worker, runtime)
         dlv = await h.add("to-alpha", "alpha")
         assert await h.run_due() == 1
         assert (await h.delivery(dlv)).status == "delivered"
@@ -505,3 +511,27 @@ async def test_failing_sink_trips_the_circuit_and_recovers(
         pass
     statuses = {(await h.delivery(i)).status for i in ids}
     assert statuses == {DeliveryStatus.DELIVERED}
+
+
+async def test_delivery_of_a_rule_from_newer_rules_is_left_to_a_replica_that_has_it(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """Rolling deploy: a delivery for a rule this replica does not know, of an event that came
+    after its config was loaded, is deferred (no attempt) — and dead only after the grace."""
+    from relay.delivery.worker import UNKNOWN_GRACE_S, UNKNOWN_RETRY_S
+
+    alpha = ScriptedSink()
+    h = make_harness(alpha=alpha)
+    h.clock.now += 5  # the event arrives after this replica loaded its rules
+    dlv = await h.add("brand-new-rule", "alpha")
+
+    assert await h.run_due() == 1
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts) == ("pending", 0)
+    assert record.next_attempt_at == h.clock.now + UNKNOWN_RETRY_S
+    assert await h.run_due() == 0  # not due again before the retry interval
+    h.clock.now += UNKNOWN_GRACE_S
+    await h.run_due()
+    record = await h.delivery(dlv)
+    assert record.status == "dead"
+    assert alpha.messages == []

@@ -28,14 +28,21 @@ from relay.store.base import Attempt, ClaimedDelivery, Store
 log = logging.getLogger("relay.worker")
 MAX_ERROR_CHARS = 1000
 ORPHAN_CHECK_S = 30.0  # how often to look for deliveries whose sink was removed
+# A delivery for a rule or sink this replica does not know, of an event received after its
+# config was loaded, was made by a replica with newer rules (a rolling deploy): leave it to
+# them for up to UNKNOWN_GRACE_S, looking again every UNKNOWN_RETRY_S; after that it is dead.
+UNKNOWN_GRACE_S = 15 * 60.0
+UNKNOWN_RETRY_S = 5.0
 
 
 @dataclass
 class Runtime:
-    """What the worker delivers with: the current config and the sinks built from it."""
+    """What the worker delivers with: the current config and the sinks built from it, and when
+    that config was loaded (Unix seconds)."""
 
     config: Config
     sinks: dict[str, Sink]
+    loaded_at: float = 0.0
 
 
 @dataclass
@@ -84,16 +91,22 @@ class Worker:
         runtime = self.runtime()
         now = self.clock()
         total = 0
+        known_rules = [rule.name for rule in runtime.config.rules]  # the rest: see the sweep
         for name, spec in runtime.config.sinks.items():
             slots = self._slots.setdefault(name, _Slots(spec.settings.concurrency))
             slots.limit = spec.settings.concurrency
             breaker = self._breaker(name, spec.settings.circuit)
+            before = breaker.state
             free = breaker.allowance(now, slots.limit - slots.busy)
+            if breaker.state is not before:
+                self._report_circuit(name, breaker, before)
             if free <= 0:
                 continue
             lease_s = spec.settings.timeout_s + self.lease_margin_s
             try:
-                batch = await self.store.claim_due(now, free, lease_s, sinks=[name])
+                batch = await self.store.claim_due(
+                    now, free, lease_s, sinks=[name], rules=known_rules
+                )
             except Exception as exc:
                 log.error("claim failed", extra={"fields": {"sink": name, "error": str(exc)}})
                 batch = []
@@ -128,40 +141,69 @@ class Worker:
             return
         before = breaker.record_success() if error is None else breaker.record_failure(self.clock())
         if breaker.state is not before:
-            level = logging.WARNING if breaker.state is CircuitState.OPEN else logging.INFO
-            log.log(
-                level,
-                f"circuit {breaker.state.name.lower().replace('_', '-')}",
+            self._report_circuit(sink, breaker, before)
+
+    def _report_circuit(self, sink: str, breaker: CircuitBreaker, before: CircuitState) -> None:
+        level = logging.WARNING if breaker.state is CircuitState.OPEN else logging.INFO
+        state = breaker.state.name.lower().replace("_", "-")
+        fields = {
+            "sink": sink,
+            "from": before.name.lower(),
+            "cooldown_s": breaker.cooldown_s,
+            "consecutive_failures": breaker.failures,
+        }
+        log.log(level, f"circuit {state}", extra={"fields": fields})
+        self.observe("circuit", {"sink": sink, "state": int(breaker.state)})
+
+    async def _dead_letter_orphans(self, runtime: Runtime, now: float) -> int:
+        """Deliveries for a rule or sink this config does not have: dead with a reason when it
+        was removed, left to another replica when it is newer (see ``_unknown``)."""
+        lease_s = self.lease_margin_s
+        by_sink = await self.store.claim_due(now, 100, lease_s, exclude_sinks=runtime.config.sinks)
+        for claimed in by_sink:
+            reason = f"sink '{claimed.sink}' is no longer configured in rules.yaml"
+            await self._unknown(claimed, runtime, reason)
+        known_rules = [rule.name for rule in runtime.config.rules]
+        by_rule = await self.store.claim_due(now, 100, lease_s, exclude_rules=known_rules)
+        for claimed in by_rule:
+            await self._unknown(claimed, runtime, _rule_gone(claimed))
+        return len(by_sink) + len(by_rule)
+
+    async def _unknown(self, claimed: ClaimedDelivery, runtime: Runtime, reason: str) -> None:
+        """A delivery whose rule or sink is not in this replica's config: removed (dead, with
+        the reason) — or, during a rolling deploy, added by a replica with newer rules (left to
+        it: due again later, no attempt counted)."""
+        now = self.clock()
+        newer = claimed.received_at >= runtime.loaded_at
+        if newer and now - claimed.received_at < UNKNOWN_GRACE_S:
+            await self.store.defer(claimed.id, now + UNKNOWN_RETRY_S)
+            log.info(
+                "delivery left to a replica with newer rules",
                 extra={
                     "fields": {
-                        "sink": sink,
-                        "from": before.name.lower(),
-                        "consecutive_failures": breaker.failures,
-                        "cooldown_s": breaker.cooldown_s,
+                        "delivery_id": claimed.id,
+                        "rule": claimed.rule,
+                        "sink": claimed.sink,
+                        "reason": reason,
                     }
                 },
             )
-            self.observe("circuit", {"sink": sink, "state": int(breaker.state)})
-
-    async def _dead_letter_orphans(self, runtime: Runtime, now: float) -> int:
-        """Deliveries for a sink no longer configured are dead with a reason, not left behind."""
-        known = set(runtime.config.sinks)
-        orphans = await self.store.claim_due(now, 100, self.lease_margin_s, exclude_sinks=known)
-        for claimed in orphans:
-            await self.store.record_dead(
-                None, claimed.id, f"sink '{claimed.sink}' is no longer configured in rules.yaml"
-            )
-        return len(orphans)
+            return
+        await self._dead(claimed, None, reason)
 
     async def drain(self) -> None:
         """Wait for every attempt in flight to finish."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def stop(self, grace_s: float) -> None:
-        """Stop claiming; let attempts in flight finish for up to ``grace_s``, then release."""
+    def begin_stop(self) -> None:
+        """Claim nothing more (attempts in flight go on); safe to call from a signal handler."""
         self._stopping = True
         self._wake.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming; let attempts in flight finish for up to ``grace_s``, then release."""
+        self.begin_stop()
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks), timeout=grace_s)
             for task in pending:
@@ -192,12 +234,7 @@ class Worker:
         runtime = self.runtime()
         rule = next((r for r in runtime.config.rules if r.name == claimed.rule), None)
         if rule is None or claimed.send_index >= len(rule.sends):
-            await self._dead(
-                claimed,
-                None,
-                f"rule '{claimed.rule}' (send {claimed.send_index}) is "
-                "no longer configured in rules.yaml",
-            )
+            await self._unknown(claimed, runtime, _rule_gone(claimed))
             return
         send = rule.sends[claimed.send_index]
         sink = runtime.sinks.get(send.sink)
@@ -289,3 +326,9 @@ class Worker:
     @staticmethod
     def _clean(text: str, runtime: Runtime) -> str:
         return redact(text, runtime.config.secret_values)[:MAX_ERROR_CHARS]
+
+
+def _rule_gone(claimed: ClaimedDelivery) -> str:
+    return (
+        f"rule '{claimed.rule}' (send {claimed.send_index}) is no longer configured in rules.yaml"
+    )

@@ -103,9 +103,12 @@ class Store(Protocol):
         lease_s: float,
         sinks: Collection[str] | None = None,
         exclude_sinks: Collection[str] | None = None,
+        rules: Collection[str] | None = None,
+        exclude_rules: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries (pending/failed, next_attempt_at <= now, no live
-        lease), oldest due first, optionally only for ``sinks`` / not for ``exclude_sinks``.
+        lease), oldest due first, optionally only for ``sinks`` / ``rules``, or not for
+        ``exclude_sinks`` / ``exclude_rules``.
 
         A lease expires at now + lease_s."""
 
@@ -123,6 +126,10 @@ class Store(Protocol):
 
     async def release_all_leases(self) -> int:
         """Drop every lease (a single worker starting after a crash). Returns how many."""
+
+    async def defer(self, delivery_id: str, next_attempt_at: float) -> None:
+        """Drop the lease and make the delivery due later, without counting an attempt (a
+        replica that does not know the delivery's rule yet leaves it to one that does)."""
 
     # Reads and operations for the CLI and metrics. They never change what a worker holds, except
     # ``replay``, which only touches deliveries that are not in flight.

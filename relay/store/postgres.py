@@ -265,6 +265,8 @@ class PostgresStore:
         lease_s: float,
         sinks: Collection[str] | None = None,
         exclude_sinks: Collection[str] | None = None,
+        rules: Collection[str] | None = None,
+        exclude_rules: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
         """Rows locked by another replica's claim in progress are skipped, not waited for."""
         only = []
@@ -272,8 +274,17 @@ class PostgresStore:
             only.append(sql.SQL(" AND sink = ANY(%(sinks)s::text[])"))
         if exclude_sinks:
             only.append(sql.SQL(" AND sink <> ALL(%(exclude)s::text[])"))
+        if rules is not None:
+            only.append(sql.SQL(" AND rule = ANY(%(rules)s::text[])"))
+        if exclude_rules:
+            only.append(sql.SQL(" AND rule <> ALL(%(exclude_rules)s::text[])"))
         query = sql.SQL(_CLAIM).format(due=sql.SQL(_DUE), sinks=sql.Composed(only))
-        chosen = {"sinks": list(sinks or ()), "exclude": list(exclude_sinks or ())}
+        chosen = {
+            "sinks": list(sinks or ()),
+            "exclude": list(exclude_sinks or ()),
+            "rules": list(rules or ()),
+            "exclude_rules": list(exclude_rules or ()),
+        }
         params = {"now": now, "until": now + lease_s, "limit": limit, **chosen}
         async with self._cursor("claim due deliveries") as cursor:
             await cursor.execute(query, params)
@@ -331,6 +342,10 @@ class PostgresStore:
     async def release(self, delivery_ids: Collection[str]) -> None:
         sql_ = "UPDATE deliveries SET lease_until = NULL WHERE id = ANY(%s::text[])"
         await self._write("release leases", sql_, (list(delivery_ids),))
+
+    async def defer(self, delivery_id: str, next_attempt_at: float) -> None:
+        sql_ = "UPDATE deliveries SET lease_until = NULL, next_attempt_at = %s WHERE id = %s"
+        await self._write("defer delivery", sql_, (next_attempt_at, delivery_id))
 
     async def release_all_leases(self) -> int:
         """Does nothing and returns 0: on PostgreSQL other replicas may hold live leases, and

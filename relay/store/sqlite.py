@@ -324,13 +324,20 @@ class SQLiteStore:
         lease_s: float,
         sinks: Collection[str] | None = None,
         exclude_sinks: Collection[str] | None = None,
+        rules: Collection[str] | None = None,
+        exclude_rules: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
-        clauses = list(_CLAIMABLE)
-        params = [now, now, *(sinks or ()), *(exclude_sinks or ()), limit]
-        if sinks is not None:
-            clauses.append(f"d.sink IN ({', '.join('?' * len(sinks))})")
-        if exclude_sinks:
-            clauses.append(f"d.sink NOT IN ({', '.join('?' * len(exclude_sinks))})")
+        clauses, params = list(_CLAIMABLE), list[object]([now, now])
+        for column, op, values in (
+            ("d.sink", "IN", sinks),
+            ("d.sink", "NOT IN", exclude_sinks),
+            ("d.rule", "IN", rules),
+            ("d.rule", "NOT IN", exclude_rules),
+        ):
+            if values is not None and (op == "IN" or values):
+                clauses.append(f"{column} {op} ({', '.join('?' * len(values))})")
+                params.extend(values)
+        params.append(limit)
         head = f"{_CLAIM_COLS} FROM deliveries d JOIN events e ON e.id = d.event_id"
         sql = _select(head, clauses, "ORDER BY d.next_attempt_at, d.id LIMIT ?")
 
@@ -400,6 +407,10 @@ class SQLiteStore:
     async def release(self, delivery_ids: Collection[str]) -> None:
         sql = "UPDATE deliveries SET lease_until = NULL WHERE id = ?"
         await self._write("release leases", sql, [(i,) for i in delivery_ids])
+
+    async def defer(self, delivery_id: str, next_attempt_at: float) -> None:
+        sql = "UPDATE deliveries SET lease_until = NULL, next_attempt_at = ? WHERE id = ?"
+        await self._write("defer delivery", sql, [(next_attempt_at, delivery_id)])
 
     async def release_all_leases(self) -> int:
         sql = "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"

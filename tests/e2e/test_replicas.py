@@ -15,8 +15,8 @@ the worker's ``lease_margin_s`` (60 s, not configurable today). The kill test th
 about a minute, idle, for those leases (``timeout_s`` is 2 s here); a ``RELAY_LEASE_MARGIN_S``
 setting would let it wait seconds.
 
-A rolling deploy that adds a rule is marked xfail (strict): a replica still on the old rules.yaml
-dead-letters the new rule's deliveries instead of leaving them to a replica that knows the rule.
+A rolling deploy that adds a rule: a replica still on the old rules.yaml leaves the new rule's
+deliveries to a replica that knows the rule instead of dead-lettering them.
 """
 
 from __future__ import annotations
@@ -543,15 +543,6 @@ class IngestOnlyRelay(RelayProcess):
         return self
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG: during a rolling deploy a replica still on the old rules.yaml claims the deliveries "
-        "of a rule added by the new one and dead-letters them ('no longer configured'): "
-        "relay/delivery/worker.py Worker.deliver (and Worker._dead_letter_orphans for a new sink)"
-    ),
-)
 def test_rolling_deploy_old_replica_leaves_a_new_rules_deliveries_to_a_new_replica(
     pg_url: str, upstream: FakeUpstream, tmp_path: Path, relays: list[RelayProcess]
 ) -> None:
