@@ -76,6 +76,7 @@ class RelayState:
     worker: Worker | None = None
     http: httpx.AsyncClient | None = None
     ready: bool = False
+    shutdown_started: float | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -95,12 +96,25 @@ class RelayState:
         old = self.runtime
         self.config = config
         self.runtime = Runtime(
-            config, build_sinks(config, self.http, dry_run=self.settings.dry_run)
+            config, build_sinks(config, self.http, dry_run=self.settings.dry_run), self.clock()
         )
         self.metrics.prepare(config)
         if old is not None:
             linger_s = max((s.settings.timeout_s for s in old.config.sinks.values()), default=0)
             self.tasks.append(asyncio.create_task(close_sinks(old.sinks.values(), linger_s + 1)))
+
+    def begin_shutdown(self) -> None:
+        """A shutdown signal arrived: stop claiming new work and start the grace clock."""
+        if self.shutdown_started is None:
+            self.shutdown_started = time.monotonic()
+        if self.worker is not None:
+            self.worker.begin_stop()
+
+    def grace_left(self) -> float:
+        if self.shutdown_started is None:
+            return self.settings.shutdown_grace_s
+        spent = time.monotonic() - self.shutdown_started
+        return max(0.0, self.settings.shutdown_grace_s - spent)
 
     def on_delivery(self, kind: str, fields: dict[str, object]) -> None:
         self.metrics.observe_delivery(kind, dict(fields), self.clock())
@@ -138,7 +152,11 @@ def create_app(
                     "released leases left by a previous run", extra={"fields": {"count": released}}
                 )
             state.worker = Worker(
-                store, state.current_runtime, clock=clock, observe=state.on_delivery
+                store,
+                state.current_runtime,
+                clock=clock,
+                observe=state.on_delivery,
+                lease_margin_s=settings.lease_margin_s,
             )
             state.tasks.append(asyncio.create_task(state.worker.run()))
         # Everything built so far lives as long as the process: keep it out of the cyclic GC,
@@ -166,7 +184,7 @@ def create_app(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             if state.worker is not None:
-                await state.worker.stop(settings.shutdown_grace_s)
+                await state.worker.stop(state.grace_left())
             for task in state.tasks:
                 task.cancel()
             await asyncio.gather(*state.tasks, return_exceptions=True)

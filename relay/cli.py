@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from relay.config import Config, Mode, load_config
-from relay.errors import ConfigError, Diagnostic
+from relay.errors import ConfigError, Diagnostic, SettingsError
 from relay.samples import load_samples, parse_event, preview, render_all
 from relay.settings import Settings
 
@@ -181,5 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS.get(args.command) or args.handler
     try:
         return int(handler(args))
+    except SettingsError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -8,8 +8,12 @@ import json
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
+
+import uvicorn
 
 from relay import dbcli, opscli
 from relay.errors import StoreError
@@ -89,8 +93,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings) -> int:
-    import uvicorn
-
     from relay import logs
     from relay.app import create_app
     from relay.cli import load
@@ -114,16 +116,34 @@ def _run(settings: Settings) -> int:
         print(f"relay: not starting: {problem}", file=sys.stderr)
         return 1
     app = create_app(settings, config, store)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        server_header=False,
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+            server_header=False,
+        ),
+        on_exit=app.state.relay.begin_shutdown,
     )
+    server.run()
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the relay the moment a shutdown signal arrives, so the worker
+    stops claiming at once and the grace period counts from the signal, not from when uvicorn
+    has finished with open connections."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
 
 
 async def _preflight(store: Store, settings: Settings) -> str | None:

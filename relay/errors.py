@@ -4,6 +4,7 @@ Every exception relay raises on purpose derives from ``RelayError``::
 
     RelayError
     ├── ConfigError               rules.yaml / templates are invalid (carries every Diagnostic)
+    ├── SettingsError             a RELAY_* environment variable is malformed
     ├── TemplateError             a template failed to compile or render (permanent for a delivery)
     ├── VerificationError         an inbound request failed signature / shape checks (-> 4xx)
     │   └── EventShapeError       signed, but not events its source understands (-> 400)
@@ -48,6 +49,10 @@ class ConfigError(RelayError):
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = diagnostics
         super().__init__("\n".join(str(d) for d in diagnostics))
+
+
+class SettingsError(RelayError):
+    """A ``RELAY_*`` environment variable has a value relay cannot use."""
 
 
 class TemplateError(RelayError):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from relay.errors import SettingsError
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -23,11 +25,16 @@ class Settings:
     log_format: str = "auto"  # auto | json | text
     shutdown_grace_s: float = 10.0  # on SIGTERM, how long attempts in flight may finish
     db_upgrade: bool = False  # upgrade an older database schema at start
+    lease_margin_s: float = 60.0  # a claim lasts the sink's timeout_s plus this
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``RELAY_*`` variables; a malformed value is a SettingsError naming it."""
         env = os.environ if env is None else env
         base = cls()
+        log_format = env.get("RELAY_LOG_FORMAT", base.log_format)
+        if log_format not in ("auto", "json", "text"):
+            raise SettingsError(f"RELAY_LOG_FORMAT must be auto, json or text, not {log_format!r}")
         return replace(
             base,
             rules_path=Path(env.get("RELAY_RULES", str(base.rules_path))),
@@ -35,13 +42,40 @@ class Settings:
             samples_dir=Path(env.get("RELAY_SAMPLES", str(base.samples_dir))),
             database_url=env.get("RELAY_DATABASE_URL", base.database_url),
             host=env.get("RELAY_HOST", base.host),
-            port=int(env.get("RELAY_PORT", str(base.port))),
-            dry_run=env.get("RELAY_DRY_RUN", "") in ("1", "true", "yes"),
-            db_upgrade=env.get("RELAY_DB_UPGRADE", "") in ("1", "true", "yes"),
-            log_format=env.get("RELAY_LOG_FORMAT", base.log_format),
-            shutdown_grace_s=float(env.get("RELAY_SHUTDOWN_GRACE_S", str(base.shutdown_grace_s))),
+            port=int(_number(env, "RELAY_PORT", base.port, 0, 65535, whole=True)),
+            dry_run=_flag(env, "RELAY_DRY_RUN"),
+            db_upgrade=_flag(env, "RELAY_DB_UPGRADE"),
+            lease_margin_s=_number(env, "RELAY_LEASE_MARGIN_S", base.lease_margin_s, 1, 86400),
+            log_format=log_format,
+            shutdown_grace_s=_number(env, "RELAY_SHUTDOWN_GRACE_S", base.shutdown_grace_s, 0, 3600),
         )
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced; None values are ignored (unset CLI flags)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    low: float,
+    high: float,
+    *,
+    whole: bool = False,
+) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        raise SettingsError(f"{name} must be {kind}, not {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, not {raw!r}")
+    return value

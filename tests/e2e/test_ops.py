@@ -450,12 +450,6 @@ def test_sigterm_during_a_slow_attempt_leaves_it_due_and_a_restart_delivers_it(
     assert len(upstream.requests(MEMBERSHIP_PATH)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RELAY_SHUTDOWN_GRACE_S does not bound requests in flight: relay/commands.py _run "
-    "passes uvicorn timeout_graceful_shutdown=10 (hard-coded), and the worker's grace only starts "
-    "after it, so SIGTERM can take 10 s + the grace",
-)
 def test_sigterm_with_a_stalled_request_in_flight_exits_within_the_grace(
     project: E2EProject, fleet: Fleet
 ) -> None:

@@ -1,0 +1,63 @@
+"""Process settings from RELAY_* variables: defaults, parsing, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relay.cli import main
+from relay.errors import SettingsError
+from relay.settings import Settings
+
+
+def test_defaults() -> None:
+    """With nothing set, relay uses rules.yaml, templates/ and SQLite in ./relay.db."""
+    settings = Settings.from_env({})
+    assert (settings.rules_path, settings.templates_dir) == (Path("rules.yaml"), Path("templates"))
+    assert settings.database_url == "sqlite:///relay.db"
+    assert (settings.host, settings.port, settings.dry_run) == ("127.0.0.1", 8000, False)
+    assert (settings.shutdown_grace_s, settings.lease_margin_s) == (10.0, 60.0)
+
+
+def test_values_are_read() -> None:
+    """Each variable sets its field; flags accept 1/true/yes/on."""
+    settings = Settings.from_env(
+        {
+            "RELAY_PORT": "9000",
+            "RELAY_DRY_RUN": "true",
+            "RELAY_DB_UPGRADE": "1",
+            "RELAY_LEASE_MARGIN_S": "5",
+            "RELAY_SHUTDOWN_GRACE_S": "2.5",
+            "RELAY_LOG_FORMAT": "json",
+        }
+    )
+    assert (settings.port, settings.dry_run, settings.db_upgrade) == (9000, True, True)
+    assert (settings.lease_margin_s, settings.shutdown_grace_s) == (5.0, 2.5)
+    assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RELAY_PORT": "abc"}, "RELAY_PORT must be a whole number, not 'abc'"),
+        ({"RELAY_PORT": "70000"}, "RELAY_PORT must be between 0 and 65535, not '70000'"),
+        ({"RELAY_SHUTDOWN_GRACE_S": "-1"}, "RELAY_SHUTDOWN_GRACE_S must be between 0 and 3600"),
+        ({"RELAY_LEASE_MARGIN_S": "soon"}, "RELAY_LEASE_MARGIN_S must be a number, not 'soon'"),
+        ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT must be auto, json or text, not 'xml'"),
+    ],
+)
+def test_malformed_values_are_clear_errors(env: dict[str, str], message: str) -> None:
+    """A malformed variable is a SettingsError that names it and its value."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert str(info.value).startswith(message)
+
+
+def test_cli_reports_a_malformed_variable_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The relay command prints one line and exits 2 for a malformed RELAY_* variable."""
+    monkeypatch.setenv("RELAY_PORT", "eighty")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == "relay: RELAY_PORT must be a whole number, not 'eighty'\n"
