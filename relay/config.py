@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from relay import yamlfile
 from relay.errors import ConfigError, Diagnostic, TemplateError
 from relay.rules import Condition, Rule, Send, valid_pattern
-from relay.secret import Secret
+from relay.secret import Secret, secret_fragments, url_credentials
 from relay.sinks.base import SinkSettings, SinkType, TemplateField, load_sink_types
 from relay.sources import base as sources
 from relay.sources.base import SourceSettings, SourceType, load_source_types
@@ -338,7 +338,9 @@ class _Loader:
     def _collect_secrets(self, value: Any) -> None:
         if isinstance(value, Secret):
             if value.reveal():
-                self.secrets.add(value.reveal())
+                self.secrets.update(secret_fragments(value.reveal()))
+        elif isinstance(value, str) and "://" in value:
+            self.secrets.update(url_credentials(value))  # a token in a plain URL's query
         elif isinstance(value, BaseModel):
             for item in value.__dict__.values():
                 self._collect_secrets(item)

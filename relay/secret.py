@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlsplit
 
 
 class Secret:
@@ -36,3 +37,33 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for value in sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True):
         text = text.replace(value, "[redacted]")
     return text
+
+
+def secret_fragments(value: str) -> set[str]:
+    """The secret and the parts of it an upstream may quote back on their own: a URL's password,
+    path (a Slack webhook's token is its last segment) and query values; each long word of a
+    header value such as ``Bearer <token>``. Short, common pieces are left out."""
+    found = {value}
+    found.update(word for word in value.split() if len(word) >= 8)
+    if "://" in value and not value.startswith("sqlite:"):  # a file path is no secret
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return found
+        found |= url_credentials(value)
+        if len(parts.path) >= 8:
+            found.add(parts.path)
+        found.update(seg for seg in parts.path.split("/") if len(seg) >= 12)
+    return found
+
+
+def url_credentials(url: str) -> set[str]:
+    """The credentials an ordinary URL may carry: its password and its query values."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return set()
+    found = {password} if password else set()
+    found.update(v for _, v in parse_qsl(parts.query) if len(v) >= 6)
+    return found

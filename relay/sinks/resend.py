@@ -97,6 +97,13 @@ class SharedClientAdapter(resend.AsyncHTTPClient):
         response, body = await httpcheck.send_bounded(sink.http, request)
         if 300 <= response.status_code < 400:  # resend would report a 500: refuse it here
             httpcheck.classify_status(WHAT, response.status_code, response.headers, "")
+        kind = response.headers.get("content-type", "")
+        if response.is_success and "json" not in kind:  # resend would invent a 500 for this
+            raise RetryableError(
+                f"{WHAT}: {response.status_code} but the answer is not JSON ({kind or 'no type'}):"
+                f" {httpcheck.excerpt(body, [settings.api_key.reveal()])}",
+                status=response.status_code,
+            )
         return body, response.status_code, response.headers
 
 
