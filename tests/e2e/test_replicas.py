@@ -11,9 +11,8 @@ server's ``test``), created with ``relay db upgrade`` and dropped afterwards. Wi
 server the tests skip, except under CI=true, where that is a failure.
 
 A SIGKILLed replica's claims come back only when their lease ends: the sink's ``timeout_s`` plus
-the worker's ``lease_margin_s`` (60 s, not configurable today). The kill test therefore waits
-about a minute, idle, for those leases (``timeout_s`` is 2 s here); a ``RELAY_LEASE_MARGIN_S``
-setting would let it wait seconds.
+``RELAY_LEASE_MARGIN_S`` (60 s by default; 20 s here: long enough to outlast the burst, so the
+kill test can see the stranded claims, and short enough not to wait a minute).
 
 A rolling deploy that adds a rule: a replica still on the old rules.yaml leaves the new rule's
 deliveries to a replica that knows the rule instead of dead-lettering them.
@@ -42,7 +41,6 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from relay.delivery.worker import Worker
 from relay.ids import idempotency_key
 from relay.sinks.base import SinkSettings
 from relay.store import redact_url
@@ -66,7 +64,7 @@ POSTGRES_URL = os.environ.get(
 )
 AUDIT_PATH = "/audit"
 SINK_TIMEOUT_S = 2.0
-LEASE_MARGIN_S = Worker.lease_margin_s  # the worker's default: no setting changes it
+LEASE_MARGIN_S = 20.0  # RELAY_LEASE_MARGIN_S: outlasts the burst, so the kill strands claims
 LEASE_S = SINK_TIMEOUT_S + LEASE_MARGIN_S  # how long a dead replica's claim stays leased
 UPSTREAM_DELAY_S = 0.5  # every upstream answer: attempts stay in flight, so the kill cuts some
 EVENTS = 150
@@ -212,7 +210,11 @@ class PostgresProject(E2EProject):
     database_url: str = ""
 
     def env(self) -> dict[str, str]:
-        return {**super().env(), "RELAY_DATABASE_URL": self.database_url}
+        return {
+            **super().env(),
+            "RELAY_DATABASE_URL": self.database_url,
+            "RELAY_LEASE_MARGIN_S": str(LEASE_MARGIN_S),
+        }
 
 
 def postgres_project(root: Path, upstream: FakeUpstream, url: str) -> PostgresProject:
