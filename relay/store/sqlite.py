@@ -240,7 +240,7 @@ class SQLiteStore:
             raise _translate(exc, what) from exc
         try:
             conn.execute("PRAGMA foreign_keys = ON")
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            mode = self._enable_wal(conn)
             if mode != "wal":
                 raise StoreError(f"{what}: journal mode is {mode!r}, WAL is required")
             conn.execute("PRAGMA synchronous = FULL")
@@ -251,6 +251,20 @@ class SQLiteStore:
                 raise _translate(exc, what) from exc
             raise
         return conn, versions
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL. Changing the journal mode does not wait on the busy timeout, so when
+        several processes open a new file at once, try again until the timeout is used up."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                return str(mode)
+            except sqlite3.OperationalError as exc:
+                locked = ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in (5, 6)
+                if not locked or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         executor, conn = self._executor, self._conn
