@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -18,6 +22,11 @@ TEST_ENV = {
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/slacksecrettoken",
     "MEMBERSHIP_SYNC_URL": "http://127.0.0.1:9/membership",
 }
+
+
+POSTGRES_URL = os.environ.get(
+    "RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @dataclass
@@ -62,3 +71,33 @@ def project(tmp_path: Path) -> Project:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a new, empty schema (as its search_path) in the test database, dropped after.
+
+    No server there: a skip that says so, or a failure under CI=true (CI must run them)."""
+    import psycopg
+    from psycopg import sql
+
+    from relay.store import redact_url
+
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        reason = (
+            f"PostgreSQL not reachable at {redact_url(POSTGRES_URL)}: {' '.join(str(exc).split())}"
+            "; set RELAY_TEST_POSTGRES_URL"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)", pytrace=False)
+        pytest.skip(reason)
+    schema = sql.Identifier(f"relay_test_{uuid.uuid4().hex[:16]}")
+    with admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        try:
+            options = quote(f"-csearch_path={schema.as_string(admin)}", safe="")
+            yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options={options}"
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))

@@ -19,22 +19,19 @@ import asyncio
 import contextlib
 import copy
 import json
-import os
 import re
 import shutil
 import socket
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 from pydantic import ValidationError
 
 from relay.cli import main
@@ -48,9 +45,6 @@ from tests.conftest import ROOT, TEST_SECRET
 
 EXAMPLE = ROOT / "examples" / "sql-sync"
 SAMPLES = EXAMPLE / "samples"
-POSTGRES_URL = os.environ.get(
-    "RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 PASSWORD = "pw-hunter2-s3cret"
 EMAIL = "ada.private@example.com"
 
@@ -86,32 +80,6 @@ def _with_password(url: str) -> tuple[str, str]:
     userinfo, _, host = parts.netloc.rpartition("@")
     netloc = f"{userinfo or 'postgres'}:{PASSWORD}@{host}"
     return urlunsplit(parts._replace(netloc=netloc)), PASSWORD
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """The URL of a new, empty schema (set as search_path) in the test database, dropped after.
-
-    No server there: a skip that says so, or a failure under CI=true."""
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        host = urlsplit(POSTGRES_URL).netloc.rpartition("@")[2]
-        reason = (
-            f"PostgreSQL not reachable at {host}: {' '.join(str(exc).split())}"
-            "; set RELAY_TEST_POSTGRES_URL"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)", pytrace=False)
-        pytest.skip(reason)
-    schema = pgsql.Identifier(f"relay_sql_test_{uuid.uuid4().hex[:16]}")
-    with admin:
-        admin.execute(pgsql.SQL("CREATE SCHEMA {}").format(schema))
-        try:
-            options = quote(f"-csearch_path={schema.as_string(admin)}", safe="")
-            yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options={options}"
-        finally:
-            admin.execute(pgsql.SQL("DROP SCHEMA {} CASCADE").format(schema))
 
 
 def _postgres(url: str, *, schema: bool = True) -> Database:

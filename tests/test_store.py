@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import sqlite3
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from relay import cli
 from relay.errors import StoreError, StoreUnavailableError
@@ -38,13 +34,11 @@ from relay.store import (
 )
 from relay.store.migrations import plan
 from relay.store.postgres import PostgresStore, glob_to_regex
+from tests.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.anyio
 
 T0 = 1_000_000.0  # the tests' clock: every time is T0 + seconds
-POSTGRES_URL = os.environ.get(
-    "RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 BACKENDS = ["sqlite", "postgres"]
 sqlite_only = pytest.mark.parametrize("make_store", ["sqlite"], indirect=True)
 postgres_only = pytest.mark.parametrize("make_store", ["postgres"], indirect=True)
@@ -53,31 +47,6 @@ postgres_only = pytest.mark.parametrize("make_store", ["postgres"], indirect=Tru
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """The URL of a new, empty schema (set as search_path) in the test database, dropped after.
-
-    No server there: a skip that says so, or a failure under CI=true."""
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        reason = (
-            f"PostgreSQL not reachable at {redact_url(POSTGRES_URL)}: {' '.join(str(exc).split())}"
-            "; set RELAY_TEST_POSTGRES_URL"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)", pytrace=False)
-        pytest.skip(reason)
-    schema = sql.Identifier(f"relay_test_{uuid.uuid4().hex[:16]}")
-    with admin:
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-        try:
-            options = quote(f"-csearch_path={schema.as_string(admin)}", safe="")
-            yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options={options}"
-        finally:
-            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
 
 
 @pytest.fixture(params=BACKENDS)

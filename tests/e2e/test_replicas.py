@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from relay.ids import idempotency_key
@@ -59,9 +55,6 @@ from tests.e2e.test_serve import user_created
 
 pytestmark = pytest.mark.e2e
 
-POSTGRES_URL = os.environ.get(
-    "RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 AUDIT_PATH = "/audit"
 SINK_TIMEOUT_S = 2.0
 LEASE_MARGIN_S = 20.0  # RELAY_LEASE_MARGIN_S: outlasts the burst, so the kill strands claims
@@ -115,31 +108,6 @@ CONCURRENCY = SinkSettings.model_fields["concurrency"].default  # per sink and r
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The URL of a new, empty schema (as its search_path) in the test database, dropped after.
-
-    No server there: a skip that says so, or a failure under CI=true."""
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        reason = (
-            f"PostgreSQL not reachable at {redact_url(POSTGRES_URL)}: {' '.join(str(exc).split())}"
-            "; set RELAY_TEST_POSTGRES_URL"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)", pytrace=False)
-        pytest.skip(reason)
-    schema = sql.Identifier(f"relay_replicas_{uuid.uuid4().hex[:16]}")
-    with admin:
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-        try:
-            options = quote(f"-csearch_path={schema.as_string(admin)}", safe="")
-            yield f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}options={options}"
-        finally:
-            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
 
 
 def query(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -324,27 +292,27 @@ def post_with_failover(
 
 
 def test_relay_db_upgrade_creates_then_keeps_the_schema(
-    pg_url: str, upstream: FakeUpstream, tmp_path: Path
+    postgres_url: str, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     """`relay db upgrade --database URL` creates the schema once, then finds it up to date."""
-    project = postgres_project(tmp_path / "project", upstream, pg_url)
-    shown = redact_url(pg_url)
-    assert db_upgrade(project, pg_url) == (
+    project = postgres_project(tmp_path / "project", upstream, postgres_url)
+    shown = redact_url(postgres_url)
+    assert db_upgrade(project, postgres_url) == (
         f"database {shown}: upgraded from 0 to {SCHEMA_VERSION}\n"
     )
-    assert db_upgrade(project, pg_url) == (
+    assert db_upgrade(project, postgres_url) == (
         f"database {shown}: schema version {SCHEMA_VERSION} (up to date)\n"
     )
-    assert query(pg_url, "SELECT version FROM relay_schema") == [{"version": SCHEMA_VERSION}]
+    assert query(postgres_url, "SELECT version FROM relay_schema") == [{"version": SCHEMA_VERSION}]
 
 
 def test_one_svix_id_posted_to_three_replicas_at_once_is_stored_and_sent_once(
-    pg_url: str, upstream: FakeUpstream, tmp_path: Path, relays: list[RelayProcess]
+    postgres_url: str, upstream: FakeUpstream, tmp_path: Path, relays: list[RelayProcess]
 ) -> None:
     """The same signed request at three replicas at the same instant: one accepts, two answer
     duplicate, the store has one event with its two deliveries, and each is sent once."""
-    project = postgres_project(tmp_path / "project", upstream, pg_url)
-    db_upgrade(project, pg_url)
+    project = postgres_project(tmp_path / "project", upstream, postgres_url)
+    db_upgrade(project, postgres_url)
     fleet = start_fleet(project, 3, relays)
     rounds = 20
     requests = []
@@ -373,11 +341,11 @@ def test_one_svix_id_posted_to_three_replicas_at_once_is_stored_and_sent_once(
         i for i in answers for status in answers[i] if status == "accepted"
     )
     msg_ids = [headers["svix-id"] for _, headers in requests]
-    events = stored_events(pg_url)
+    events = stored_events(postgres_url)
     assert sorted(e["message_id"] for e in events) == sorted(msg_ids)
 
     expected = {idempotency_key("clerk", m, rule, i) for m in msg_ids for rule, i in SENDS}
-    rows = wait_all_delivered(pg_url, 30)
+    rows = wait_all_delivered(postgres_url, 30)
     assert sorted(r["idempotency_key"] for r in rows) == sorted(expected)
     assert {(r["status"], r["attempts"]) for r in rows} == {("delivered", 1)}
     received = collections.Counter(r.idempotency_key for r in sent_keys(upstream))
@@ -390,7 +358,7 @@ def test_one_svix_id_posted_to_three_replicas_at_once_is_stored_and_sent_once(
 
 
 def test_burst_over_three_replicas_one_sigkilled_loses_nothing_and_sends_each_key_once(
-    pg_url: str, slow_upstream: SlowUpstream, tmp_path: Path, relays: list[RelayProcess]
+    postgres_url: str, slow_upstream: SlowUpstream, tmp_path: Path, relays: list[RelayProcess]
 ) -> None:
     """150 signed user.created round-robin over 3 replicas; the middle one is SIGKILLed halfway
     through the burst, while it has attempts in flight. Every event is acknowledged (posts cut
@@ -400,9 +368,9 @@ def test_burst_over_three_replicas_one_sigkilled_loses_nothing_and_sends_each_ke
     and a survivor sent it again. Waits ~62 s for that lease (see the module docstring)."""
     began = time.monotonic()
     upstream = slow_upstream
-    project = postgres_project(tmp_path / "project", upstream, pg_url)
-    assert db_upgrade(project, pg_url) == (
-        f"database {redact_url(pg_url)}: upgraded from 0 to {SCHEMA_VERSION}\n"
+    project = postgres_project(tmp_path / "project", upstream, postgres_url)
+    assert db_upgrade(project, postgres_url) == (
+        f"database {redact_url(postgres_url)}: upgraded from 0 to {SCHEMA_VERSION}\n"
     )
     fleet = start_fleet(project, 3, relays)
     victim = fleet[1]
@@ -445,7 +413,9 @@ def test_burst_over_three_replicas_one_sigkilled_loses_nothing_and_sends_each_ke
         time.sleep(0.1)
     now = time.time()
     stranded = {
-        r["idempotency_key"]: r for r in stored_deliveries(pg_url) if r["status"] != "delivered"
+        r["idempotency_key"]: r
+        for r in stored_deliveries(postgres_url)
+        if r["status"] != "delivered"
     }
     assert stranded, (
         "the SIGKILL landed while the victim had no delivery claimed: the lease expiry was not "
@@ -463,11 +433,11 @@ def test_burst_over_three_replicas_one_sigkilled_loses_nothing_and_sends_each_ke
 
     # When the leases end, a survivor claims and sends those deliveries.
     lease_ends = max(r["lease_until"] for r in stranded.values())
-    rows = wait_all_delivered(pg_url, lease_ends - time.time() + 20)
+    rows = wait_all_delivered(postgres_url, lease_ends - time.time() + 20)
     recovered_at = time.monotonic()
 
     # Stored: one event per svix-id, two deliveries each, every one delivered in one attempt.
-    events = stored_events(pg_url)
+    events = stored_events(postgres_url)
     assert sorted(e["message_id"] for e in events) == sorted(msg_ids)
     expected = {idempotency_key("clerk", m, rule, i) for m in msg_ids for rule, i in SENDS}
     assert sorted(r["idempotency_key"] for r in rows) == sorted(expected)
@@ -546,16 +516,16 @@ class IngestOnlyRelay(RelayProcess):
 
 
 def test_rolling_deploy_old_replica_leaves_a_new_rules_deliveries_to_a_new_replica(
-    pg_url: str, upstream: FakeUpstream, tmp_path: Path, relays: list[RelayProcess]
+    postgres_url: str, upstream: FakeUpstream, tmp_path: Path, relays: list[RelayProcess]
 ) -> None:
     """Mid-rollout: the new rules.yaml adds a rule; a new replica (ingest only) accepts an event,
     and the only worker is still an old replica. The old one must deliver what it knows and leave
     the new rule's delivery pending for a replica that knows the rule — not kill it."""
-    old = postgres_project(tmp_path / "old", upstream, pg_url)
-    new = postgres_project(tmp_path / "new", upstream, pg_url)
+    old = postgres_project(tmp_path / "old", upstream, postgres_url)
+    new = postgres_project(tmp_path / "new", upstream, postgres_url)
     with (new.root / "rules.yaml").open("a", encoding="utf-8") as rules:
         rules.write(NEW_RULE)
-    db_upgrade(old, pg_url)
+    db_upgrade(old, postgres_url)
     old_relay, new_ingest = RelayProcess(old), IngestOnlyRelay(new)
     relays.extend([old_relay, new_ingest])
     old_relay.start()
@@ -565,7 +535,7 @@ def test_rolling_deploy_old_replica_leaves_a_new_rules_deliveries_to_a_new_repli
     assert response.status_code == 200
     assert response.json()["deliveries"] == 3
     rows = wait_rows(
-        pg_url,
+        postgres_url,
         lambda rows: sum(r["status"] == "delivered" for r in rows) >= 2,
         15,
         "the old replica delivers the two sends it knows",
@@ -578,6 +548,6 @@ def test_rolling_deploy_old_replica_leaves_a_new_rules_deliveries_to_a_new_repli
     new_worker = RelayProcess(new)
     relays.append(new_worker)
     new_worker.start()
-    rows = wait_all_delivered(pg_url, 15)
+    rows = wait_all_delivered(postgres_url, 15)
     received = collections.Counter(r.idempotency_key for r in sent_keys(upstream))
     assert received[added["idempotency_key"]] == 1
