@@ -22,11 +22,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, ClassVar
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -48,6 +49,11 @@ def pin_self(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
+def unpin_self() -> None:
+    """Let this process (and what it starts from now on) run on every CPU."""
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -59,9 +65,10 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def taskset(cpu: int) -> list[str]:
-    """The ``taskset`` prefix pinning a command to ``cpu`` (nothing if taskset is missing)."""
-    if shutil.which("taskset") and cpu < (os.cpu_count() or 1):
+def taskset(cpu: int | None) -> list[str]:
+    """The ``taskset`` prefix pinning a command to ``cpu`` (nothing if taskset is missing, or
+    for ``None``: the command inherits this process's CPUs)."""
+    if cpu is not None and shutil.which("taskset") and cpu < (os.cpu_count() or 1):
         return ["taskset", "-c", str(cpu)]
     return []
 
@@ -74,7 +81,7 @@ class Proc:
         name: str,
         argv: Sequence[str],
         *,
-        cpu: int,
+        cpu: int | None,
         log_path: Path,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
@@ -135,7 +142,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-atexit.register(stop_all)
+def _at_exit() -> None:
+    stop_all()
+    drop_all_databases()
+
+
+atexit.register(_at_exit)
 signal.signal(signal.SIGTERM, _on_signal)
 
 
@@ -147,6 +159,11 @@ def workdir(keep: bool = False) -> Iterator[Path]:
         yield path
     finally:
         stop_all()
+        if keep:
+            for db in _DATABASES:
+                print(f"(kept schema {db.schema}: {db.url})")
+            _DATABASES.clear()
+        drop_all_databases()
         if keep:
             print(f"(kept {path})")
         else:
@@ -409,9 +426,10 @@ rules:
     return rules, templates
 
 
-def relay_env(db: Path, secret: str, rules: Path, templates: Path) -> dict[str, str]:
+def relay_env(db: Path | str, secret: str, rules: Path, templates: Path) -> dict[str, str]:
+    """The environment of a bench relay; ``db`` is a SQLite file or a database URL."""
     return {
-        "RELAY_DATABASE_URL": f"sqlite:///{db}",
+        "RELAY_DATABASE_URL": db if isinstance(db, str) else f"sqlite:///{db}",
         "RELAY_RULES": str(rules),
         "RELAY_TEMPLATES": str(templates),
         "RELAY_LOG_FORMAT": "json",
@@ -431,55 +449,58 @@ def create_schema(db: Path) -> None:
     asyncio.run(run())
 
 
+def backlog_rows(
+    n: int, *, rule: str = "bench", sink: str = "hook"
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(events, deliveries) rows of a backlog of ``n`` user.created events, each with one
+    pending delivery due now: the columns ``*_COLUMNS`` name, as the stores' ingest writes them
+    (``status`` is 'pending', ``attempts`` 0 by default)."""
+    from relay.ids import idempotency_key
+
+    now = time.time()
+    ms = int(now * 1000)
+    events: list[tuple[Any, ...]] = []
+    deliveries: list[tuple[Any, ...]] = []
+    for i, body in enumerate(user_created_bodies(n, "bk")):
+        event_id = f"evt_{ms:012x}{i:010x}"
+        message_id = f"msg_backlog_{i:08d}"
+        events.append((event_id, "clerk", message_id, "user.created", now, body))
+        key = idempotency_key("clerk", message_id, rule, 0)
+        deliveries.append(
+            (f"dlv_{ms:012x}{i:010x}", event_id, rule, 0, sink, key, "pending", now, now, now)
+        )
+    return events, deliveries
+
+
+EVENT_COLUMNS = "id, source, message_id, type, received_at, body"
+DELIVERY_COLUMNS = (
+    "id, event_id, rule, send_index, sink, idempotency_key, status, next_attempt_at,"
+    " created_at, updated_at"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO events (id, source, message_id, type, received_at, body) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_DELIVERIES = (
+    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def fill_backlog(db: Path, n: int, *, rule: str = "bench", sink: str = "hook") -> float:
     """Insert ``n`` events, each with one pending delivery due now, in bulk (one transaction),
     into the store's own schema (created first through SQLiteStore). Returns the seconds taken.
 
     The rows are exactly what ``SQLiteStore.ingest`` writes for an accepted event with one
     delivery; bulk insertion just skips 2 fsyncs per event."""
-    from relay.ids import idempotency_key
-
     create_schema(db)
     t0 = time.perf_counter()
-    now = time.time()
-    bodies = user_created_bodies(n, "bk")
-    ms = int(now * 1000)
+    events, deliveries = backlog_rows(n, rule=rule, sink=sink)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN IMMEDIATE")
-        batch = 10_000
-        for start in range(0, n, batch):
-            events = []
-            deliveries = []
-            for i in range(start, min(n, start + batch)):
-                event_id = f"evt_{ms:012x}{i:010x}"
-                message_id = f"msg_backlog_{i:08d}"
-                events.append((event_id, "clerk", message_id, "user.created", now, bodies[i]))
-                deliveries.append(
-                    (
-                        f"dlv_{ms:012x}{i:010x}",
-                        event_id,
-                        rule,
-                        0,
-                        sink,
-                        idempotency_key("clerk", message_id, rule, 0),
-                        now,
-                        now,
-                        now,
-                    )
-                )
-            conn.executemany(
-                "INSERT INTO events (id, source, message_id, type, received_at, body)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                events,
-            )
-            conn.executemany(
-                "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
-                " status, next_attempt_at, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-                deliveries,
-            )
+        conn.executemany(_INSERT_EVENTS, events)
+        conn.executemany(_INSERT_DELIVERIES, deliveries)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -495,6 +516,250 @@ def count_rows(db: Path, sql: str) -> int:
         return int(value or 0)
     finally:
         conn.close()
+
+
+# --- databases: a SQLite file or a fresh PostgreSQL schema --------------------------------------
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+_DATABASES: list[Database] = []
+
+
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and str(url).partition("://")[0] in POSTGRES_SCHEMES
+
+
+class Database:
+    """Where one relay run keeps its data: a SQLite file, or a schema of its own
+    (``bench_<hex>``) in a PostgreSQL database, created empty and dropped by ``drop()`` (at the
+    latest when the bench exits). ``url`` is what relay gets as RELAY_DATABASE_URL; for
+    PostgreSQL it sets ``search_path`` to the schema through libpq's ``options``, as the
+    store's tests do. ``count()`` reads through one connection kept open."""
+
+    def __init__(self, url: str, *, path: Path | None = None, schema: str = "") -> None:
+        self.url, self.path, self.schema = url, path, schema
+        self._admin_url = ""
+        self._conn: Any = None
+
+    @classmethod
+    def sqlite(cls, path: Path) -> Database:
+        return cls(f"sqlite:///{path}", path=path)
+
+    @classmethod
+    def postgres(cls, base_url: str) -> Database:
+        """A new, empty schema in the database ``base_url`` names."""
+        import psycopg
+        from psycopg import sql
+
+        schema = f"bench_{secrets.token_hex(6)}"
+        with psycopg.connect(base_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        options = quote(f"-csearch_path={schema}", safe="")
+        url = f"{base_url}{'&' if '?' in base_url else '?'}options={options}"
+        db = cls(url, schema=schema)
+        db._admin_url = base_url
+        _DATABASES.append(db)
+        return db
+
+    @property
+    def is_postgres(self) -> bool:
+        return bool(self.schema)
+
+    @property
+    def admin_url(self) -> str:
+        """The URL the schema was made in (no search_path), for server-wide queries."""
+        return self._admin_url
+
+    def upgrade(self) -> str:
+        """``relay db upgrade --database URL`` (the real command); returns what it printed."""
+        done = subprocess.run(
+            [str(RELAY_BIN), "db", "upgrade", "--database", self.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"relay db upgrade failed:\n{done.stderr[-2000:]}")
+        return done.stdout.strip()
+
+    def count(self, query: str) -> int:
+        """One COUNT query (read-only for SQLite; one kept connection for PostgreSQL)."""
+        if self.path is not None:
+            return count_rows(self.path, query)
+        if self._conn is None:
+            import psycopg
+
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        row = self._conn.execute(query).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def fill_backlog(self, n: int, *, rule: str = "bench", sink: str = "hook") -> float:
+        """``fill_backlog`` for either backend; PostgreSQL: after ``relay db upgrade``, the same
+        rows by COPY in one transaction, then ANALYZE (as autovacuum would soon after)."""
+        if self.path is not None:
+            return fill_backlog(self.path, n, rule=rule, sink=sink)
+        import psycopg
+
+        self.upgrade()
+        t0 = time.perf_counter()
+        events, deliveries = backlog_rows(n, rule=rule, sink=sink)
+        with psycopg.connect(self.url, connect_timeout=5) as conn:  # one transaction
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
+                    for row in events:
+                        copy.write_row(row)
+                with cur.copy(f"COPY deliveries ({DELIVERY_COLUMNS}) FROM STDIN") as copy:
+                    for row in deliveries:
+                        copy.write_row(row)
+            conn.commit()
+            conn.autocommit = True
+            conn.execute("ANALYZE events")
+            conn.execute("ANALYZE deliveries")
+        return time.perf_counter() - t0
+
+    def drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        if self in _DATABASES:
+            _DATABASES.remove(self)
+            import psycopg
+            from psycopg import sql
+
+            with psycopg.connect(self._admin_url, autocommit=True, connect_timeout=5) as conn:
+                query = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+                conn.execute(query.format(sql.Identifier(self.schema)))
+
+
+def drop_all_databases() -> None:
+    for db in list(_DATABASES):
+        try:
+            db.drop()
+        except Exception as exc:  # best effort at exit: say what is left behind
+            print(f"(could not drop schema {db.schema}: {exc})", file=sys.stderr)
+            if db in _DATABASES:
+                _DATABASES.remove(db)
+
+
+def postgres_server(url: str) -> str:
+    """``version()`` and the settings that bound commit cost, for the output."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        shown = []
+        for name in ("synchronous_commit", "fsync", "commit_delay", "shared_buffers"):
+            row = conn.execute(f"SHOW {name}").fetchone()
+            shown.append(f"{name}={row[0] if row else '?'}")
+    return f"PostgreSQL {version[0] if version else '?'} ({', '.join(shown)})"
+
+
+def tcp_ports(pids: set[int]) -> set[int]:
+    """The local TCP ports of the sockets that processes ``pids`` hold (from /proc)."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[9] in inodes:
+                    ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
+
+
+def postgres_serving(admin_url: str, clients: set[int]) -> set[int]:
+    """The PostgreSQL processes working for processes ``clients``: the backends whose client
+    TCP port is one of theirs, plus the server's own background processes (WAL writer,
+    checkpointer, background writer, autovacuum), which every commit makes work. Backends of
+    other clients (other sessions' tests) are left out: they count as other load."""
+    import psycopg
+
+    ports = tcp_ports(clients)
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT pid, client_port, backend_type FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid()"
+        ).fetchall()
+    return {
+        int(pid)
+        for pid, port, kind in rows
+        if (kind == "client backend" and port in ports) or kind != "client backend"
+    }
+
+
+def postgres_pids() -> set[int]:
+    """The PostgreSQL server's processes on this machine (postmaster, backends, WAL writer...):
+    whatever PostgreSQL does for the bench runs here, unpinned, on the same cores."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == "postgres":
+                        found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+class GroupCpuMeter:
+    """CPU use of a set of processes over an interval, as a fraction of one core: ``pids()`` is
+    asked at the start and at the end; a process that appeared in between counts from 0, one
+    that exited counts up to the last time it was seen (at the start: nothing)."""
+
+    def __init__(self, pids: Callable[[], set[int]]) -> None:
+        self._pids = pids
+        self._cpu0: dict[int, float] = {}
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._cpu0 = {pid: cpu for pid in self._pids() if (cpu := _cpu_or_none(pid)) is not None}
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        wall = time.perf_counter() - self._t0
+        used = 0.0
+        for pid in self._pids() | set(self._cpu0):
+            cpu = _cpu_or_none(pid)
+            if cpu is not None:
+                used += cpu - self._cpu0.get(pid, 0.0)
+        return used / wall if wall > 0 else 0.0
+
+
+def _cpu_or_none(pid: int) -> float | None:
+    try:
+        return cpu_seconds(pid)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclass
+class MachineMeter:
+    """How busy all the CPUs were over an interval (every process), in cores."""
+
+    _busy0: int = 0
+
+    def start(self) -> None:
+        self._busy0 = self._busy()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        wall = time.perf_counter() - self._t0
+        return (self._busy() - self._busy0) / CLK_TCK / wall if wall > 0 else 0.0
+
+    @staticmethod
+    def _busy() -> int:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values) - values[3] - values[4]  # all but idle and iowait
 
 
 def commit_latency_ms(folder: Path, commits: int = 100) -> tuple[float, float]:

@@ -12,9 +12,18 @@ sink (bench/fake_sink.py: fast 200s, pinned to CPU 1). Then:
 
 It prints deliveries/s for both and the ratio relay / baseline (target >= 0.7).
 
+With --database-url postgresql://..., the backlog is written (COPY, then ANALYZE) into a fresh
+schema of that database (bench_<hex>, set as search_path), created by `relay db upgrade` and
+dropped after the run, and --replicas N starts N `relay worker` processes on it, worker i pinned
+to CPU i % cores, each with the sink's concurrency. The figure is the same (first request at the
+sink to all N delivered); the 10-90% rate leaves out the start-up skew between workers. With as
+many workers as cores, the fake sink and this process run on any CPU (--helper-cpu).
+
     .venv/bin/python bench/delivery.py                       # N=5000, concurrency 32
     .venv/bin/python bench/delivery.py --deliveries 20000 --concurrency 64
     .venv/bin/python bench/delivery.py --profile /tmp/prof   # py-spy on the worker
+    .venv/bin/python bench/delivery.py --targets relay --replicas 2 \
+        --database-url postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import _common as c
+
+from relay.store import redact_url
 
 DELIVERED = "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
 NOT_OK = "SELECT COUNT(*) FROM deliveries WHERE status IN ('failed', 'dead')"
@@ -42,27 +54,48 @@ class Outcome:
     deliveries: int
     seconds: float
     errors: int
-    cpu: float  # fraction of one core used by the process under test
+    cpus: list[float]  # each process under test (one per worker), fractions of one core
     note: str = ""
+    pg_cpu: float | None = None  # PostgreSQL working for them (and for the bench's poll)
+    steady: float | None = None  # deliveries/s between 10% and 90% delivered (the poll's view)
+    other_cpu: float | None = None  # the machine's busy time the processes measured leave
+    helper_cpu: float | None = None  # the fake sink and this process (the poll)
 
     @property
     def rate(self) -> float:
         return self.deliveries / self.seconds if self.seconds else 0.0
 
+    @property
+    def cpu(self) -> float:
+        return sum(self.cpus)
+
+    def cpu_text(self) -> str:
+        if len(self.cpus) == 1:
+            return f"{100 * self.cpus[0]:.0f}%"
+        return "+".join(f"{100 * x:.0f}" for x in self.cpus) + f"={100 * self.cpu:.0f}%"
+
 
 # --- the baseline client (runs as its own pinned process) --------------------------------------
 
 
-def load_requests(db: Path) -> list[tuple[bytes, dict[str, str]]]:
+def load_requests(db_url: str) -> list[tuple[bytes, dict[str, str]]]:
     """The body and headers the http sink sends for each pending delivery (envelope as JSON)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT e.body, d.idempotency_key FROM deliveries d JOIN events e"
-            " ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.next_attempt_at, d.id"
-        ).fetchall()
-    finally:
-        conn.close()
+    query = (
+        "SELECT e.body, d.idempotency_key FROM deliveries d JOIN events e"
+        " ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.next_attempt_at, d.id"
+    )
+    if c.is_postgres(db_url):
+        import psycopg
+
+        with psycopg.connect(db_url, connect_timeout=5) as pg:
+            rows = pg.execute(query).fetchall()
+    else:
+        path = db_url.removeprefix("sqlite:///")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(query).fetchall()
+        finally:
+            conn.close()
     out = []
     for body, key in rows:
         content = json.dumps(
@@ -115,7 +148,7 @@ def client_main(args: argparse.Namespace) -> int:
 # --- the bench ----------------------------------------------------------------------------------
 
 
-def run_baseline(db: Path, sink_port: int, concurrency: int, tmp: Path) -> Outcome:
+def run_baseline(db: c.Database, sink_port: int, concurrency: int, tmp: Path) -> Outcome:
     c.http_get_json(sink_port, "/reset", method="POST")
     argv = [
         *c.taskset(c.SERVER_CPU),
@@ -123,7 +156,7 @@ def run_baseline(db: Path, sink_port: int, concurrency: int, tmp: Path) -> Outco
         str(Path(__file__).resolve()),
         "--client-only",
         "--db",
-        str(db),
+        db.url,
         "--url",
         f"http://{c.HOST}:{sink_port}/hook",
         "--concurrency",
@@ -136,13 +169,33 @@ def run_baseline(db: Path, sink_port: int, concurrency: int, tmp: Path) -> Outco
     stats = c.http_get_json(sink_port, "/stats")
     note = f"sink counted {stats['count']}"
     return Outcome(
-        "httpx baseline", result["n"], result["seconds"], result["errors"], result["cpu"], note
+        "httpx baseline", result["n"], result["seconds"], result["errors"], [result["cpu"]], note
     )
 
 
+def steady_rate(seen: Sequence[tuple[float, int]], n: int) -> float | None:
+    """Deliveries/s from the first poll at >= 10% delivered to the first at >= 90%: the rate
+    once every worker runs, without start-up and the last stragglers."""
+    low = next(((t, k) for t, k in seen if k >= 0.1 * n), None)
+    high = next(((t, k) for t, k in seen if k >= 0.9 * n), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return None
+    return (high[1] - low[1]) / (high[0] - low[0])
+
+
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.0f}%"
+
+
+def worker_cpu(i: int) -> int:
+    """Worker i runs on CPU i % cores (worker 0 on the server CPU, as a single worker)."""
+    return (c.SERVER_CPU + i) % (os.cpu_count() or 1)
+
+
 def run_relay(
-    db: Path,
+    db: c.Database,
     n: int,
+    sink: c.Proc,
     sink_port: int,
     concurrency: int,
     tmp: Path,
@@ -150,57 +203,101 @@ def run_relay(
     profile: Path | None,
     timeout_s: float,
     variant: str = "",
+    replicas: int = 1,
 ) -> Outcome:
     c.http_get_json(sink_port, "/reset", method="POST")
     rules, templates = c.write_rules(
         tmp, sink_url=f"http://{c.HOST}:{sink_port}/hook", concurrency=concurrency
     )
-    env = c.relay_env(db, secret, rules, templates)
+    env = c.relay_env(db.url, secret, rules, templates)
     env["RELAY_SHUTDOWN_GRACE_S"] = "2"
-    port = c.free_port()
-    if variant:
-        argv = [sys.executable, str(c.BENCH / "relay_variants.py"), variant, "--worker-only"]
-        argv += ["--port", str(port)]
-    else:
-        argv = [str(c.RELAY_BIN), "worker", "--port", str(port)]
-    proc = c.Proc("relay worker", argv, cpu=c.SERVER_CPU, log_path=tmp / "worker.log", env=env)
-    profiler = c.Profiler(profile, "worker", proc.pid, "cpu") if profile else None
+    procs = []
+    for i in range(replicas):
+        port = c.free_port()
+        if variant:
+            argv = [sys.executable, str(c.BENCH / "relay_variants.py"), variant, "--worker-only"]
+            argv += ["--port", str(port)]
+        else:
+            argv = [str(c.RELAY_BIN), "worker", "--port", str(port)]
+        name = "relay worker" + (f" #{i}" if replicas > 1 else "")
+        log = tmp / ("worker.log" if replicas == 1 else f"worker.{i}.log")
+        procs.append(c.Proc(name, argv, cpu=worker_cpu(i), log_path=log, env=env))
+    profilers = []
+    if profile:
+        for i, proc in enumerate(procs):
+            stem = "worker" + (f".{i}" if replicas > 1 else "")
+            profilers.append(c.Profiler(profile, stem, proc.pid, "cpu"))
+
+    def check_alive() -> None:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+
     try:
         deadline = time.monotonic() + timeout_s
         stats = {"count": 0}
         while not stats["count"]:
-            if not proc.alive():
-                raise RuntimeError(f"relay worker exited:\n{proc.tail()}")
+            check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no delivery reached the sink in {timeout_s} s:\n{proc.tail()}")
+                tails = "\n".join(proc.tail() for proc in procs)
+                raise RuntimeError(f"no delivery reached the sink in {timeout_s} s:\n{tails}")
             time.sleep(0.01)
             stats = c.http_get_json(sink_port, "/stats")
-        if profiler:
+        for profiler in profilers:
             profiler.start()
-        meter = c.CpuMeter(proc.pid)
-        meter.start()
+        meters = [c.CpuMeter(proc.pid) for proc in procs]
+        helpers = [c.CpuMeter(c.PID_SELF), c.CpuMeter(sink.pid)]
+        machine = c.MachineMeter()
+        pg = None
+        if db.is_postgres:
+            admin, clients = db.admin_url, {proc.pid for proc in procs} | {c.PID_SELF}
+            db.count("SELECT 1")  # the poll's connection, open before the PG meter starts
+            pg = c.GroupCpuMeter(lambda: c.postgres_serving(admin, clients))
+            pg.start()
+        for meter in (*meters, *helpers):
+            meter.start()
+        machine.start()
         delivered = 0
+        seen: list[tuple[float, int]] = []  # (time, delivered) at each poll
         while delivered < n:
-            if not proc.alive():
-                raise RuntimeError(f"relay worker exited:\n{proc.tail()}")
+            check_alive()
             if time.monotonic() > deadline:
                 break
             time.sleep(0.02)
-            delivered = c.count_rows(db, DELIVERED)
+            delivered = db.count(DELIVERED)
+            seen.append((time.perf_counter(), delivered))
         end = time.time()
-        cpu = meter.stop()
-        if profiler:
+        busy = machine.stop()
+        cpus = [meter.stop() for meter in meters]
+        helper_cpu = sum(meter.stop() for meter in helpers)
+        pg_cpu = pg.stop() if pg else None
+        for profiler in profilers:
             profiler.stop()
         stats = c.http_get_json(sink_port, "/stats")
-        errors = c.count_rows(db, NOT_OK)
+        errors = db.count(NOT_OK)
         seconds = end - stats["first"]
         note = f"sink counted {stats['count']}, {delivered} delivered in the db"
         if delivered < n:
             note += f" (TIMED OUT after {timeout_s} s)"
         name = f"relay worker ({variant})" if variant else "relay worker"
-        return Outcome(name, delivered, seconds, errors, cpu, note)
+        if db.is_postgres:
+            name += f" pg x{replicas}"
+        other = max(0.0, busy - sum(cpus) - helper_cpu - (pg_cpu or 0.0))
+        return Outcome(
+            name,
+            delivered,
+            seconds,
+            errors,
+            cpus,
+            note,
+            pg_cpu,
+            steady_rate(seen, n),
+            other,
+            helper_cpu,
+        )
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,7 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--deliveries", type=int, default=5000, help="backlog size (5000)")
     parser.add_argument(
-        "--concurrency", type=int, default=32, help="sink concurrency = client workers (32)"
+        "--concurrency",
+        type=int,
+        default=32,
+        help="sink concurrency (per worker) = client workers (32)",
     )
     parser.add_argument("--timeout", type=float, default=100.0, help="give up after (s)")
     parser.add_argument("--profile", type=Path, help="run py-spy on the worker, write here")
@@ -219,24 +319,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="also run this experiment of bench/relay_variants.py (e.g. stock+claimidx)",
     )
+    parser.add_argument(
+        "--targets",
+        default="baseline,relay",
+        help="comma-separated: baseline (httpx client), relay (relay worker) (both)",
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the backlog and the workers' store are in this PostgreSQL database "
+        "(postgresql://...), in a fresh schema per run, dropped afterwards (default: a SQLite "
+        "file in the temp dir)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="relay worker processes draining the same backlog (PostgreSQL only), worker i "
+        "pinned to CPU i %% cores (1)",
+    )
+    parser.add_argument(
+        "--helper-cpu",
+        choices=["1", "any"],
+        help="pin the fake sink and this process to CPU 1, or let them run on any CPU "
+        "(default: 1 with one worker, any with more)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (db, logs)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     # internal: the baseline client process
     parser.add_argument("--client-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client_only:
         return client_main(args)
     if not 1 <= args.deliveries <= 1_000_000 or not 1 <= args.concurrency <= 256:
         parser.error("--deliveries must be 1..1000000 and --concurrency 1..256")
-    c.pin_self(c.LOAD_CPU)
+    if args.database_url and not c.is_postgres(args.database_url):
+        parser.error("--database-url must be a postgresql:// URL (the default is SQLite)")
+    if not 1 <= args.replicas <= 8:
+        parser.error("--replicas must be 1..8")
+    if args.replicas > 1 and not args.database_url:
+        parser.error("--replicas > 1 needs --database-url (workers share a PostgreSQL store)")
+    targets = {t.strip() for t in args.targets.split(",") if t.strip()}
+    if not targets or targets - {"baseline", "relay"}:
+        parser.error("--targets: baseline, relay or both")
+    helper_cpu = args.helper_cpu or ("1" if args.replicas == 1 else "any")
+    if helper_cpu == "1":
+        c.pin_self(c.LOAD_CPU)
+    else:
+        c.unpin_self()
+    helpers_on = f"CPU {c.LOAD_CPU}" if helper_cpu == "1" else "any CPU"
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
+    cpus = os.cpu_count() or 1
+    if args.replicas > 1:
+        workers = ", ".join(f"worker {i} on CPU {worker_cpu(i)}" for i in range(args.replicas))
+    else:
+        workers = f"worker / client on CPU {c.SERVER_CPU}"
     print(
         f"delivery bench: {args.deliveries} deliveries, concurrency {args.concurrency}; "
-        f"worker / client on CPU {c.SERVER_CPU}, fake sink and this process on CPU {c.LOAD_CPU}"
+        f"{workers}, fake sink and this process on {helpers_on} ({cpus} CPUs)"
     )
+    if args.database_url:
+        print(
+            f"store: {c.postgres_server(args.database_url)} at {redact_url(args.database_url)} "
+            f"(unpinned, on the same {cpus} CPUs), {args.replicas} worker(s), each with sink "
+            f"concurrency {args.concurrency}"
+        )
+    if args.replicas >= cpus:
+        print(
+            f"note: {args.replicas} workers on {cpus} CPUs: the fake sink, this process and "
+            "PostgreSQL share the workers' cores; the CPU columns say who used what"
+        )
     print(c.describe_relay())
     secret = c.new_secret()
     with c.workdir(keep=args.keep) as tmp:
@@ -246,27 +401,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         sink = c.Proc(
             "fake sink",
             [sys.executable, str(c.BENCH / "fake_sink.py"), "--port", str(sink_port)],
-            cpu=c.LOAD_CPU,
+            cpu=c.LOAD_CPU if helper_cpu == "1" else None,
             log_path=tmp / "sink.log",
         )
         c.wait_http(sink, sink_port)
         runs: dict[str, list[Outcome]] = {}
-        for run in range(args.repeat):
-            db = tmp / f"relay.{run}.db"
-            seconds = c.fill_backlog(db, args.deliveries)
+
+        def new_backlog(stem: str) -> c.Database:
+            if args.database_url:
+                db = c.Database.postgres(args.database_url)
+            else:
+                db = c.Database.sqlite(tmp / f"{stem}.db")
+            seconds = db.fill_backlog(args.deliveries)
             print(f"backlog: {args.deliveries} pending deliveries written in {seconds:.1f} s")
-            print("- httpx baseline ...", flush=True)
-            r = run_baseline(db, sink_port, args.concurrency, tmp)
-            runs.setdefault("baseline", []).append(r)
-            print(f"  {r.rate:,.0f} deliveries/s, CPU {100 * r.cpu:.0f}%", flush=True)
+            return db
+
+        def done_with(db: c.Database) -> None:
+            if db.is_postgres and not args.keep:
+                db.drop()
+            elif db.path is not None:
+                for path in tmp.glob(f"{db.path.name}*"):
+                    path.unlink()
+
+        for run in range(args.repeat):
+            db = new_backlog(f"relay.{run}")
+            if "baseline" in targets:  # reads the backlog, changes nothing
+                print("- httpx baseline ...", flush=True)
+                r = run_baseline(db, sink_port, args.concurrency, tmp)
+                runs.setdefault("baseline", []).append(r)
+                print(f"  {r.rate:,.0f} deliveries/s, CPU {r.cpu_text()}", flush=True)
+            if "relay" not in targets:
+                done_with(db)
+                continue
             for variant in ["", args.variant] if args.variant else [""]:
                 if variant:  # a fresh backlog for the experiment
-                    db = tmp / f"relay.{run}.{variant}.db"
-                    c.fill_backlog(db, args.deliveries)
-                print(f"- relay worker {variant} ...", flush=True)
+                    db = new_backlog(f"relay.{run}.{variant}")
+                label = f"relay worker {variant}".strip()
+                if args.database_url:
+                    label += f" pg x{args.replicas}"
+                print(f"- {label} ...", flush=True)
                 r = run_relay(
                     db,
                     args.deliveries,
+                    sink,
                     sink_port,
                     args.concurrency,
                     tmp,
@@ -274,12 +451,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.profile,
                     args.timeout,
                     variant,
+                    args.replicas,
                 )
                 runs.setdefault(variant or "relay", []).append(r)
-                print(f"  {r.rate:,.0f} deliveries/s, CPU {100 * r.cpu:.0f}%", flush=True)
-            for path in tmp.glob("relay.*.db*"):
-                path.unlink()
-        results = [sorted(rs, key=lambda o: o.rate)[len(rs) // 2] for rs in runs.values()]
+                steady = "" if r.steady is None else f" ({r.steady:,.0f}/s from 10% to 90%)"
+                print(
+                    f"  {r.rate:,.0f} deliveries/s{steady}, CPU {r.cpu_text()}"
+                    + (f", PostgreSQL CPU {percent(r.pg_cpu)}" if db.is_postgres else "")
+                    + f", sink+poll CPU {percent(r.helper_cpu)}"
+                    + f", other load {percent(r.other_cpu)}",
+                    flush=True,
+                )
+                done_with(db)
+        results = {key: sorted(rs, key=lambda o: o.rate)[len(rs) // 2] for key, rs in runs.items()}
     print()
     rows = [
         (
@@ -287,24 +471,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.deliveries,
             f"{r.seconds:.2f}",
             f"{r.rate:,.0f}",
+            "-" if r.steady is None else f"{r.steady:,.0f}",
             r.errors,
-            f"{100 * r.cpu:.0f}%",
+            r.cpu_text(),
+            percent(r.pg_cpu),
+            percent(r.helper_cpu),
+            percent(r.other_cpu),
             r.note,
         )
-        for r in results
+        for r in results.values()
     ]
+    headers = ["target", "deliveries", "seconds", "deliveries/s", "10-90%/s", "errors", "CPU"]
+    headers.append("PG CPU")
+    print(c.fmt_table([*headers, "sink+poll CPU", "other CPU", "note"], rows))
     print(
-        c.fmt_table(
-            ["target", "deliveries", "seconds", "deliveries/s", "errors", "CPU", "note"], rows
-        )
+        "(CPU: % of one core while draining; PG: PostgreSQL's backends for the workers and the "
+        "bench's poll, and its background processes; sink+poll: the fake sink and this process; "
+        "other: the rest of the machine's busy time; the last three for relay only)"
     )
     if args.repeat > 1:
         print(f"(median of {args.repeat} runs)")
-    base, relay = results[0], results[1]
-    ratio = relay.rate / base.rate if base.rate else 0.0
-    print(f"\nrelay / httpx baseline: {ratio:.2f}  (target >= 0.70)")
-    for other in results[2:]:
-        print(f"{other.target} / httpx baseline: {other.rate / base.rate:.2f}")
+    base = results.get("baseline")
+    ratio = None
+    if base and base.rate:
+        for key, r in results.items():
+            if key != "baseline":
+                print(f"\n{r.target} / httpx baseline: {r.rate / base.rate:.2f}  (target >= 0.70)")
+        if "relay" in results:
+            ratio = results["relay"].rate / base.rate
+    noisy = [r.target for r in results.values() if (r.other_cpu or 0.0) > 0.10]
+    if noisy:
+        print(
+            f"warning: other processes used > 10% of a CPU during {', '.join(noisy)}: "
+            "rerun on a quiet machine"
+        )
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -314,16 +514,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "deliveries": r.deliveries,
                         "seconds": r.seconds,
                         "per_s": r.rate,
+                        "per_s_10_to_90": r.steady,
                         "errors": r.errors,
                         "cpu": r.cpu,
+                        "cpus": r.cpus,
+                        "pg_cpu": r.pg_cpu,
+                        "other_cpu": r.other_cpu,
+                        "sink_and_poll_cpu": r.helper_cpu,
+                        "database": "postgresql" if args.database_url else "sqlite",
+                        "replicas": args.replicas if key != "baseline" else 1,
                     }
-                    for r in results
+                    for key, r in results.items()
                 ]
                 + [{"ratio": ratio}],
                 indent=2,
             )
         )
-    return 1 if any(r.errors for r in results) else 0
+    return 1 if any(r.errors for r in results.values()) else 0
 
 
 if __name__ == "__main__":

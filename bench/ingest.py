@@ -12,7 +12,18 @@ Targets:
   relay     `relay serve --no-worker` with a bench rules.yaml (one http sink rule on
             user.created, so every event also stores one delivery), JSON logs to a file
 
+With --database-url postgresql://..., relay stores in PostgreSQL instead of a SQLite file: each
+run gets a fresh schema (bench_<hex>, through libpq's search_path option), created by `relay db
+upgrade` and dropped afterwards. --replicas N starts N `relay serve --no-worker` processes on
+that schema, replica i pinned to CPU i % cores, and spreads the C connections round-robin over
+them. PostgreSQL itself runs unpinned on the same machine; its CPU for the replicas is measured
+(its backends, found by their client ports, and its background processes) and shown apart. With
+as many replicas as cores nothing is free for the load generator: it then runs on any CPU
+(--load-cpu). The baseline and naive targets are unchanged by these flags.
+
     .venv/bin/python bench/ingest.py                  # N=5000 per target, C=32
+    .venv/bin/python bench/ingest.py --targets relay --repeat 3 \
+        --database-url postgresql://postgres@127.0.0.1:5432/test --replicas 2
     .venv/bin/python bench/ingest.py --events 20000 --concurrency 64 --targets relay,baseline
     .venv/bin/python bench/ingest.py --profile /tmp/prof   # py-spy on relay during its run
 """
@@ -23,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -34,6 +46,7 @@ from pathlib import Path
 import _common as c
 
 from relay.secret import Secret
+from relay.store import redact_url
 from relay.verify import sign
 
 PATH = "/webhooks/clerk"
@@ -61,14 +74,22 @@ class Result:
         return self.events / self.meters.seconds if self.meters.seconds else 0.0
 
     @property
-    def other_on_server_core(self) -> float:
-        """Busy time of the server's core not explained by the server: other processes."""
-        return max(0.0, self.meters.server_core - self.meters.server_cpu)
+    def other_cpu(self) -> float:
+        """Busy time of the whole machine (in cores) not explained by the processes measured
+        (the servers, PostgreSQL working for them, this load generator): other processes."""
+        m = self.meters
+        return max(0.0, m.machine - m.server_cpu - m.pg_cpu - m.load_cpu)
 
     @property
     def cpu_ms_per_event(self) -> float:
-        """Server CPU time per event (all its threads): the cost that caps one core."""
+        """Server CPU time per event (all its threads, all replicas): the cost that caps one
+        core."""
         return 1000 * self.meters.server_cpu * self.meters.seconds / self.events
+
+    @property
+    def pg_ms_per_event(self) -> float:
+        """PostgreSQL's CPU time per event (its backends for the replicas, its WAL writer)."""
+        return 1000 * self.meters.pg_cpu * self.meters.seconds / self.events
 
     def p(self, q: float) -> float:
         return c.percentile(sorted(self.latencies_ms), q)
@@ -169,7 +190,9 @@ async def drive_raw(conns: list[RawConnection], requests: Sequence[Request]) -> 
     return tally
 
 
-async def drive_httpx(client: object, url: str, c_: int, requests: Sequence[Request]) -> Tally:
+async def drive_httpx(
+    client: object, urls: Sequence[str], c_: int, requests: Sequence[Request]
+) -> Tally:
     import httpx
 
     assert isinstance(client, httpx.AsyncClient)
@@ -177,7 +200,7 @@ async def drive_httpx(client: object, url: str, c_: int, requests: Sequence[Requ
     it = iter(requests)
     clock = time.perf_counter
 
-    async def worker() -> None:
+    async def worker(url: str) -> None:
         for req in it:
             t0 = clock()
             try:
@@ -190,39 +213,52 @@ async def drive_httpx(client: object, url: str, c_: int, requests: Sequence[Requ
             if response.status_code != 200:
                 tally.error(f"{response.status_code} {response.text[:100]}")
 
-    await asyncio.gather(*(worker() for _ in range(c_)))
+    await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(c_)))
     return tally
 
 
 @dataclass
 class Meters:
-    """CPU use over the timed phase: this process, the server, and each core as a whole."""
+    """CPU use over the timed phase, as fractions of one core: this process (the load), the
+    server processes (each replica), PostgreSQL's processes working for them (if any), and the
+    whole machine (every process on every CPU)."""
 
-    server_pid: int
+    server_pids: list[int]
+    pg_pids: Callable[[], set[int]] | None = None  # PostgreSQL processes serving the replicas
     seconds: float = 0.0
     load_cpu: float = 0.0
-    server_cpu: float = 0.0
-    server_core: float = 0.0
-    load_core: float = 0.0
+    server_cpus: list[float] = field(default_factory=list)
+    pg_cpu: float = 0.0
+    machine: float = 0.0
 
     def __post_init__(self) -> None:
         self._me = c.CpuMeter(c.PID_SELF)
-        self._server = c.CpuMeter(self.server_pid)
-        self._cores = (c.CoreMeter(c.SERVER_CPU), c.CoreMeter(c.LOAD_CPU))
+        self._servers = [c.CpuMeter(pid) for pid in self.server_pids]
+        self._pg = c.GroupCpuMeter(self.pg_pids) if self.pg_pids else None
+        self._machine = c.MachineMeter()
+
+    @property
+    def server_cpu(self) -> float:
+        return sum(self.server_cpus)
 
     def start(self) -> None:
-        for meter in (self._me, self._server, *self._cores):
+        if self._pg:
+            self._pg.start()
+        for meter in (self._me, *self._servers):
             meter.start()
+        self._machine.start()
         self._t0 = time.perf_counter()
 
     def stop(self) -> None:
         self.seconds = time.perf_counter() - self._t0
-        self.load_cpu, self.server_cpu = self._me.stop(), self._server.stop()
-        self.server_core, self.load_core = (m.stop() for m in self._cores)
+        self.machine = self._machine.stop()
+        self.load_cpu = self._me.stop()
+        self.server_cpus = [m.stop() for m in self._servers]
+        self.pg_cpu = self._pg.stop() if self._pg else 0.0
 
 
 async def load(
-    port: int,
+    ports: Sequence[int],
     warmup: Sequence[Request],
     timed: Sequence[Request],
     concurrency: int,
@@ -230,9 +266,10 @@ async def load(
     meters: Meters,
     during: Callable[[], None] = lambda: None,
 ) -> Tally:
-    """Run the warm-up, then the timed phase (metered); returns the timed phase's tally."""
+    """Run the warm-up, then the timed phase (metered); returns the timed phase's tally.
+    Connection i goes to ``ports[i % len(ports)]`` (round-robin over the replicas)."""
     if client == "raw":
-        conns = [RawConnection(port) for _ in range(concurrency)]
+        conns = [RawConnection(ports[i % len(ports)]) for i in range(concurrency)]
         await drive_raw(conns, warmup)
         during()
         meters.start()
@@ -243,13 +280,13 @@ async def load(
         return tally
     import httpx
 
-    url = f"http://{c.HOST}:{port}{PATH}"
+    urls = [f"http://{c.HOST}:{port}{PATH}" for port in ports]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30.0) as hc:
-        await drive_httpx(hc, url, concurrency, warmup)
+        await drive_httpx(hc, urls, concurrency, warmup)
         during()
         meters.start()
-        tally = await drive_httpx(hc, url, concurrency, timed)
+        tally = await drive_httpx(hc, urls, concurrency, timed)
         meters.stop()
     return tally
 
@@ -257,68 +294,110 @@ async def load(
 # --- targets ------------------------------------------------------------------------------------
 
 
-def start_target(
-    name: str, tmp: Path, secret: str, port: int, run: int
-) -> tuple[c.Proc, Path | None]:
-    """Start target ``name`` pinned to the server CPU; returns it and its database (if any)."""
+@dataclass
+class Target:
+    """What runs for one target: its server processes (one per replica) and their ports, and
+    where relay stores (none for the baseline)."""
+
+    label: str
+    procs: list[c.Proc]
+    ports: list[int]
+    db: c.Database | None = None
+
+
+def replica_cpu(i: int) -> int:
+    """Replica i runs on CPU i % cores (replica 0 on the server CPU, as a single server)."""
+    return (c.SERVER_CPU + i) % (os.cpu_count() or 1)
+
+
+def start_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run: int) -> Target:
+    """Start target ``name``: one server pinned to the server CPU, or for relay on PostgreSQL
+    ``--replicas`` servers, replica i pinned to CPU i % cores, on a fresh schema."""
     py = sys.executable
     stem = f"{name.replace(':', '-')}.{run}"
     log = tmp / f"{stem}.log"
-    db = tmp / f"{stem}.db"
+    path = tmp / f"{stem}.db"
+    port = args.port or c.free_port()
     if name == "baseline":
         argv = [py, str(c.BENCH / "baseline_app.py"), "--port", str(port)]
         env = {"BENCH_SECRET": secret}
-        return c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env), None
+        proc = c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env)
+        return Target(name, [proc], [port])
     if name == "naive":
         argv = [py, str(c.BENCH / "naive_app.py"), "--port", str(port)]
-        env = {"BENCH_SECRET": secret, "BENCH_DB": str(db)}
-        return c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env), db
+        env = {"BENCH_SECRET": secret, "BENCH_DB": str(path)}
+        proc = c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env)
+        return Target(name, [proc], [port], c.Database.sqlite(path))
     if name == "relay" or name.startswith("relay:"):
         # The sink is never called (--no-worker); its URL only has to be valid.
         rules, templates = c.write_rules(tmp, sink_url=f"http://{c.HOST}:9/unused")
-        env = c.relay_env(db, secret, rules, templates)
-        if name == "relay":
-            argv = [str(c.RELAY_BIN), "serve", "--no-worker", "--port", str(port)]
-        else:  # an experiment: bench/relay_variants.py VARIANT
-            variant = name.partition(":")[2]
-            argv = [py, str(c.BENCH / "relay_variants.py"), variant, "--no-worker"]
-            argv += ["--port", str(port)]
-        return c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env), db
+        if args.database_url:
+            db = c.Database.postgres(args.database_url)
+            print(f"  {db.upgrade()}", flush=True)
+        else:
+            db = c.Database.sqlite(path)
+        env = c.relay_env(db.url, secret, rules, templates)
+        procs, ports = [], []
+        for i in range(args.replicas):
+            port_i = port if i == 0 else c.free_port()
+            if name == "relay":
+                argv = [str(c.RELAY_BIN), "serve", "--no-worker", "--port", str(port_i)]
+            else:  # an experiment: bench/relay_variants.py VARIANT
+                variant = name.partition(":")[2]
+                argv = [py, str(c.BENCH / "relay_variants.py"), variant, "--no-worker"]
+                argv += ["--port", str(port_i)]
+            log_i = log if args.replicas == 1 else tmp / f"{stem}.r{i}.log"
+            procs.append(c.Proc(f"{name}#{i}", argv, cpu=replica_cpu(i), log_path=log_i, env=env))
+            ports.append(port_i)
+        return Target(relay_label(name, args), procs, ports, db)
     raise SystemExit(f"unknown target {name!r} (baseline, naive, relay, relay:VARIANT)")
 
 
-def run_target(
-    name: str, tmp: Path, secret: str, args: argparse.Namespace, port: int, run: int
-) -> Result:
-    proc, db = start_target(name, tmp, secret, port, run)
-    profiler = None
+def relay_label(name: str, args: argparse.Namespace) -> str:
+    """``relay`` or ``relay:VARIANT``, with ``pg xN`` on PostgreSQL."""
+    if not args.database_url:
+        return name
+    return f"{name} pg x{args.replicas}"
+
+
+def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run: int) -> Result:
+    target = start_target(name, tmp, secret, args, run)
+    db = target.db
+    profilers = []
     if args.profile and name in args.profile_targets:
-        profiler = c.Profiler(
-            args.profile, f"{name.replace(':', '-')}.{run}", proc.pid, args.profile_mode
-        )
+        for i, proc in enumerate(target.procs):
+            stem = f"{name.replace(':', '-')}.{run}" + (f".r{i}" if len(target.procs) > 1 else "")
+            profilers.append(c.Profiler(args.profile, stem, proc.pid, args.profile_mode))
     try:
-        c.wait_http(proc, port)
+        for proc, port in zip(target.procs, target.ports, strict=True):
+            c.wait_http(proc, port)
         tag = f"{run}{int(time.time()) % 100000}"
-        warmup = make_requests(args.warmup, secret, port, tag + "w")
-        timed = make_requests(args.events, secret, port, tag + "t")
-        meters = Meters(proc.pid)
+        # The Host header names the first port; servers here ignore it.
+        warmup = make_requests(args.warmup, secret, target.ports[0], tag + "w")
+        timed = make_requests(args.events, secret, target.ports[0], tag + "t")
+        pids = {proc.pid for proc in target.procs}
+        pg_pids = None
+        if db is not None and db.is_postgres:
+            admin = db.admin_url
+
+            def pg_pids() -> set[int]:
+                return c.postgres_serving(admin, pids)
+
+        meters = Meters([proc.pid for proc in target.procs], pg_pids)
+
+        def during() -> None:
+            for profiler in profilers:
+                profiler.start()
+
         tally = asyncio.run(
-            load(
-                port,
-                warmup,
-                timed,
-                args.concurrency,
-                args.client,
-                meters,
-                during=profiler.start if profiler else lambda: None,
-            )
+            load(target.ports, warmup, timed, args.concurrency, args.client, meters, during)
         )
-        if profiler:
+        for profiler in profilers:
             profiler.stop()
         stored = ""
         if db is not None:
-            events = c.count_rows(db, "SELECT COUNT(*) FROM events")
-            deliveries = c.count_rows(db, "SELECT COUNT(*) FROM deliveries")
+            events = db.count("SELECT COUNT(*) FROM events")
+            deliveries = db.count("SELECT COUNT(*) FROM deliveries")
             stored = f"{events} events, {deliveries} deliveries"
             if events != len(warmup) + len(timed) - tally.errors:
                 stored += " (MISMATCH)"
@@ -327,17 +406,34 @@ def run_target(
             t_first = min(tally.started, default=0.0)
             with args.latency_log.open("a") as f:
                 for t0, ms in zip(tally.started, tally.latencies_ms, strict=True):
-                    f.write(f"{name},{run},{t0 - t_first:.6f},{ms:.3f}\n")
+                    f.write(f"{target.label},{run},{t0 - t_first:.6f},{ms:.3f}\n")
         return Result(
-            name, len(timed), tally.latencies_ms, tally.errors, first_error, meters, stored
+            target.label,
+            len(timed),
+            tally.latencies_ms,
+            tally.errors,
+            first_error,
+            meters,
+            stored,
         )
     finally:
-        code = proc.stop()
-        if code not in (0, None, -signal.SIGTERM):
-            print(f"  {name} exited with {code}:\n{proc.tail()}")
-        note = [line for line in proc.tail(5).splitlines() if "group commit" in line]
-        if note:
-            print(f"  {note[-1]}")
+        for proc in target.procs:
+            code = proc.stop()
+            if code not in (0, None, -signal.SIGTERM):
+                print(f"  {proc.name} exited with {code}:\n{proc.tail()}")
+            note = [line for line in proc.tail(5).splitlines() if "group commit" in line]
+            if note:
+                print(f"  {note[-1]}")
+        if db is not None and db.is_postgres and not args.keep:
+            db.drop()
+
+
+def server_cpu_text(r: Result) -> str:
+    """The servers' CPU: one figure, or each replica's and their sum."""
+    cpus = r.meters.server_cpus
+    if len(cpus) == 1:
+        return f"{100 * cpus[0]:.0f}%"
+    return "+".join(f"{100 * x:.0f}" for x in cpus) + f"={100 * sum(cpus):.0f}%"
 
 
 def median_result(results: list[Result]) -> Result:
@@ -380,20 +476,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--latency-log", type=Path, help="append target,run,start_s,latency_ms lines here"
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the relay target stores in this PostgreSQL database (postgresql://...), in a "
+        "fresh schema per run, dropped afterwards (default: a SQLite file in the temp dir)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="relay serve processes on the database (PostgreSQL only), replica i pinned to "
+        "CPU i %% cores; connections go round-robin to them (1)",
+    )
+    parser.add_argument(
+        "--load-cpu",
+        choices=["1", "any"],
+        help="pin the load generator to CPU 1, or let it run on any CPU "
+        "(default: 1 with one replica, any with more)",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.concurrency < 1 or args.events > 1_000_000:
         parser.error("--events must be 1..1000000 and --concurrency >= 1")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.database_url and not c.is_postgres(args.database_url):
+        parser.error("--database-url must be a postgresql:// URL (the default is SQLite)")
+    if not 1 <= args.replicas <= 8:
+        parser.error("--replicas must be 1..8")
+    if args.replicas > 1 and not args.database_url:
+        parser.error("--replicas > 1 needs --database-url (replicas share a PostgreSQL store)")
     args.profile_targets = set(args.profile_targets.split(","))
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    c.pin_self(c.LOAD_CPU)
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    load_cpu = args.load_cpu or ("1" if args.replicas == 1 else "any")
+    if load_cpu == "1":
+        c.pin_self(c.LOAD_CPU)
+    else:
+        c.unpin_self()
     secret = c.new_secret()
+    cpus = os.cpu_count() or 1
+    if args.replicas > 1:
+        servers = ", ".join(f"replica {i} on CPU {replica_cpu(i)}" for i in range(args.replicas))
+    else:
+        servers = f"server on CPU {c.SERVER_CPU}"
     print(
         f"ingest bench: {args.events} events per target (+{args.warmup} warm-up), "
-        f"concurrency {args.concurrency}, client {args.client}; server on CPU {c.SERVER_CPU}, "
-        f"load on CPU {c.LOAD_CPU}"
+        f"concurrency {args.concurrency}, client {args.client}; {servers}, "
+        f"load on {'CPU ' + str(c.LOAD_CPU) if load_cpu == '1' else 'any CPU'}"
+        f" ({cpus} CPUs)"
     )
+    if args.database_url:
+        print(
+            f"relay stores in {c.postgres_server(args.database_url)} at "
+            f"{redact_url(args.database_url)} (unpinned, on the same {cpus} CPUs), "
+            f"{args.replicas} replica(s); baseline and naive are unchanged"
+        )
+    if args.replicas >= cpus:
+        print(
+            f"note: {args.replicas} replicas on {cpus} CPUs: the load generator and PostgreSQL "
+            "share the replicas' cores; the CPU columns say who used what"
+        )
     print(c.describe_relay())
     runs: dict[str, list[Result]] = {name: [] for name in targets}
     with c.workdir(keep=args.keep) as tmp:
@@ -404,17 +546,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for run in range(args.repeat):
             for name in targets:
-                port = args.port or c.free_port()
-                label = f"{name} (run {run + 1}/{args.repeat})" if args.repeat > 1 else name
+                label = relay_label(name, args) if name.startswith("relay") else name
+                label += f" (run {run + 1}/{args.repeat})" if args.repeat > 1 else ""
                 print(f"- {label} ...", flush=True)
-                r = run_target(name, tmp, secret, args, port, run)
+                r = run_target(name, tmp, secret, args, run)
                 runs[name].append(r)
                 print(
                     f"  {r.rate:,.0f} events/s, p50 {r.p(0.5):.1f} ms, p99 {r.p(0.99):.1f} ms, "
                     f"errors {r.errors}"
                     + (f" ({r.first_error})" if r.first_error else "")
-                    + f"; server CPU {100 * r.meters.server_cpu:.0f}%, "
-                    f"other load on its core {100 * r.other_on_server_core:.0f}%"
+                    + f"; server CPU {server_cpu_text(r)}"
+                    + (f", PostgreSQL CPU {100 * r.meters.pg_cpu:.0f}%" if r.meters.pg_pids else "")
+                    + f", load CPU {100 * r.meters.load_cpu:.0f}%"
+                    + f", other load {100 * r.other_cpu:.0f}%"
                     + (f"; stored {r.stored}" if r.stored else ""),
                     flush=True,
                 )
@@ -429,9 +573,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r.p(0.5):.1f}",
             f"{r.p(0.99):.1f}",
             r.errors,
-            f"{100 * r.meters.server_cpu:.0f}%",
+            server_cpu_text(r),
             f"{r.cpu_ms_per_event:.2f}",
-            f"{100 * r.other_on_server_core:.0f}%",
+            f"{100 * r.meters.pg_cpu:.0f}%" if r.meters.pg_pids else "-",
+            f"{r.pg_ms_per_event:.2f}" if r.meters.pg_pids else "-",
+            f"{100 * r.other_cpu:.0f}%",
             f"{100 * r.meters.load_cpu:.0f}%",
         )
         for r in results
@@ -444,23 +590,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "errors",
         "server CPU",
         "CPU ms/event",
-        "other CPU0",
+        "PG CPU",
+        "PG ms/event",
+        "other CPU",
         "load CPU",
     ]
     print(c.fmt_table(headers, rows))
+    print(
+        "(CPU: % of one core over the timed phase; server: every replica's process, all threads; "
+        "PG: PostgreSQL's backends for them and its background processes; other: the rest of "
+        "the machine's busy time)"
+    )
     by_name = {r.target: r for r in results}
-    relay = by_name.get("relay")
+    relay = next((r for r in results if r.target.startswith("relay") and ":" not in r.target), None)
     print()
     if relay and "baseline" in by_name:
         ratio = relay.rate / by_name["baseline"].rate
-        print(f"relay / baseline throughput: {ratio:.2f}  (target >= 0.80)")
+        print(f"{relay.target} / baseline throughput: {ratio:.2f}  (target >= 0.80)")
     if relay and "naive" in by_name:
         ratio = relay.rate / by_name["naive"].rate
-        print(f"relay / naive throughput:    {ratio:.2f}  (target >= 2.00)")
+        print(f"{relay.target} / naive throughput:    {ratio:.2f}  (target >= 2.00)")
     if relay:
         verdict = "meets" if relay.p(0.99) <= 25 else "misses"
         print(
-            f"relay p99: {relay.p(0.99):.1f} ms at {args.concurrency} connections "
+            f"{relay.target} p99: {relay.p(0.99):.1f} ms at {args.concurrency} connections "
             f"({verdict} the <= 25 ms target)"
         )
     busy = [r.target for r in results if r.meters.load_cpu > 0.85]
@@ -469,11 +622,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"warning: the load generator used > 85% of its core for {', '.join(busy)}: "
             "the figures for those may be load-bound, not server-bound"
         )
-    noisy = [r.target for r in results if r.other_on_server_core > 0.10]
+    noisy = [r.target for r in results if r.other_cpu > 0.10]
     if noisy:
         print(
-            f"warning: other processes used > 10% of CPU {c.SERVER_CPU} during "
-            f"{', '.join(noisy)}: rerun on a quiet machine"
+            f"warning: other processes used > 10% of a CPU during {', '.join(noisy)}: "
+            "rerun on a quiet machine"
         )
     if args.json:
         args.json.write_text(
@@ -488,9 +641,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "p99_ms": r.p(0.99),
                         "errors": r.errors,
                         "server_cpu": r.meters.server_cpu,
+                        "server_cpus": r.meters.server_cpus,
                         "server_cpu_ms_per_event": r.cpu_ms_per_event,
-                        "other_cpu_on_server_core": r.other_on_server_core,
+                        "pg_cpu": r.meters.pg_cpu,
+                        "pg_cpu_ms_per_event": r.pg_ms_per_event,
+                        "other_cpu": r.other_cpu,
+                        "machine_cpu": r.meters.machine,
                         "load_cpu": r.meters.load_cpu,
+                        "database": "postgresql" if args.database_url else "sqlite",
+                        "replicas": args.replicas if r.target.startswith("relay") else 1,
                     }
                     for r in results
                 ],

@@ -24,6 +24,14 @@ flags:
   claimidx      add a partial index on deliveries (sink, next_attempt_at, id) WHERE status IN
                 ('pending', 'failed'), which claim_due's query can walk in ORDER BY order
 
+On PostgreSQL (RELAY_DATABASE_URL=postgresql://...) the store is PostgresStore ("stock" only)
+and these flags apply, with nolog, si1ms, gcfreeze and gcoff:
+  nocheck       the connection pool without its per-checkout check (psycopg_pool runs an empty
+                query, one round trip, every time a connection is taken from the pool)
+  onestmt       ingest, claim_due and the record of an attempt each as one statement in
+                autocommit, instead of BEGIN, 2 to 3 statements and COMMIT in a transaction:
+                one round trip instead of 4 to 5 (see OneStatementPostgresStore)
+
     RELAY_DATABASE_URL=... RELAY_RULES=... CLERK_WEBHOOK_SIGNING_SECRET=... \\
         python bench/relay_variants.py group+nolog --no-worker --port 8000
 """
@@ -48,6 +56,7 @@ from relay.store.sqlite import SQLiteStore, _translate
 
 STORES = ("stock", "nostore", "hop", "group")
 FLAGS = ("nolog", "nosync", "nockpt", "si1ms", "gcfreeze", "gcoff", "claimidx")
+PG_FLAGS = ("nolog", "si1ms", "gcfreeze", "gcoff", "nocheck", "onestmt")
 CLAIM_INDEX = (
     "CREATE INDEX IF NOT EXISTS deliveries_claimable ON deliveries (sink, next_attempt_at, id)"
     " WHERE status IN ('pending', 'failed')"
@@ -211,6 +220,117 @@ def _resolve(futures: list[asyncio.Future[IngestOutcome]], results: list[Any]) -
             future.set_result(result)
 
 
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+_PG_INGEST = """WITH e AS (
+    INSERT INTO events (id, source, message_id, type, received_at, body)
+    VALUES (%(id)s, %(source)s, %(message_id)s, %(type)s, %(received_at)s, %(body)s)
+    ON CONFLICT (source, message_id) DO NOTHING RETURNING id
+), d AS (
+    INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
+        next_attempt_at, created_at, updated_at)
+    SELECT x.id, e.id, x.rule, x.send_index, x.sink, x.key, 'pending', x.due,
+        %(received_at)s, %(received_at)s
+    FROM e, unnest(%(d_ids)s::text[], %(d_rules)s::text[], %(d_index)s::int[],
+        %(d_sinks)s::text[], %(d_keys)s::text[], %(d_due)s::float8[])
+        AS x(id, rule, send_index, sink, key, due)
+    RETURNING 1
+)
+SELECT count(*) FROM e"""
+
+# The attempt and the delivery's new state in one statement: lock the delivery, number the
+# attempt after the last one recorded, insert it, update the delivery (as PostgresStore._record).
+_PG_RECORD = """WITH d AS (
+    SELECT id, attempts, COALESCE((SELECT MAX(a.number) FROM attempts a
+        WHERE a.delivery_id = deliveries.id), 0) AS last
+    FROM deliveries WHERE id = %(delivery_id)s FOR UPDATE
+), a AS (
+    INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,
+        outcome)
+    SELECT d.id, d.last + 1, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
+        %(status)s FROM d
+)
+UPDATE deliveries SET status = %(status)s, attempts = d.attempts + 1, lease_until = NULL,
+    next_attempt_at = COALESCE(%(next)s::double precision, deliveries.next_attempt_at),
+    last_error = %(last_error)s, updated_at = %(updated_at)s,
+    delivered_at = COALESCE(%(delivered_at)s::double precision, deliveries.delivered_at)
+FROM d WHERE deliveries.id = d.id"""
+
+
+def postgres_store(url: str, flags: Sequence[str]) -> Any:
+    """PostgresStore, or its experiment, for ``flags``."""
+    from contextlib import asynccontextmanager
+
+    from relay.store import postgres as pg
+    from relay.store.base import DeliveryStatus
+
+    if "nocheck" in flags:
+        from psycopg_pool import AsyncConnectionPool
+
+        class NoCheckPool(AsyncConnectionPool):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.pop("check", None)
+                super().__init__(*args, **kwargs)
+
+        setattr(pg, "AsyncConnectionPool", NoCheckPool)  # noqa: B010  # in this process only
+
+    if "onestmt" not in flags:
+        return pg.PostgresStore(url)
+
+    class OneStatementPostgresStore(pg.PostgresStore):
+        """ingest, claim_due and _record (with an attempt) as one autocommit statement each."""
+
+        @asynccontextmanager
+        async def _cursor(self, what: str, *, transaction: bool = True) -> Any:
+            single = what == "claim due deliveries"  # the claim is already one statement
+            async with super()._cursor(what, transaction=transaction and not single) as cursor:
+                yield cursor
+
+        async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
+            params = {
+                **asdict(event),
+                "d_ids": [d.id for d in deliveries],
+                "d_rules": [d.rule for d in deliveries],
+                "d_index": [d.send_index for d in deliveries],
+                "d_sinks": [d.sink for d in deliveries],
+                "d_keys": [d.idempotency_key for d in deliveries],
+                "d_due": [d.next_attempt_at for d in deliveries],
+            }
+            what = f"ingest {event.source} message {event.message_id}"
+            async with self._cursor(what, transaction=False) as cursor:
+                await cursor.execute(_PG_INGEST, params)
+                row = await cursor.fetchone()
+            return IngestOutcome.ACCEPTED if row and row[0] else IngestOutcome.DUPLICATE
+
+        async def _record(
+            self,
+            delivery_id: str,
+            attempt: Any,
+            status: DeliveryStatus,
+            next_attempt_at: float | None,
+            last_error: str | None,
+        ) -> None:
+            if attempt is None:  # a dead letter without an attempt: rare, the stock way
+                await super()._record(delivery_id, attempt, status, next_attempt_at, last_error)
+                return
+            updated_at = attempt.started_at + attempt.duration_ms / 1000
+            params = {
+                **asdict(attempt),
+                "status": status.value,
+                "next": next_attempt_at,
+                "last_error": last_error,
+                "updated_at": updated_at,
+                "delivered_at": updated_at if status is DeliveryStatus.DELIVERED else None,
+            }
+            what = f"record {status} for delivery {delivery_id}"
+            async with self._cursor(what, transaction=False) as cursor:
+                await cursor.execute(_PG_RECORD, params)
+                if cursor.rowcount != 1:
+                    raise StoreError(f"{what}: no such delivery")
+
+    return OneStatementPostgresStore(url)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
@@ -227,9 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker-only", action="store_true", help="as `relay worker`")
     args = parser.parse_args(argv)
     base, *flags = args.variant.split("+")
-    if base not in STORES or any(f not in FLAGS for f in flags):
-        parser.error(f"unknown variant {args.variant!r}: stores {STORES}, flags {FLAGS}")
     settings = Settings.from_env().with_(port=args.port, worker=not args.no_worker)
+    postgres = settings.database_url.partition("://")[0] in ("postgresql", "postgres")
+    if postgres and (base != "stock" or any(f not in PG_FLAGS for f in flags)):
+        parser.error(f"on PostgreSQL: stock[+FLAG...] with flags {PG_FLAGS}")
+    if not postgres and (base not in STORES or any(f not in FLAGS for f in flags)):
+        parser.error(f"unknown variant {args.variant!r}: stores {STORES}, flags {FLAGS}")
     if args.worker_only:
         settings = settings.with_(ingest=False)
     logs.configure(settings.log_format)
@@ -241,18 +364,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config is None:
         return 1
     stock = open_store(settings.database_url)
-    assert isinstance(stock, SQLiteStore)
-    statements = [
-        sql
-        for flag, sql in (
-            ("nosync", "PRAGMA synchronous = NORMAL"),
-            ("nockpt", "PRAGMA wal_autocheckpoint = 0"),
-            ("claimidx", CLAIM_INDEX),
-        )
-        if flag in flags
-    ]
-    kind = {"nostore": NoStore, "hop": HopStore, "group": GroupCommitSQLiteStore}
-    store = with_statements(kind.get(base, SQLiteStore), statements)(stock.path)
+    if postgres:
+        store = postgres_store(settings.database_url, flags)
+    else:
+        assert isinstance(stock, SQLiteStore)
+        statements = [
+            sql
+            for flag, sql in (
+                ("nosync", "PRAGMA synchronous = NORMAL"),
+                ("nockpt", "PRAGMA wal_autocheckpoint = 0"),
+                ("claimidx", CLAIM_INDEX),
+            )
+            if flag in flags
+        ]
+        kind = {"nostore": NoStore, "hop": HopStore, "group": GroupCommitSQLiteStore}
+        store = with_statements(kind.get(base, SQLiteStore), statements)(stock.path)
     app = create_app(settings, config, store)
     if "gcfreeze" in flags:
         gc.collect()
