@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Annotated, Any, ClassVar, Protocol
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from relay.delivery.breaker import CircuitSettings
+from relay.plugins import load_plugins
 from relay.secret import Secret
 
 
@@ -135,22 +135,6 @@ class SinkType:
 
 
 def load_sink_types(broken: dict[str, str] | None = None) -> dict[str, SinkType]:
-    """Every sink type registered in the ``relay.sinks`` entry-point group, by name.
-
-    A plugin that fails to import is left out; why is put in ``broken`` (if given) so that a
-    config that uses it can say so instead of crashing.
-    """
-    types: dict[str, SinkType] = {}
-    for ep in entry_points(group="relay.sinks"):
-        try:
-            sink_type = ep.load()
-        except Exception as exc:
-            if broken is not None:
-                broken[ep.name] = f"{type(exc).__name__}: {exc}"
-            continue
-        if not isinstance(sink_type, SinkType):
-            if broken is not None:
-                broken[ep.name] = f"{ep.value} is not a relay SinkType"
-            continue
-        types[ep.name] = sink_type
-    return types
+    """Every sink type registered in the ``relay.sinks`` entry-point group, by name (a broken
+    plugin is left out and described in ``broken``)."""
+    return load_plugins("relay.sinks", SinkType, broken)

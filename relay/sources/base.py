@@ -21,12 +21,12 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from relay.errors import EventShapeError, VerificationError
+from relay.plugins import load_plugins
 from relay.secret import Secret
 
 MAX_ID_CHARS = 256
@@ -88,25 +88,9 @@ class SourceType:
 
 
 def load_source_types(broken: dict[str, str] | None = None) -> dict[str, SourceType]:
-    """Every source type registered in the ``relay.sources`` entry-point group, by name.
-
-    A plugin that fails to import is left out; why is put in ``broken`` (if given) so that a
-    config that uses it can say so instead of crashing.
-    """
-    types: dict[str, SourceType] = {}
-    for ep in entry_points(group="relay.sources"):
-        try:
-            source_type = ep.load()
-        except Exception as exc:
-            if broken is not None:
-                broken[ep.name] = f"{type(exc).__name__}: {exc}"
-            continue
-        if not isinstance(source_type, SourceType):
-            if broken is not None:
-                broken[ep.name] = f"{ep.value} is not a relay SourceType"
-            continue
-        types[ep.name] = source_type
-    return types
+    """Every source type registered in the ``relay.sources`` entry-point group, by name (a broken
+    plugin is left out and described in ``broken``)."""
+    return load_plugins("relay.sources", SourceType, broken)
 
 
 # --- helpers for source implementations ---------------------------------------------------------
