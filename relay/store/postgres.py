@@ -74,6 +74,21 @@ _CLAIM = """WITH due AS (
 SELECT c.id, c.event_id, e.source, e.message_id, e.type, e.received_at, e.body, c.rule,
     c.send_index, c.sink, c.idempotency_key, c.attempts
 FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id"""
+_INGEST = """WITH event AS (
+    INSERT INTO events (id, source, message_id, type, received_at, body)
+    VALUES (%(id)s, %(source)s, %(message_id)s, %(type)s, %(received_at)s, %(body)s)
+    ON CONFLICT (source, message_id) DO NOTHING RETURNING id
+), sent AS (
+    INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
+        next_attempt_at, created_at, updated_at)
+    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, 'pending', d.due,
+        %(received_at)s, %(received_at)s
+    FROM event, unnest(%(d_ids)s::text[], %(d_rules)s::text[], %(d_sends)s::integer[],
+        %(d_sinks)s::text[], %(d_keys)s::text[], %(d_due)s::double precision[])
+        AS d(id, rule, send_index, sink, idempotency_key, due)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM sent)"""
 _Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
 
@@ -155,7 +170,9 @@ class PostgresStore:
             max_size=self._max_size,
             timeout=self._timeout_s,
             kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
-            check=AsyncConnectionPool.check_connection,
+            # No check per checkout (a round trip each): a connection that broke while idle
+            # fails its statement, which is a StoreUnavailableError (503, the sender retries),
+            # and the pool replaces it.
             name="relay",
             open=False,
         )
@@ -239,24 +256,22 @@ class PostgresStore:
             return cursor.rowcount
 
     async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
-        rows = [{**asdict(d), "event_id": event.id, "now": event.received_at} for d in deliveries]
-        async with self._cursor(f"ingest {event.source} message {event.message_id}") as cursor:
-            await cursor.execute(
-                "INSERT INTO events (id, source, message_id, type, received_at, body)"
-                " VALUES (%(id)s, %(source)s, %(message_id)s, %(type)s, %(received_at)s, %(body)s)"
-                " ON CONFLICT (source, message_id) DO NOTHING RETURNING id",
-                asdict(event),
-            )
-            if await cursor.fetchone() is None:
-                return IngestOutcome.DUPLICATE
-            await cursor.executemany(
-                "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
-                " status, next_attempt_at, created_at, updated_at) VALUES (%(id)s, %(event_id)s,"
-                " %(rule)s, %(send_index)s, %(sink)s, %(idempotency_key)s, 'pending',"
-                " %(next_attempt_at)s, %(now)s, %(now)s)",
-                rows,
-            )
-        return IngestOutcome.ACCEPTED
+        """One statement, so one round trip: the event insert (a duplicate inserts nothing) and
+        its deliveries, which are inserted only if the event was."""
+        params = {
+            **asdict(event),
+            "d_ids": [d.id for d in deliveries],
+            "d_rules": [d.rule for d in deliveries],
+            "d_sends": [d.send_index for d in deliveries],
+            "d_sinks": [d.sink for d in deliveries],
+            "d_keys": [d.idempotency_key for d in deliveries],
+            "d_due": [d.next_attempt_at for d in deliveries],
+        }
+        what = f"ingest {event.source} message {event.message_id}"
+        async with self._cursor(what, transaction=False) as cursor:  # one statement: atomic
+            await cursor.execute(_INGEST, params)
+            row = await cursor.fetchone()
+        return IngestOutcome.ACCEPTED if row and row[0] else IngestOutcome.DUPLICATE
 
     async def claim_due(
         self,
