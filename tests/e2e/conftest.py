@@ -145,12 +145,38 @@ def _answer_body(path: str, status: int) -> tuple[bytes, str]:
     return json.dumps({"ok": ok}).encode(), "application/json"
 
 
-class FakeUpstream:
-    """A real HTTP server in a thread that records requests and answers from per-path scripts."""
+class RequestLog:
+    """The requests a fake upstream received, and waiting for them (shared by the fakes)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
+
+    def requests(self, path: str | None = None) -> list[Recorded]:
+        """Every request received so far (to ``path``, if given), in arrival order."""
+        with self._lock:
+            return [r for r in self._requests if path is None or r.path == path]
+
+    def wait_for(self, path: str, count: int, timeout_s: float = 15.0) -> list[Recorded]:
+        """Poll until at least ``count`` requests to ``path`` arrived; fail at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.requests(path)
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                seen = [(r.method, r.path) for r in self.requests()]
+                raise AssertionError(
+                    f"{len(found)} of {count} requests to {path} after {timeout_s} s; saw {seen}"
+                )
+            time.sleep(0.02)
+
+
+class FakeUpstream(RequestLog):
+    """A real HTTP server in a thread that records requests and answers from per-path scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._scripts: dict[str, list[Reply]] = {}
         upstream = self
 
@@ -215,25 +241,6 @@ class FakeUpstream:
         """Answer the next requests to ``path`` with ``replies`` in turn, then 200."""
         with self._lock:
             self._scripts[path] = list(replies)
-
-    def requests(self, path: str | None = None) -> list[Recorded]:
-        """Every request received so far (to ``path``, if given), in arrival order."""
-        with self._lock:
-            return [r for r in self._requests if path is None or r.path == path]
-
-    def wait_for(self, path: str, count: int, timeout_s: float = 15.0) -> list[Recorded]:
-        """Poll until at least ``count`` requests to ``path`` arrived; fail at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = self.requests(path)
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                seen = [(r.method, r.path) for r in self.requests()]
-                raise AssertionError(
-                    f"{len(found)} of {count} requests to {path} after {timeout_s} s; saw {seen}"
-                )
-            time.sleep(0.02)
 
 
 # --- the relay's store, read-only --------------------------------------------------------------

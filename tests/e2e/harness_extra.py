@@ -39,6 +39,7 @@ from tests.e2e.conftest import (
     E2EProject,
     Recorded,
     RelayProcess,
+    RequestLog,
     _answer_body,
 )
 
@@ -77,15 +78,14 @@ def _as_behaviour(reply: Behaviour | tuple[int, Mapping[str, str]]) -> Answer | 
     return reply
 
 
-class FaultyUpstream:
+class FaultyUpstream(RequestLog):
     """A real HTTP server in a thread: records every complete request on arrival, then behaves as
     the path's script (one reply per request), or else its ``always`` reply, or else answers 200.
     A request whose body is cut short (its sender was killed) is only counted, as ``truncated``:
     a real receiver would not act on it."""
 
     def __init__(self, port: int = 0) -> None:
-        self._lock = threading.Lock()
-        self._requests: list[Recorded] = []
+        super().__init__()
         self._scripts: dict[str, list[Answer | Drop]] = {}
         self._always: dict[str, Answer | Drop] = {}
         self._closing = threading.Event()
@@ -209,24 +209,6 @@ class FaultyUpstream:
                 self._always.pop(path, None)
             else:
                 self._always[path] = _as_behaviour(reply)
-
-    def requests(self, path: str | None = None) -> list[Recorded]:
-        with self._lock:
-            return [r for r in self._requests if path is None or r.path == path]
-
-    def wait_for(self, path: str, count: int, timeout_s: float = 15.0) -> list[Recorded]:
-        """Poll until at least ``count`` requests to ``path`` arrived; fail at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = self.requests(path)
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                seen = [(r.method, r.path) for r in self.requests()]
-                raise AssertionError(
-                    f"{len(found)} of {count} requests to {path} after {timeout_s} s; saw {seen}"
-                )
-            time.sleep(0.02)
 
     def by_key(self, path: str) -> dict[str | None, list[Recorded]]:
         """The requests to ``path`` grouped by Idempotency-Key, in arrival order."""
