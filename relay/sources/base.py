@@ -21,9 +21,9 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from relay.errors import EventShapeError, VerificationError
 from relay.plugins import load_plugins
@@ -157,6 +157,20 @@ def parse_raw_secret(value: str, *, min_chars: int = 16) -> Secret:
             f"secret is too short ({len(value)} characters; expected at least {min_chars})"
         )
     return Secret(value)
+
+
+def _raw_secret(value: object) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return parse_raw_secret(value)
+
+
+RawSecret = Annotated[
+    Secret, BeforeValidator(_raw_secret), PlainSerializer(lambda s: repr(s), return_type=str)
+]
+"""A settings field holding a shared HMAC secret used as is (``parse_raw_secret``)."""
 
 
 def blank_to_none(value: object) -> object:

@@ -21,13 +21,13 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from relay.errors import VerificationError
-from relay.secret import Secret
 from relay.sources.base import (
     Freshness,
     InboundEvent,
+    RawSecret,
     SourceContext,
     SourceSettings,
     SourceType,
@@ -37,7 +37,6 @@ from relay.sources.base import (
     encode_event,
     lookup,
     parse_json,
-    parse_raw_secret,
     pick_headers,
     require_header,
 )
@@ -52,17 +51,6 @@ _TIMESTAMP = re.compile(r"[\x20-\x7e]{1,64}")  # printable ASCII: an HTTP date h
 _UNIX_SECONDS = re.compile(r"0|[1-9][0-9]{0,11}")
 
 
-def _secret(value: object) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return parse_raw_secret(value)
-
-
-HmacSecret = Annotated[
-    Secret, BeforeValidator(_secret), PlainSerializer(lambda s: repr(s), return_type=str)
-]
 HeaderName = Annotated[str, Field(pattern=_HEADER_NAME)]
 
 
@@ -89,8 +77,8 @@ def signed_parts(template: str) -> list[str]:
 class HmacSettings(SourceSettings):
     """``verify: hmac``: see the module docstring for what each key means."""
 
-    secret: HmacSecret
-    previous_secret: HmacSecret | None = None
+    secret: RawSecret
+    previous_secret: RawSecret | None = None
     signature_header: HeaderName
     encoding: Literal["hex", "base64"] = "hex"
     signature_prefix: str = ""

@@ -21,15 +21,16 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
+from pydantic import Field, field_validator
 
 from relay.errors import EventShapeError, VerificationError
 from relay.secret import Secret
 from relay.sources.base import (
     Freshness,
     InboundEvent,
+    RawSecret,
     SourceContext,
     SourceSettings,
     SourceType,
@@ -38,7 +39,6 @@ from relay.sources.base import (
     check_type,
     encode_event,
     parse_json,
-    parse_raw_secret,
     pick_headers,
     require_header,
 )
@@ -78,25 +78,12 @@ def sign(secret: Secret, body: bytes, timestamp: str) -> str:
     return hmac.new(key, signed_content(body, timestamp), hashlib.sha256).hexdigest()
 
 
-def _secret(value: object) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return parse_raw_secret(value)
-
-
-KlaviyoSecret = Annotated[
-    Secret, BeforeValidator(_secret), PlainSerializer(lambda s: repr(s), return_type=str)
-]
-
-
 class KlaviyoSettings(SourceSettings):
     """``verify: klaviyo``: the webhook's ``secret`` (its secret key), ``previous_secret`` while
     rotating, and ``tolerance_s`` for a Unix-time ``Klaviyo-Timestamp``."""
 
-    secret: KlaviyoSecret
-    previous_secret: KlaviyoSecret | None = None
+    secret: RawSecret
+    previous_secret: RawSecret | None = None
     tolerance_s: int = Field(default=300, ge=1, le=7 * 24 * 3600)
 
     _blank_previous = field_validator("previous_secret", mode="before")(blank_to_none)
