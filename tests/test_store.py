@@ -665,6 +665,46 @@ async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypa
     assert len(sizes) < 10
 
 
+async def test_sqlite_batch_across_chunks_finds_every_duplicate(tmp_path, monkeypatch):
+    """One batch of 150 ingests (written as several multi-row statements) stores each new event
+    with its deliveries once. Duplicates are found whether the message was stored by an earlier
+    batch or earlier in the same batch, and the same message id from another source is new.
+    All of it on the fast path: the one-event-per-savepoint fallback never runs."""
+    import relay.store.sqlite as sqlite_module
+
+    def no_fallback(conn, batch):
+        raise AssertionError("the fast path failed and fell back")
+
+    monkeypatch.setattr(sqlite_module, "_ingest_one_by_one", no_fallback)
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+
+    def again(n: int, copy: int, source: str = "clerk") -> NewEvent:
+        first = event(n, source=source)  # a new relay id, as every ingest makes one
+        return NewEvent(f"{first.id}_{copy}", source, first.message_id, first.type, T0, first.body)
+
+    try:
+        before = [event(n) for n in range(0, 150, 10)]  # 15 stored by an earlier batch
+        await asyncio.gather(*(store.ingest(e, [delivery(e.id)]) for e in before))
+        batch = [again(n, 1) for n in range(120)]  # 12 of them stored before
+        batch += [again(n, 2) for n in range(0, 120, 7)]  # 18 repeats within the batch
+        batch += [again(n, 3, source="resend") for n in range(12)]  # 12 new: another source
+        outcomes = await asyncio.gather(
+            *(store.ingest(e, [delivery(e.id, 0), delivery(e.id, 1)]) for e in batch)
+        )
+        kinds = [o.value for o in outcomes]
+        assert kinds[:120] == ["duplicate" if n % 10 == 0 else "accepted" for n in range(120)]
+        assert kinds[120:138] == ["duplicate"] * 18
+        assert kinds[138:] == ["accepted"] * 12
+        stored = await store.list_events(limit=1000)
+        assert len(stored) == 15 + 108 + 12
+        assert len({(e.source, e.message_id) for e in stored}) == len(stored)
+        deliveries = await store.list_deliveries(limit=1000)
+        assert len(deliveries) == 15 + 2 * (108 + 12)
+    finally:
+        await store.close()
+
+
 async def test_sqlite_one_bad_event_in_a_batch_fails_alone(tmp_path):
     """An event that violates a constraint on its own fails; the rest of its batch commits."""
     store = SQLiteStore(tmp_path / "relay.db")

@@ -13,6 +13,7 @@ a StoreError. Events are the deduplication record and are only removed by ``purg
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -125,12 +126,103 @@ class _PendingIngest:
     future: asyncio.Future[IngestOutcome]
 
 
+_INSERT_EVENT = (
+    "INSERT INTO events (id, source, message_id, type, received_at, body) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+)
+_EXISTS = "SELECT 1 FROM events WHERE source = ? AND message_id = ?"
+
+
 def _ingest_batch(
     conn: sqlite3.Connection, batch: Sequence[_PendingIngest]
 ) -> list[IngestOutcome | StoreError]:
-    """Insert each event and its deliveries under its own savepoint, then commit them all at
-    once. A duplicate, or an event that fails on its own (a constraint), touches only itself; a
-    failure that means the database cannot write (locked, disk full) fails the whole batch."""
+    """Insert the batch's new events and their deliveries, then commit them all at once.
+
+    The fast path writes the whole batch with two ``executemany`` calls. If that fails for a
+    reason other than "the database cannot write" (which fails the whole batch), the batch is
+    written again one event per savepoint, so an event that fails on its own (a constraint)
+    touches only itself."""
+    try:
+        with _transaction(conn):
+            return list(_insert_all(conn, batch))
+    except sqlite3.Error as exc:
+        if isinstance(_translate(exc, "ingest"), StoreUnavailableError):
+            raise
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    return _ingest_one_by_one(conn, batch)
+
+
+def _insert_all(conn: sqlite3.Connection, batch: Sequence[_PendingIngest]) -> list[IngestOutcome]:
+    """Inside a write transaction (no other writer): duplicates are the keys already stored
+    (one read per chunk of the batch) or seen earlier in the batch."""
+    stored = _stored_keys(conn, [item.event for item in batch])
+    outcomes: list[IngestOutcome] = []
+    events: list[tuple[Any, ...]] = []
+    deliveries: list[tuple[Any, ...]] = []
+    for item in batch:
+        event = item.event
+        key = (event.source, event.message_id)
+        if key in stored:
+            outcomes.append(IngestOutcome.DUPLICATE)
+            continue
+        stored.add(key)
+        events.append(_event_row(event))
+        deliveries.extend(_delivery_rows(event, item.deliveries))
+        outcomes.append(IngestOutcome.ACCEPTED)
+    for rows, statement in ((events, _INSERT_EVENTS), (deliveries, _INSERT_DELIVERIES)):
+        for chunk in _chunks(rows):
+            conn.execute(statement(len(chunk)), [value for row in chunk for value in row])
+    return outcomes
+
+
+def _stored_keys(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for chunk in _chunks(events):
+        rows = conn.execute(_STORED_KEYS(len(chunk)), [e.message_id for e in chunk]).fetchall()
+        found.update((source, message_id) for source, message_id in rows)
+    return found
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in chunks of 64, 32, ..., 1: each chunk is one statement (one step of SQLite,
+    one hand-over of the GIL) while only a few statement texts need preparing and caching."""
+    start = 0
+    while start < len(items):
+        size = min(_CHUNK, 1 << ((len(items) - start).bit_length() - 1))
+        yield items[start : start + size]
+        start += size
+
+
+def _multirow(head: str, row: str, tail: str = "") -> Callable[[int], str]:
+    """The statement for ``rows`` rows: ``head row, row, ... tail``."""
+
+    @functools.cache
+    def statement(rows: int) -> str:
+        return f"{head} {', '.join([row] * rows)}{tail}"
+
+    return statement
+
+
+_CHUNK = 64
+_INSERT_EVENTS = _multirow(
+    "INSERT INTO events (id, source, message_id, type, received_at, body) VALUES",
+    "(?, ?, ?, ?, ?, ?)",
+)
+_INSERT_DELIVERIES = _multirow(
+    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+    " next_attempt_at, created_at, updated_at) VALUES",
+    "(?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+)
+_STORED_KEYS = _multirow("SELECT source, message_id FROM events WHERE message_id IN (", "?", ")")
+
+
+def _ingest_one_by_one(
+    conn: sqlite3.Connection, batch: Sequence[_PendingIngest]
+) -> list[IngestOutcome | StoreError]:
     outcomes: list[IngestOutcome | StoreError] = []
     with _transaction(conn):
         for item in batch:
@@ -152,24 +244,35 @@ def _commit_batch(batch: Sequence[_PendingIngest], conn: sqlite3.Connection) -> 
     return _ingest_batch(conn, batch)  # looked up at call time, so tests can observe batches
 
 
+def _event_row(event: NewEvent) -> tuple[Any, ...]:
+    return (event.id, event.source, event.message_id, event.type, event.received_at, event.body)
+
+
+def _delivery_rows(event: NewEvent, deliveries: Sequence[NewDelivery]) -> list[tuple[Any, ...]]:
+    now = event.received_at
+    return [
+        (
+            d.id,
+            event.id,
+            d.rule,
+            d.send_index,
+            d.sink,
+            d.idempotency_key,
+            d.next_attempt_at,
+            now,
+            now,
+        )
+        for d in deliveries
+    ]
+
+
 def _insert_event(
     conn: sqlite3.Connection, event: NewEvent, deliveries: Sequence[NewDelivery]
 ) -> IngestOutcome:
-    cursor = conn.execute(
-        "INSERT INTO events (id, source, message_id, type, received_at, body)"
-        " VALUES (:id, :source, :message_id, :type, :received_at, :body)"
-        " ON CONFLICT (source, message_id) DO NOTHING",
-        asdict(event),
-    )
-    if cursor.rowcount == 0:
+    if conn.execute(_EXISTS, (event.source, event.message_id)).fetchone() is not None:
         return IngestOutcome.DUPLICATE
-    conn.executemany(
-        "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
-        " status, next_attempt_at, created_at, updated_at) VALUES (:id, :event_id,"
-        " :rule, :send_index, :sink, :idempotency_key, 'pending', :next_attempt_at,"
-        " :now, :now)",
-        [{**asdict(d), "event_id": event.id, "now": event.received_at} for d in deliveries],
-    )
+    conn.execute(_INSERT_EVENT, _event_row(event))
+    conn.executemany(_INSERT_DELIVERY, _delivery_rows(event, deliveries))
     return IngestOutcome.ACCEPTED
 
 
