@@ -17,8 +17,6 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from starlette.applications import Starlette
-from starlette.routing import Route
 
 from relay.config import Config, load_config
 from relay.ingest import IngestEndpoint
@@ -39,8 +37,7 @@ class Harness:
         self.store = SQLiteStore(self.db)
         self.config: Config = load_config(ROOT / "rules.yaml", ROOT / "templates", env=TEST_ENV)
         endpoint = IngestEndpoint(lambda: self.config, self.store, lambda: float(NOW))
-        app = Starlette(routes=[Route("/{path:path}", endpoint.handle, methods=["POST"])])
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=endpoint))
         self.runner.run(self.store.open())
 
     def post(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:

@@ -27,8 +27,6 @@ import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook as StandardWebhook
-from starlette.applications import Starlette
-from starlette.routing import Route
 from svix.webhooks import Webhook as SvixWebhook
 
 from relay.cli import main
@@ -874,8 +872,7 @@ async def running(tmp_path: Path, now: float) -> AsyncIterator[Relay]:
     await store.open()
     woken: list[int] = []  # one entry per worker wake-up
     endpoint = IngestEndpoint(lambda: config, store, lambda: now, lambda: woken.append(1))
-    app = Starlette(routes=[Route("/{path:path}", endpoint.handle, methods=["POST"])])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=endpoint)) as client:
         try:
             yield Relay(client, store, tmp_path / "relay.db", woken)
         finally:
