@@ -37,6 +37,7 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: *_created series only add noise here
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._event_counters: dict[tuple[str, str, str], Any] = {}
         self.events = Counter(
             "relay_events_received",
             "Webhook requests by source, event type and outcome "
@@ -121,8 +122,16 @@ class Metrics:
             self.events.labels(source, "", "rejected", "bad_signature")
 
     def observe_event(self, source: str, event_type: str, outcome: str) -> None:
-        kind, _, reason = outcome.partition(":")
-        self.events.labels(source, event_type, kind, reason).inc()
+        key = (source, event_type, outcome)
+        counter = self._event_counters.get(key)
+        if counter is None:  # labels() costs a lock and a few checks: done once per key
+            if len(self._event_counters) > 10_000:
+                self._event_counters.clear()
+            kind, _, reason = outcome.partition(":")
+            counter = self._event_counters[key] = self.events.labels(
+                source, event_type, kind, reason
+            )
+        counter.inc()
 
     def observe_delivery(self, kind: str, fields: dict[str, Any], now: float) -> None:
         """Called by the worker: kind is delivered, retry, dead (after an attempt) or circuit."""

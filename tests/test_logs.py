@@ -1,0 +1,107 @@
+"""relay's log output: JSON lines, and the handler that writes a loop turn's lines at once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from relay.logs import JSONFormatter, TurnBufferedHandler
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts write() calls (each would be a system call on stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, CountingStream]]:
+    stream = CountingStream()
+    handler = TurnBufferedHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger("relay.test-logs")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, stream
+    logger.handlers[:] = []
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_lines_of_one_loop_turn_go_out_in_one_write_at_its_end(logged) -> None:
+    logger, stream = logged
+
+    async def turn() -> int:
+        for n in range(50):
+            logger.info("event accepted", extra={"fields": {"n": n}})
+        written_during_turn = stream.writes
+        await asyncio.sleep(0)  # the turn ends: the handler's flush runs
+        return written_during_turn
+
+    assert asyncio.run(turn()) == 0
+    assert stream.writes == 1
+    assert [line["n"] for line in lines(stream)] == list(range(50))
+
+
+def test_lines_outside_a_loop_are_written_at_once(logged) -> None:
+    logger, stream = logged
+    logger.info("starting", extra={"fields": {"port": 8000}})
+    assert lines(stream) == [
+        {"ts": lines(stream)[0]["ts"], "level": "info", "logger": "relay.test-logs",
+         "msg": "starting", "port": 8000}
+    ]  # fmt: skip
+    logger.warning("again")
+    assert stream.writes == 2
+
+
+def test_lines_still_buffered_when_the_loop_stops_are_not_lost(logged) -> None:
+    """A line logged in the last turn of a loop is written by logging's own shutdown flush."""
+    logger, stream = logged
+
+    async def last_words() -> None:
+        logger.info("relay stopped")
+
+    asyncio.run(last_words())
+    for handler in logger.handlers:
+        handler.flush()  # what logging.shutdown() does at exit
+    assert [line["msg"] for line in lines(stream)] == ["relay stopped"]
+
+
+def test_json_timestamp_follows_the_record_across_seconds() -> None:
+    formatter = JSONFormatter()
+    stamps = []
+    for created in (1_800_000_000.250, 1_800_000_000.75, 1_800_000_001.125, 1_700_000_000.5):
+        record = logging.makeLogRecord({"msg": "x", "levelname": "INFO", "name": "relay"})
+        record.created, record.msecs = created, (created % 1) * 1000
+        stamps.append(json.loads(formatter.format(record))["ts"])
+    assert stamps == [
+        "2027-01-15T08:00:00.250Z",
+        "2027-01-15T08:00:00.750Z",
+        "2027-01-15T08:00:01.125Z",
+        "2023-11-14T22:13:20.500Z",
+    ]
+
+
+class Where:
+    def __str__(self) -> str:
+        return "/x"
+
+
+def test_fields_that_json_cannot_encode_are_written_as_text(logged) -> None:
+    logger, stream = logged
+    logger.info("odd", extra={"fields": {"path": Where()}})
+    assert lines(stream)[0]["path"] == "/x"
