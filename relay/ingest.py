@@ -74,13 +74,14 @@ def _answer(status: int, outcome: str, **extra: Any) -> Answer:
 
 async def _send_json(send: Send, answer: Answer) -> None:
     status, content = answer
-    body = json.dumps(content, separators=(",", ":")).encode()
+    body = _ENCODE(content).encode()
     headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 _JSON = b"application/json"
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per response
 
 
 class IngestEndpoint:
