@@ -365,6 +365,22 @@ async def test_get_event_by_id_and_by_message_id(store):
     assert await store.get_event("msg_8") is None
 
 
+async def test_get_event_by_message_id_shared_by_sources_is_the_latest(store):
+    """Two sources may use the same message id: the latest received is found; a relay id that
+    happens to equal another event's message id finds the event with that id."""
+    older, newer = event(5, source="clerk", at=T0), event(5, source="resend", at=T0 + 60)
+    odd = NewEvent("msg_9", "clerk", "msg_odd", "user.created", T0 + 120, b"{}")
+    other = event(9, source="resend", at=T0 + 180)  # its message id is msg_9
+    for e in (older, newer, odd, other):
+        await store.ingest(e, [])
+    found = await store.get_event("msg_5")
+    assert found is not None
+    assert found.id == newer.id
+    found = await store.get_event("msg_9")
+    assert found is not None
+    assert found.id == "msg_9"
+
+
 async def test_list_events_filters_by_type_glob_and_time(store):
     """list_events is newest first and filters by type glob, received_at >= since and limit."""
     kinds = ["user.created", "session.created", "user.deleted"]
@@ -486,7 +502,7 @@ async def test_open_creates_the_schema_of_a_new_database(make_store):
     store = make_store()
     await store.open()
     try:
-        assert await store.upgrade() == (2, 2)
+        assert await store.upgrade() == (3, 3)
         assert await store.ingest(event(), []) is IngestOutcome.ACCEPTED
     finally:
         await store.close()
@@ -496,7 +512,7 @@ async def test_open_without_create_refuses_a_new_database(make_store):
     """open(create=False) on a database without the schema says to run `relay db upgrade`."""
     store = make_store()
     with pytest.raises(
-        StoreError, match=r"database schema is version 0, relay needs 2: run `relay db upgrade`"
+        StoreError, match=r"database schema is version 0, relay needs 3: run `relay db upgrade`"
     ):
         await store.open(create=False)
     with pytest.raises(StoreError, match="not open"):
@@ -504,9 +520,9 @@ async def test_open_without_create_refuses_a_new_database(make_store):
 
 
 async def test_upgrade_creates_then_reports_up_to_date(make_store):
-    """upgrade() on a closed store creates the schema (0 -> 2), then finds it current (2 -> 2)."""
-    assert await make_store().upgrade() == (0, 2)
-    assert await make_store().upgrade() == (2, 2)
+    """upgrade() on a closed store creates the schema (0 -> 3), then finds it current (3 -> 3)."""
+    assert await make_store().upgrade() == (0, 3)
+    assert await make_store().upgrade() == (3, 3)
     store = make_store()
     await store.open(create=False)
     await store.close()
@@ -574,8 +590,8 @@ def test_db_upgrade_command(backend, request, tmp_path, capsys):
     assert cli.main(["db", "upgrade", "--database", url]) == 0
     shown = redact_url(url)
     assert capsys.readouterr().out.splitlines() == [
-        f"database {shown}: upgraded from 0 to 2",
-        f"database {shown}: schema version 2 (up to date)",
+        f"database {shown}: upgraded from 0 to 3",
+        f"database {shown}: schema version 3 (up to date)",
     ]
 
 
@@ -595,11 +611,11 @@ def test_db_upgrade_command_reports_failure_without_password(capsys):
 
 @sqlite_only
 async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
-    """The SQLite file is in WAL mode and carries schema version 2."""
+    """The SQLite file is in WAL mode and carries schema version 3."""
     raw = sqlite3.connect(tmp_path / "relay.db")
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (3,)
     finally:
         raw.close()
 
@@ -739,7 +755,7 @@ async def test_sqlite_close_commits_ingests_still_waiting(tmp_path):
         await reopened.close()
 
 
-async def test_sqlite_version_1_database_upgrades_to_2(tmp_path):
+async def test_sqlite_version_1_database_upgrades_to_3(tmp_path):
     """A database of schema version 1 is refused until upgraded; the upgrade adds the claim
     index that claim_due then uses (no sort of the whole backlog)."""
     from relay.store.migrations import SQLITE_STEPS
@@ -750,9 +766,9 @@ async def test_sqlite_version_1_database_upgrades_to_2(tmp_path):
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="version 1, relay needs 2: run `relay db upgrade`"):
+    with pytest.raises(StoreError, match="version 1, relay needs 3: run `relay db upgrade`"):
         await SQLiteStore(tmp_path / "relay.db").open()
-    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (1, 2)
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (1, 3)
     raw = sqlite3.connect(tmp_path / "relay.db")
     plan = raw.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM deliveries d WHERE d.status IN ('pending', 'failed')"
@@ -765,12 +781,73 @@ async def test_sqlite_version_1_database_upgrades_to_2(tmp_path):
     assert "TEMP B-TREE" not in details
 
 
-async def test_sqlite_newer_schema_is_refused(tmp_path):
-    """A file written by a newer relay (user_version > 2) is refused rather than misread."""
+async def test_sqlite_version_2_database_upgrades_to_3_keeping_its_data(tmp_path):
+    """Version 3 drops the indexes ingest no longer writes and adds the dead-delivery index;
+    the rows stay, and lookups by message id, sink and status still answer from indexes."""
+    import relay.store.sqlite as sqlite_module
+    from relay.store.migrations import SQLITE_STEPS
+
     raw = sqlite3.connect(tmp_path / "relay.db")
-    raw.execute("PRAGMA user_version = 3")
+    for step in SQLITE_STEPS[:2]:
+        for statement in step:
+            raw.execute(statement)
+    raw.execute("PRAGMA user_version = 2")
+    raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="schema version 3 is newer than 2"):
+    v2 = SQLiteStore(tmp_path / "relay.db")
+    with pytest.raises(StoreError, match="version 2, relay needs 3"):
+        await v2.open()
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    raw.execute(
+        "INSERT INTO events VALUES ('evt_1', 'clerk', 'msg_1', 'user.created', 1.0, X'7B7D')"
+    )
+    raw.execute(
+        "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+        " next_attempt_at, created_at, updated_at) VALUES"
+        " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'dead', 1.0, 1.0, 1.0)"
+    )
+    raw.commit()
+    raw.close()
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (2, 3)
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert not indexes & {
+        "deliveries_due",
+        "deliveries_sink",
+        "deliveries_rule",
+        "deliveries_created",
+        "events_message_id",
+    }
+    assert {"deliveries_dead", "deliveries_claimable", "deliveries_newest"} <= indexes
+
+    def plan(query: str) -> str:
+        return " ".join(str(row[-1]) for row in raw.execute(f"EXPLAIN QUERY PLAN {query}"))
+
+    listing = "SELECT id FROM deliveries WHERE {} ORDER BY created_at DESC, id LIMIT 5"
+    assert plan(listing.format("status = 'dead'")) == "SCAN deliveries USING INDEX deliveries_dead"
+    for where in ("sink = 'slack'", "rule = 'r' AND sink = 'slack'", "1"):  # no sort: a walk
+        assert "TEMP B-TREE" not in plan(listing.format(where))
+    by_message = plan(sqlite_module._GET_EVENT.replace("?", "'msg_1'"))
+    assert "SCAN events" not in by_message
+    assert "sqlite_autoindex_events_2" in by_message
+    raw.close()
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        found = await store.get_event("msg_1")
+        assert found is not None
+        assert found.id == "evt_1"
+        assert [d.id for d in await store.list_deliveries(status="dead", sink="slack")] == ["dlv_1"]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_newer_schema_is_refused(tmp_path):
+    """A file written by a newer relay (user_version > 3) is refused rather than misread."""
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    raw.execute("PRAGMA user_version = 4")
+    raw.close()
+    with pytest.raises(StoreError, match="schema version 4 is newer than 3"):
         await SQLiteStore(tmp_path / "relay.db").open()
 
 
@@ -948,12 +1025,54 @@ async def test_postgres_no_free_connection_is_unavailable(postgres_url):
 
 
 async def test_postgres_newer_schema_is_refused(postgres_url):
-    """A database written by a newer relay (relay_schema version 3) is refused, not misread."""
-    assert await PostgresStore(postgres_url).upgrade() == (0, 2)
+    """A database written by a newer relay (relay_schema version 4) is refused, not misread."""
+    assert await PostgresStore(postgres_url).upgrade() == (0, 3)
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        await conn.execute("UPDATE relay_schema SET version = 3")
-    with pytest.raises(StoreError, match="schema version 3 is newer than 2"):
+        await conn.execute("UPDATE relay_schema SET version = 4")
+    with pytest.raises(StoreError, match="schema version 4 is newer than 3"):
         await PostgresStore(postgres_url).open()
+
+
+async def test_postgres_version_2_database_upgrades_to_3_keeping_its_data(postgres_url):
+    """As on SQLite: version 3 swaps the listing indexes, keeps the rows, and the lookups by
+    sender message id and by dead status still find them."""
+    import relay.store.postgres as postgres_module
+    from relay.store.migrations import POSTGRES_STEPS
+
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        for step in POSTGRES_STEPS[:2]:
+            for statement in step:
+                await conn.execute(statement)
+        await conn.execute(postgres_module._VERSION_TABLE)
+        await conn.execute(postgres_module._SET_VERSION, [2])
+        await conn.execute(
+            "INSERT INTO events VALUES ('evt_1', 'clerk', 'msg_1', 'user.created', 1, '{}')"
+        )
+        await conn.execute(
+            "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+            " next_attempt_at, created_at, updated_at) VALUES"
+            " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'dead', 1, 1, 1)"
+        )
+    with pytest.raises(StoreError, match="version 2, relay needs 3"):
+        await PostgresStore(postgres_url).open()
+    assert await PostgresStore(postgres_url).upgrade() == (2, 3)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+        indexes = {name for (name,) in await cursor.fetchall()}
+    assert not indexes & {"deliveries_sink", "deliveries_rule", "deliveries_created"}
+    assert "events_message_id" not in indexes
+    assert {"deliveries_dead", "deliveries_newest", "deliveries_claimable"} <= indexes
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        found = await store.get_event("msg_1")
+        assert found is not None
+        assert found.id == "evt_1"
+        assert [d.id for d in await store.list_deliveries(status="dead", sink="slack")] == ["dlv_1"]
+    finally:
+        await store.close()
 
 
 async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
@@ -971,7 +1090,7 @@ async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
             "relay_schema",
         ]
         cursor = await conn.execute("SELECT version FROM relay_schema")
-        assert await cursor.fetchall() == [(2,)]
+        assert await cursor.fetchall() == [(3,)]
 
 
 async def test_postgres_unreachable_server_is_unavailable_without_password():

@@ -24,6 +24,24 @@ from relay.errors import StoreError
 UPGRADE_HINT = "run `relay db upgrade`"
 Steps = tuple[tuple[str, ...], ...]  # step i: the statements that take version i to i + 1
 
+# Version 3 drops indexes that every ingest paid for but only CLI filters used (sink, rule,
+# status, sender message id). Listing deliveries, filtered or not, now walks one index in exactly
+# the order shown (newest first, then id) and stops at the limit; a lookup by sender message id
+# probes the unique (source, message_id) index once per source (EVENT_SOURCES). Dead deliveries,
+# the ones ops look for, get a partial index that ingest never writes.
+LISTING_INDEXES = (
+    "CREATE INDEX deliveries_newest ON deliveries (created_at DESC, id)",
+    "CREATE INDEX deliveries_dead ON deliveries (created_at DESC, id) WHERE status = 'dead'",
+)
+
+# The distinct sources of stored events, found by one seek per source in the unique (source,
+# message_id) index (a loose index scan: neither backend does it on its own). Same SQL on both.
+EVENT_SOURCES = (
+    "WITH RECURSIVE s (source) AS (SELECT MIN(source) FROM events UNION ALL"
+    " SELECT (SELECT MIN(e.source) FROM events e WHERE e.source > s.source) FROM s"
+    " WHERE s.source IS NOT NULL) SELECT source FROM s WHERE source IS NOT NULL"
+)
+
 # Every schema change is a new step appended to each backend (a released step is never edited),
 # with a test that upgrades a database of the previous version.
 SQLITE_STEPS: Steps = (
@@ -58,6 +76,14 @@ SQLITE_STEPS: Steps = (
     (  # 2: claims read the due deliveries of one sink in order, without sorting the backlog
         """CREATE INDEX IF NOT EXISTS deliveries_claimable ON deliveries (sink, next_attempt_at, id)
             WHERE status IN ('pending', 'failed')""",
+    ),
+    (  # 3: fewer indexes for every ingest to write (see LISTING_INDEXES)
+        "DROP INDEX IF EXISTS deliveries_due",  # claims use deliveries_claimable
+        "DROP INDEX IF EXISTS deliveries_sink",
+        "DROP INDEX IF EXISTS deliveries_rule",
+        "DROP INDEX IF EXISTS deliveries_created",
+        "DROP INDEX IF EXISTS events_message_id",
+        *LISTING_INDEXES,
     ),
 )
 
@@ -95,6 +121,13 @@ POSTGRES_STEPS: Steps = (
     (  # 2: claims read the due deliveries of one sink in order
         """CREATE INDEX deliveries_claimable ON deliveries (sink, next_attempt_at, id)
             WHERE status IN ('pending', 'failed')""",
+    ),
+    (  # 3: fewer indexes for every ingest to write (see LISTING_INDEXES)
+        "DROP INDEX deliveries_sink",
+        "DROP INDEX deliveries_rule",
+        "DROP INDEX deliveries_created",
+        "DROP INDEX events_message_id",
+        *LISTING_INDEXES,
     ),
 )
 

@@ -44,7 +44,7 @@ from relay.store.base import (
     NewEvent,
     QueueStats,
 )
-from relay.store.migrations import POSTGRES_STEPS, plan
+from relay.store.migrations import EVENT_SOURCES, POSTGRES_STEPS, plan
 
 _MIGRATIONS = POSTGRES_STEPS
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -371,12 +371,15 @@ class PostgresStore:
     async def get_event(self, id_or_message_id: str) -> EventRecord | None:
         """By relay id, else by sender message id (the latest received, if sources share one)."""
         query = sql.SQL(
-            "SELECT {} FROM events WHERE id = %(key)s OR message_id = %(key)s"
-            " ORDER BY id = %(key)s DESC, received_at DESC LIMIT 1"
-        ).format(_EVENT_COLS)
+            "SELECT {cols} FROM events WHERE id = %(key)s"  # noqa: S608 (constants only)
+            " UNION ALL (SELECT {cols} FROM events"
+            f" WHERE source IN ({EVENT_SOURCES}) AND message_id = %(key)s"
+            " ORDER BY received_at DESC LIMIT 1)"
+        ).format(cols=_EVENT_COLS)
         what = f"get event {id_or_message_id}"
         rows = await self._fetch(what, query, {"key": id_or_message_id})
-        return EventRecord(*rows[0]) if rows else None
+        by_id = [row for row in rows if row[0] == id_or_message_id]
+        return EventRecord(*(by_id or rows)[0]) if rows else None
 
     async def list_events(
         self, *, type_glob: str | None = None, since: float | None = None, limit: int = 100

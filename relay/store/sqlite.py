@@ -37,7 +37,7 @@ from relay.store.base import (
     NewEvent,
     QueueStats,
 )
-from relay.store.migrations import SQLITE_STEPS, plan
+from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
 
 T = TypeVar("T")
 
@@ -116,6 +116,14 @@ _ATTEMPT_COUNTS = (
 )
 
 
+# By relay id (two parameters: the same key twice), else the latest event with that sender
+# message id, through the unique (source, message_id) index.
+_GET_EVENT = (
+    f"SELECT {_EVENT_COLS} FROM events WHERE id = ?"  # noqa: S608 (constants only)
+    f" UNION ALL SELECT * FROM (SELECT {_EVENT_COLS} FROM events"
+    f" WHERE source IN ({EVENT_SOURCES}) AND message_id = ? ORDER BY received_at DESC LIMIT 1)"
+)
+
 MAX_BATCH = 256  # events committed together at most
 
 
@@ -180,10 +188,16 @@ def _insert_all(conn: sqlite3.Connection, batch: Sequence[_PendingIngest]) -> li
 
 
 def _stored_keys(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> set[tuple[str, str]]:
+    """The (source, message id) keys of ``events`` already stored, read through the unique
+    index on (source, message_id): one read per source and chunk."""
+    by_source: dict[str, list[str]] = {}
+    for event in events:
+        by_source.setdefault(event.source, []).append(event.message_id)
     found: set[tuple[str, str]] = set()
-    for chunk in _chunks(events):
-        rows = conn.execute(_STORED_KEYS(len(chunk)), [e.message_id for e in chunk]).fetchall()
-        found.update((source, message_id) for source, message_id in rows)
+    for source, message_ids in by_source.items():
+        for chunk in _chunks(message_ids):
+            rows = conn.execute(_STORED_KEYS(len(chunk)), [source, *chunk]).fetchall()
+            found.update((source, message_id) for (message_id,) in rows)
     return found
 
 
@@ -217,7 +231,9 @@ _INSERT_DELIVERIES = _multirow(
     " next_attempt_at, created_at, updated_at) VALUES",
     "(?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
 )
-_STORED_KEYS = _multirow("SELECT source, message_id FROM events WHERE message_id IN (", "?", ")")
+_STORED_KEYS = _multirow(
+    "SELECT message_id FROM events WHERE source = ? AND message_id IN (", "?", ")"
+)
 
 
 def _ingest_one_by_one(
@@ -536,12 +552,10 @@ class SQLiteStore:
     async def get_event(self, id_or_message_id: str) -> EventRecord | None:
         """By relay id, else by sender message id (the latest received, if sources share one)."""
         rows = await self._fetch(
-            f"get event {id_or_message_id}",
-            _select(f"{_EVENT_COLS} FROM events", ["(id = ? OR message_id = ?)"], "")
-            + "ORDER BY id = ? DESC, received_at DESC LIMIT 1",
-            [id_or_message_id] * 3,
+            f"get event {id_or_message_id}", _GET_EVENT, [id_or_message_id, id_or_message_id]
         )
-        return EventRecord(*rows[0]) if rows else None
+        by_id = [row for row in rows if row[0] == id_or_message_id]
+        return EventRecord(*(by_id or rows)[0]) if rows else None
 
     async def list_events(
         self, *, type_glob: str | None = None, since: float | None = None, limit: int = 100
