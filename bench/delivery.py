@@ -45,6 +45,9 @@ import _common as c
 from relay.store import redact_url
 
 DELIVERED = "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
+# What the poll counts: the deliveries still to do, from the partial claim index relay keeps
+# (the delivered ones have no index of their own, so counting them scans the table each poll).
+UNFINISHED = "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending', 'failed')"
 NOT_OK = "SELECT COUNT(*) FROM deliveries WHERE status IN ('failed', 'dead')"
 
 
@@ -264,7 +267,7 @@ def run_relay(
             if time.monotonic() > deadline:
                 break
             time.sleep(0.02)
-            delivered = db.count(DELIVERED)
+            delivered = n - db.count(UNFINISHED)  # none fail here: the sink answers 200
             seen.append((time.perf_counter(), delivered))
         end = time.time()
         busy = machine.stop()
@@ -275,6 +278,7 @@ def run_relay(
             profiler.stop()
         stats = c.http_get_json(sink_port, "/stats")
         errors = db.count(NOT_OK)
+        delivered = db.count(DELIVERED)
         seconds = end - stats["first"]
         note = f"sink counted {stats['count']}, {delivered} delivered in the db"
         if delivered < n:

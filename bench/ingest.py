@@ -605,8 +605,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     relay = next((r for r in results if r.target.startswith("relay") and ":" not in r.target), None)
     print()
     if relay and "baseline" in by_name:
-        ratio = relay.rate / by_name["baseline"].rate
+        baseline = by_name["baseline"]
+        ratio = relay.rate / baseline.rate
         print(f"{relay.target} / baseline throughput: {ratio:.2f}  (target >= 0.80)")
+        if args.repeat > 1:  # run i of each target ran back to back: the pair saw the same load
+            paired = zip(runs[relay.target], runs["baseline"], strict=True)
+            pairs = sorted(r.rate / b.rate for r, b in paired)
+            print(
+                f"  paired by run: median {pairs[len(pairs) // 2]:.2f}, "
+                f"range {pairs[0]:.2f}-{pairs[-1]:.2f}"
+            )
+        cpu_ratio = baseline.cpu_ms_per_event / relay.cpu_ms_per_event
+        print(f"  by server CPU per event: {cpu_ratio:.2f} (steadier when the machine is busy)")
     if relay and "naive" in by_name:
         ratio = relay.rate / by_name["naive"].rate
         print(f"{relay.target} / naive throughput:    {ratio:.2f}  (target >= 2.00)")
