@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import sys
 import time
 from collections import Counter
@@ -612,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             paired = zip(runs[relay.target], runs["baseline"], strict=True)
             pairs = sorted(r.rate / b.rate for r, b in paired)
             print(
-                f"  paired by run: median {pairs[len(pairs) // 2]:.2f}, "
+                f"  paired by run: median {statistics.median(pairs):.2f}, "
                 f"range {pairs[0]:.2f}-{pairs[-1]:.2f}"
             )
         cpu_ratio = baseline.cpu_ms_per_event / relay.cpu_ms_per_event
