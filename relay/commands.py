@@ -98,7 +98,7 @@ def _run(settings: Settings) -> int:
     from relay.cli import load
     from relay.store import open_store
 
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, logs.level(settings.log_level))
     config = load(settings, "dry-run" if settings.dry_run else "serve", sys.stderr)
     if config is None:
         print(

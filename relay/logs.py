@@ -88,6 +88,11 @@ class TurnBufferedHandler(logging.Handler):
             self.release()
 
 
+def level(name: str) -> int:
+    """The logging level of a ``RELAY_LOG_LEVEL`` name (debug, info, warning, error)."""
+    return int(logging.getLevelName(name.upper()))
+
+
 def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
     """Send relay's logs to stderr, as JSON unless stderr is a terminal (or fmt says)."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())

@@ -10,6 +10,8 @@ from typing import Any
 
 from relay.errors import SettingsError
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -23,6 +25,7 @@ class Settings:
     worker: bool = True
     ingest: bool = True
     log_format: str = "auto"  # auto | json | text
+    log_level: str = "info"  # debug | info | warning | error
     shutdown_grace_s: float = 10.0  # on SIGTERM, how long attempts in flight may finish
     db_upgrade: bool = False  # upgrade an older database schema at start
     lease_margin_s: float = 60.0  # a claim lasts the sink's timeout_s plus this
@@ -35,6 +38,12 @@ class Settings:
         log_format = env.get("RELAY_LOG_FORMAT", base.log_format)
         if log_format not in ("auto", "json", "text"):
             raise SettingsError(f"RELAY_LOG_FORMAT must be auto, json or text, not {log_format!r}")
+        log_level = env.get("RELAY_LOG_LEVEL", base.log_level).strip().lower()
+        if log_level not in LOG_LEVELS:
+            raise SettingsError(
+                "RELAY_LOG_LEVEL must be debug, info, warning or error, "
+                f"not {env['RELAY_LOG_LEVEL']!r}"
+            )
         return replace(
             base,
             rules_path=Path(env.get("RELAY_RULES", str(base.rules_path))),
@@ -47,6 +56,7 @@ class Settings:
             db_upgrade=_flag(env, "RELAY_DB_UPGRADE"),
             lease_margin_s=_number(env, "RELAY_LEASE_MARGIN_S", base.lease_margin_s, 1, 86400),
             log_format=log_format,
+            log_level=log_level,
             shutdown_grace_s=_number(env, "RELAY_SHUTDOWN_GRACE_S", base.shutdown_grace_s, 0, 3600),
         )
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from relay.logs import JSONFormatter, TurnBufferedHandler
+from relay.logs import JSONFormatter, TurnBufferedHandler, configure, level
 
 
 class CountingStream(io.StringIO):
@@ -105,3 +105,31 @@ def test_fields_that_json_cannot_encode_are_written_as_text(logged) -> None:
     logger, stream = logged
     logger.info("odd", extra={"fields": {"path": Where()}})
     assert lines(stream)[0]["path"] == "/x"
+
+
+def test_relay_log_level_warning_keeps_warnings_and_drops_the_per_event_lines(capsys) -> None:
+    """What `relay serve` sets up for RELAY_LOG_LEVEL=warning: info lines (one per event) are
+    not written, warnings and errors are."""
+    relay_logger = logging.getLogger("relay")
+    saved = (relay_logger.handlers[:], relay_logger.level, relay_logger.propagate)
+    try:
+        configure("json", level("warning"))
+        logging.getLogger("relay.ingest").info("event accepted", extra={"fields": {"n": 1}})
+        logging.getLogger("relay.ingest").warning("slow disk", extra={"fields": {"n": 2}})
+        logging.getLogger("relay.ingest").error("store cannot commit")
+        written = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+        assert [(line["level"], line["msg"]) for line in written] == [
+            ("warning", "slow disk"),
+            ("error", "store cannot commit"),
+        ]
+    finally:
+        relay_logger.handlers[:], relay_logger.level, relay_logger.propagate = saved
+
+
+def test_level_names() -> None:
+    assert [level(name) for name in ("debug", "info", "warning", "error")] == [
+        logging.DEBUG,
+        logging.INFO,
+        logging.WARNING,
+        logging.ERROR,
+    ]

@@ -475,3 +475,23 @@ def test_sigterm_with_a_stalled_request_in_flight_exits_within_the_grace(
             outcome = "still running after 4 s (SIGKILLed)"
     print(f"\nSIGTERM with a stalled request in flight (grace 1 s): {outcome}")
     assert outcome.startswith("exited")
+
+
+# --- log level ----------------------------------------------------------------------------------
+
+
+def test_log_level_warning_drops_the_per_event_and_per_attempt_lines(
+    project: E2EProject, upstream: FaultyUpstream, fleet: Fleet
+) -> None:
+    """RELAY_LOG_LEVEL=warning: an event is stored and delivered as usual, and the relay writes
+    none of its info lines (started, event accepted, delivered); a broken rules.yaml, an error,
+    is still logged."""
+    relay = fleet.start(with_env(project, RELAY_LOG_LEVEL="warning"))
+    assert relay.post(project.sample("organizationMembership.created.json")).status_code == 200
+    upstream.wait_for(MEMBERSHIP_PATH, 1)
+    assert [row["status"] for row in project.db.wait_idle()] == ["delivered"]
+    write_rules(project, "version: 1\nrules: [")
+    relay.signal(signal.SIGHUP)
+    lines = wait_until("the reload error logged", lambda: relay.log_lines() or None)
+    assert {line["level"] for line in lines} == {"error"}
+    assert lines[0]["msg"].startswith("config reload rejected")
