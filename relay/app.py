@@ -230,6 +230,9 @@ def create_app(
             lambda: state.config, store, clock, on_stored, state.metrics.observe_event
         )
         middleware.append(Middleware(PostsToIngest, endpoint=endpoint))
+        # Never reached by a POST (PostsToIngest takes those): any other method on any path
+        # is answered 405, as for a route that takes only POST.
+        routes.append(Route("/{path:path}", endpoint, methods=["POST"]))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.relay = state
     return app

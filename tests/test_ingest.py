@@ -143,7 +143,7 @@ def header_dict(msg_id: str) -> dict[str, str]:
 
 async def test_the_app_sends_posts_to_ingest_and_the_rest_to_its_routes(tmp_path: Path) -> None:
     """Through create_app: a signed POST is stored; POST /healthz is not a source (404 JSON);
-    GET on a source's path is no route (404); the health endpoints still answer."""
+    GET on a source's path is the wrong method (405); the health endpoints still answer."""
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'relay.db'}", worker=False)
     store = SQLiteStore(tmp_path / "relay.db")
     async with serving(settings, store) as client:
@@ -152,7 +152,7 @@ async def test_the_app_sends_posts_to_ingest_and_the_rest_to_its_routes(tmp_path
         assert accepted.json()["status"] == "accepted"
         assert accepted.headers["content-type"] == "application/json"
         assert (await client.post("/healthz", content=b"{}")).json() == {"status": "not_found"}
-        assert (await client.get("/webhooks/clerk")).status_code == 404
+        assert (await client.get("/webhooks/clerk")).status_code == 405
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert stored(store) == ["m1"]
 

@@ -149,7 +149,7 @@ def _ingest_batch(
 ) -> list[IngestOutcome | StoreError]:
     """Insert the batch's new events and their deliveries, then commit them all at once.
 
-    The fast path writes the whole batch with two ``executemany`` calls. If that fails for a
+    The fast path writes the whole batch with a few multi-row statements. If that fails for a
     reason other than "the database cannot write" (which fails the whole batch), the batch is
     written again one event per savepoint, so an event that fails on its own (a constraint)
     touches only itself."""
@@ -239,6 +239,7 @@ _STORED_KEYS = _multirow(
 def _ingest_one_by_one(
     conn: sqlite3.Connection, batch: Sequence[_PendingIngest]
 ) -> list[IngestOutcome | StoreError]:
+    """The slow path: each event under its own savepoint; one that fails gets its error."""
     outcomes: list[IngestOutcome | StoreError] = []
     with _transaction(conn):
         for item in batch:
