@@ -262,7 +262,6 @@ def postgres_store(url: str, flags: Sequence[str]) -> Any:
     from contextlib import asynccontextmanager
 
     from relay.store import postgres as pg
-    from relay.store.base import DeliveryStatus
 
     if "nocheck" in flags:
         from psycopg_pool import AsyncConnectionPool
@@ -302,31 +301,22 @@ def postgres_store(url: str, flags: Sequence[str]) -> Any:
                 row = await cursor.fetchone()
             return IngestOutcome.ACCEPTED if row and row[0] else IngestOutcome.DUPLICATE
 
-        async def _record(
-            self,
-            delivery_id: str,
-            attempt: Any,
-            status: DeliveryStatus,
-            next_attempt_at: float | None,
-            last_error: str | None,
-        ) -> None:
-            if attempt is None:  # a dead letter without an attempt: rare, the stock way
-                await super()._record(delivery_id, attempt, status, next_attempt_at, last_error)
+        async def _apply(self, change: Any) -> None:
+            if change.attempt is None:  # a dead letter without an attempt: rare, the stock way
+                await super()._apply(change)
                 return
-            updated_at = attempt.started_at + attempt.duration_ms / 1000
             params = {
-                **asdict(attempt),
-                "status": status.value,
-                "next": next_attempt_at,
-                "last_error": last_error,
-                "updated_at": updated_at,
-                "delivered_at": updated_at if status is DeliveryStatus.DELIVERED else None,
+                **asdict(change.attempt),
+                "status": change.status.value,
+                "next": change.next_attempt_at,
+                "last_error": change.last_error,
+                "updated_at": change.updated_at,
+                "delivered_at": change.delivered_at,
             }
-            what = f"record {status} for delivery {delivery_id}"
-            async with self._cursor(what, transaction=False) as cursor:
+            async with self._cursor(change.what, transaction=False) as cursor:
                 await cursor.execute(_PG_RECORD, params)
                 if cursor.rowcount != 1:
-                    raise StoreError(f"{what}: no such delivery")
+                    raise StoreError(f"{change.what}: no such delivery")
 
     return OneStatementPostgresStore(url)
 

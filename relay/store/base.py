@@ -13,9 +13,10 @@ Life of a delivery::
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 
 class IngestOutcome(enum.Enum):
@@ -77,6 +78,80 @@ class Attempt:
     duration_ms: float
     status_code: int | None
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultChange:
+    """What recording one result changes: an attempt row (if there was an attempt) and the
+    delivery's new state. ``updated_at`` is when the attempt ended; without one, the wall clock.
+    """
+
+    delivery_id: str
+    attempt: Attempt | None
+    status: DeliveryStatus
+    next_attempt_at: float | None
+    last_error: str | None
+    updated_at: float
+    delivered_at: float | None
+
+    @property
+    def what(self) -> str:
+        return f"record {self.status} for delivery {self.delivery_id}"
+
+    def attempt_row(self, last_number: int) -> dict[str, Any]:
+        """The attempt's row, numbered after the last attempt ever recorded for the delivery."""
+        assert self.attempt is not None
+        return {**asdict(self.attempt), "number": last_number + 1, "outcome": self.status.value}
+
+    def delivery_update(self, attempts_so_far: int) -> tuple[Any, ...]:
+        """status, attempts, next_attempt_at, last_error, updated_at, delivered_at, id."""
+        attempts = attempts_so_far + 1 if self.attempt is not None else attempts_so_far
+        return (
+            self.status.value,
+            attempts,
+            self.next_attempt_at,
+            self.last_error,
+            self.updated_at,
+            self.delivered_at,
+            self.delivery_id,
+        )
+
+
+class RecordsResults:
+    """``record_delivered``, ``record_retry`` and ``record_dead`` for a store that implements
+    ``_apply(change)``: add the attempt and move the delivery, in one transaction."""
+
+    async def record_delivered(self, attempt: Attempt) -> None:
+        await self._record(attempt.delivery_id, attempt, DeliveryStatus.DELIVERED, None, None)
+
+    async def record_retry(self, attempt: Attempt, next_attempt_at: float) -> None:
+        status = DeliveryStatus.FAILED
+        await self._record(attempt.delivery_id, attempt, status, next_attempt_at, attempt.error)
+
+    async def record_dead(self, attempt: Attempt | None, delivery_id: str, reason: str) -> None:
+        if attempt is not None and attempt.delivery_id != delivery_id:
+            raise ValueError(f"attempt is for {attempt.delivery_id}, not {delivery_id}")
+        await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason)
+
+    async def _record(
+        self,
+        delivery_id: str,
+        attempt: Attempt | None,
+        status: DeliveryStatus,
+        next_attempt_at: float | None,
+        last_error: str | None,
+    ) -> None:
+        a = attempt
+        updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
+        delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
+        await self._apply(
+            ResultChange(
+                delivery_id, a, status, next_attempt_at, last_error, updated_at, delivered_at
+            )
+        )
+
+    async def _apply(self, change: ResultChange) -> None:
+        raise NotImplementedError
 
 
 class Store(Protocol):

@@ -19,7 +19,6 @@ StoreError. No error text carries the URL's password.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -33,7 +32,6 @@ from psycopg_pool import AsyncConnectionPool
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store import redact_url
 from relay.store.base import (
-    Attempt,
     AttemptRecord,
     ClaimedDelivery,
     DeliveryRecord,
@@ -43,6 +41,8 @@ from relay.store.base import (
     NewDelivery,
     NewEvent,
     QueueStats,
+    RecordsResults,
+    ResultChange,
 )
 from relay.store.migrations import EVENT_SOURCES, POSTGRES_STEPS, plan
 
@@ -138,7 +138,7 @@ _ATTEMPT_COUNTS = (
 )
 
 
-class PostgresStore:
+class PostgresStore(RecordsResults):
     """The Store on a PostgreSQL database (``postgresql://user:password@host:port/dbname``).
 
     ``open()`` before use, ``close()`` after. Each instance has its own pool of ``min_size`` to
@@ -305,53 +305,25 @@ class PostgresStore:
             await cursor.execute(query, params)
             return [ClaimedDelivery(*row) for row in await cursor.fetchall()]
 
-    async def record_delivered(self, attempt: Attempt) -> None:
-        await self._record(attempt.delivery_id, attempt, DeliveryStatus.DELIVERED, None, None)
-
-    async def record_retry(self, attempt: Attempt, next_attempt_at: float) -> None:
-        status = DeliveryStatus.FAILED
-        await self._record(attempt.delivery_id, attempt, status, next_attempt_at, attempt.error)
-
-    async def record_dead(self, attempt: Attempt | None, delivery_id: str, reason: str) -> None:
-        if attempt is not None and attempt.delivery_id != delivery_id:
-            raise ValueError(f"attempt is for {attempt.delivery_id}, not {delivery_id}")
-        await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason)
-
-    async def _record(
-        self,
-        delivery_id: str,
-        attempt: Attempt | None,
-        status: DeliveryStatus,
-        next_attempt_at: float | None,
-        last_error: str | None,
-    ) -> None:
-        """Add the attempt (numbered after the last) and move the delivery to ``status``.
-
-        ``updated_at`` is when the attempt ended; without an attempt, the wall clock."""
-        what = f"record {status} for delivery {delivery_id}"
-        a = attempt
-        updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
-        delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
-        async with self._cursor(what) as cursor:
-            await cursor.execute(f"{_ATTEMPT_COUNTS} FOR UPDATE", (delivery_id,))
+    async def _apply(self, change: ResultChange) -> None:
+        async with self._cursor(change.what) as cursor:
+            await cursor.execute(f"{_ATTEMPT_COUNTS} FOR UPDATE", (change.delivery_id,))
             found = await cursor.fetchone()
             if found is None:
-                raise StoreError(f"{what}: no such delivery")
-            attempts = found[0] + 1 if a is not None else found[0]
-            state = (status.value, attempts, next_attempt_at, last_error)
-            if a is not None:
+                raise StoreError(f"{change.what}: no such delivery")
+            if change.attempt is not None:
                 await cursor.execute(
                     "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
                     " status_code, error, outcome) VALUES (%(delivery_id)s, %(number)s,"
                     " %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s, %(outcome)s)",
-                    {**asdict(a), "number": found[1] + 1, "outcome": status.value},
+                    change.attempt_row(found[1]),
                 )
             await cursor.execute(
                 "UPDATE deliveries SET status = %s, attempts = %s, lease_until = NULL,"
                 " next_attempt_at = COALESCE(%s::double precision, next_attempt_at),"
                 " last_error = %s, updated_at = %s,"
                 " delivered_at = COALESCE(%s::double precision, delivered_at) WHERE id = %s",
-                (*state, updated_at, delivered_at, delivery_id),
+                change.delivery_update(found[0]),
             )
 
     async def release(self, delivery_ids: Collection[str]) -> None:

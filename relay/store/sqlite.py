@@ -19,14 +19,13 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store.base import (
-    Attempt,
     AttemptRecord,
     ClaimedDelivery,
     DeliveryRecord,
@@ -36,6 +35,8 @@ from relay.store.base import (
     NewDelivery,
     NewEvent,
     QueueStats,
+    RecordsResults,
+    ResultChange,
 )
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
 
@@ -301,7 +302,7 @@ def _again(exc: Exception, event: NewEvent) -> StoreError:
     return StoreUnavailableError(f"{what}: {exc}")
 
 
-class SQLiteStore:
+class SQLiteStore(RecordsResults):
     """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
@@ -486,57 +487,28 @@ class SQLiteStore:
 
         return await self._run("claim due deliveries", run)
 
-    async def record_delivered(self, attempt: Attempt) -> None:
-        await self._record(attempt.delivery_id, attempt, DeliveryStatus.DELIVERED, None, None)
-
-    async def record_retry(self, attempt: Attempt, next_attempt_at: float) -> None:
-        status = DeliveryStatus.FAILED
-        await self._record(attempt.delivery_id, attempt, status, next_attempt_at, attempt.error)
-
-    async def record_dead(self, attempt: Attempt | None, delivery_id: str, reason: str) -> None:
-        if attempt is not None and attempt.delivery_id != delivery_id:
-            raise ValueError(f"attempt is for {attempt.delivery_id}, not {delivery_id}")
-        await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason)
-
-    async def _record(
-        self,
-        delivery_id: str,
-        attempt: Attempt | None,
-        status: DeliveryStatus,
-        next_attempt_at: float | None,
-        last_error: str | None,
-    ) -> None:
-        """Add the attempt (numbered after the last) and move the delivery to ``status``.
-
-        ``updated_at`` is when the attempt ended; without an attempt, the wall clock."""
-        what = f"record {status} for delivery {delivery_id}"
-        a = attempt
-        updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
-        delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
-
+    async def _apply(self, change: ResultChange) -> None:
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                row = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (delivery_id,))
+                row = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (change.delivery_id,))
                 found = row.fetchone()
                 if found is None:
-                    raise StoreError(f"{what}: no such delivery")
-                attempts = found[0] + 1 if a is not None else found[0]
-                state = (status.value, attempts, next_attempt_at, last_error)
-                if a is not None:
+                    raise StoreError(f"{change.what}: no such delivery")
+                if change.attempt is not None:
                     conn.execute(
                         "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
                         " status_code, error, outcome) VALUES (:delivery_id, :number,"
                         " :started_at, :duration_ms, :status_code, :error, :outcome)",
-                        {**asdict(a), "number": found[1] + 1, "outcome": status.value},
+                        change.attempt_row(found[1]),
                     )
                 conn.execute(
                     "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
                     " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
                     " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
-                    (*state, updated_at, delivered_at, delivery_id),
+                    change.delivery_update(found[0]),
                 )
 
-        await self._run(what, run)
+        await self._run(change.what, run)
 
     async def release(self, delivery_ids: Collection[str]) -> None:
         sql = "UPDATE deliveries SET lease_until = NULL WHERE id = ?"
