@@ -155,12 +155,9 @@ class HttpSink:
             headers=self.headers(message, content),
             timeout=settings.timeout_s,
         )
-        try:
-            response, raw = await httpcheck.send_bounded(self._http, request)
-        except httpx.HTTPError as exc:
-            raise httpcheck.translate_transport_error(
-                self._what, exc, timeout_s=settings.timeout_s, secrets=self._secrets
-            ) from exc
+        response, raw = await httpcheck.send_checked(
+            self._http, request, self._what, timeout_s=settings.timeout_s, secrets=self._secrets
+        )
         answer = httpcheck.excerpt(raw, self._secrets)
         httpcheck.classify_status(self._what, response.status_code, response.headers, answer)
 

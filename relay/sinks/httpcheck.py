@@ -30,6 +30,7 @@ __all__ = [
     "parse_retry_after",
     "read_bounded",
     "send_bounded",
+    "send_checked",
     "status_error",
     "translate_transport_error",
 ]
@@ -188,3 +189,18 @@ async def send_bounded(
     finally:
         await response.aclose()
     return response, body
+
+
+async def send_checked(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    what: str,
+    *,
+    timeout_s: float,
+    secrets: Iterable[str] = (),
+) -> tuple[httpx.Response, bytes]:
+    """``send_bounded``, with a transport failure raised as the sink's retryable error."""
+    try:
+        return await send_bounded(client, request)
+    except httpx.HTTPError as exc:
+        raise translate_transport_error(what, exc, timeout_s=timeout_s, secrets=secrets) from exc

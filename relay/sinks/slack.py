@@ -129,12 +129,9 @@ class SlackSink:
         request = self._http.build_request(
             "POST", url, content=content.encode(), headers=headers, timeout=settings.timeout_s
         )
-        try:
-            response, raw = await httpcheck.send_bounded(self._http, request)
-        except httpx.HTTPError as exc:
-            raise httpcheck.translate_transport_error(
-                self._what, exc, timeout_s=settings.timeout_s, secrets=self._secrets
-            ) from exc
+        response, raw = await httpcheck.send_checked(
+            self._http, request, self._what, timeout_s=settings.timeout_s, secrets=self._secrets
+        )
         if settings.webhook_url is not None:
             self._check_webhook_answer(response, raw)
         else:
