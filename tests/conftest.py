@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+
+from relay.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 CLERK_EVENTS = ROOT / "tests" / "fixtures" / "clerk-events"
@@ -66,6 +68,16 @@ def project(tmp_path: Path) -> Project:
     shutil.copytree(ROOT / "templates", root / "templates")
     shutil.copytree(ROOT / "samples", root / "samples")
     return Project(root)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open SQLite store in a file of the test's own (test_store.py overrides this fixture
+    to run its tests on every backend)."""
+    opened = SQLiteStore(tmp_path / "relay.db")
+    await opened.open()
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

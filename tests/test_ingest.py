@@ -52,14 +52,6 @@ def config() -> Config:
     return load_config(ROOT / "rules.yaml", ROOT / "templates", env=TEST_ENV)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "relay.db")
-    await store.open()
-    yield store
-    await store.close()
-
-
 async def call(endpoint: IngestEndpoint, path: str, headers, messages) -> tuple[int, Any]:
     """Run one request; ``messages`` are what receive() returns, in order."""
     queue = list(messages)

@@ -781,6 +781,19 @@ async def test_sqlite_version_1_database_upgrades_to_3(tmp_path):
     assert "TEMP B-TREE" not in details
 
 
+async def assert_upgraded_rows_found(store: Store) -> None:
+    """The rows written at version 2 (event evt_1 / msg_1, dead delivery dlv_1 to slack) are
+    found at version 3 by sender message id and by status and sink."""
+    await store.open()
+    try:
+        found = await store.get_event("msg_1")
+        assert found is not None
+        assert found.id == "evt_1"
+        assert [d.id for d in await store.list_deliveries(status="dead", sink="slack")] == ["dlv_1"]
+    finally:
+        await store.close()
+
+
 async def test_sqlite_version_2_database_upgrades_to_3_keeping_its_data(tmp_path):
     """Version 3 drops the indexes ingest no longer writes and adds the dead-delivery index;
     the rows stay, and lookups by message id, sink and status still answer from indexes."""
@@ -831,15 +844,7 @@ async def test_sqlite_version_2_database_upgrades_to_3_keeping_its_data(tmp_path
     assert "SCAN events" not in by_message
     assert "sqlite_autoindex_events_2" in by_message
     raw.close()
-    store = SQLiteStore(tmp_path / "relay.db")
-    await store.open()
-    try:
-        found = await store.get_event("msg_1")
-        assert found is not None
-        assert found.id == "evt_1"
-        assert [d.id for d in await store.list_deliveries(status="dead", sink="slack")] == ["dlv_1"]
-    finally:
-        await store.close()
+    await assert_upgraded_rows_found(SQLiteStore(tmp_path / "relay.db"))
 
 
 async def test_sqlite_newer_schema_is_refused(tmp_path):
@@ -1064,15 +1069,7 @@ async def test_postgres_version_2_database_upgrades_to_3_keeping_its_data(postgr
     assert not indexes & {"deliveries_sink", "deliveries_rule", "deliveries_created"}
     assert "events_message_id" not in indexes
     assert {"deliveries_dead", "deliveries_newest", "deliveries_claimable"} <= indexes
-    store = PostgresStore(postgres_url)
-    await store.open()
-    try:
-        found = await store.get_event("msg_1")
-        assert found is not None
-        assert found.id == "evt_1"
-        assert [d.id for d in await store.list_deliveries(status="dead", sink="slack")] == ["dlv_1"]
-    finally:
-        await store.close()
+    await assert_upgraded_rows_found(PostgresStore(postgres_url))
 
 
 async def test_postgres_schema_lives_in_its_own_tables(postgres_url):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,14 +184,6 @@ def config(tmp_path: Path) -> Config:
     rules, templates = write_project(tmp_path / "project")
     env = {"CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "ALPHA_TOKEN": ALPHA_TOKEN}
     return load_config(rules, templates, env=env)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "relay.db")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
