@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -146,11 +146,29 @@ def _answer_body(path: str, status: int) -> tuple[bytes, str]:
 
 
 class RequestLog:
-    """The requests a fake upstream received, and waiting for them (shared by the fakes)."""
+    """What the fake upstreams share: the requests received, waiting for them, and their
+    server, served from a thread while the fake is used as a context manager."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
+
+    def _serve(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self.port = server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
 
     def requests(self, path: str | None = None) -> list[Recorded]:
         """Every request received so far (to ``path``, if given), in arrival order."""
@@ -214,21 +232,7 @@ class FakeUpstream(RequestLog):
             daemon_threads = True
             request_queue_size = 256
 
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> FakeUpstream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._serve(Server(("127.0.0.1", 0), Handler))
 
     def _record(self, request: Recorded) -> tuple[int, Mapping[str, str]]:
         with self._lock:

@@ -169,22 +169,11 @@ class FaultyUpstream(RequestLog):
                 with contextlib.suppress(OSError):
                     super().shutdown_request(request)
 
-        self._server = Server(("127.0.0.1", port), Handler)
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> FaultyUpstream:
-        self._thread.start()
-        return self
+        self._serve(Server(("127.0.0.1", port), Handler))
 
     def __exit__(self, *exc: object) -> None:
-        self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._closing.set()  # handlers waiting out a delay give up
+        super().__exit__(*exc)
 
     def _record(self, request: Recorded) -> Answer | Drop:
         with self._lock:
