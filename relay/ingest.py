@@ -20,6 +20,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
+from relay import logs
 from relay.config import Config, Source
 from relay.errors import EventShapeError, StoreError, VerificationError
 from relay.ids import idempotency_key, new_id
@@ -199,7 +200,7 @@ class IngestEndpoint:
         fields["type"] = event.type
         if outcome is IngestOutcome.DUPLICATE:
             self.observe(source.name, event.type, "duplicate")
-            log.info("duplicate event", extra={"fields": {**fields, "outcome": "duplicate"}})
+            logs.emit(log, logging.INFO, "duplicate event", {**fields, "outcome": "duplicate"})
             return None
         self.observe(source.name, event.type, "accepted")
         fields.update(
@@ -208,20 +209,11 @@ class IngestEndpoint:
             rules=sorted({d.rule for d in deliveries}),
             outcome="accepted",
         )
-        log.info("event accepted", extra={"fields": fields})
+        logs.emit(log, logging.INFO, "event accepted", fields)
         return event_id, len(deliveries)
 
     def _reject(self, source: str, reason: str, status: int, detail: str) -> Answer:
         self.observe(source, "", f"rejected:{reason}")
-        log.info(
-            "request rejected",
-            extra={
-                "fields": {
-                    "source": source,
-                    "reason": reason,
-                    "detail": detail,
-                    "outcome": "rejected",
-                }
-            },
-        )
+        fields = {"source": source, "reason": reason, "detail": detail, "outcome": "rejected"}
+        logs.emit(log, logging.INFO, "request rejected", fields)
         return _answer(status, "rejected", reason=detail)

@@ -1,7 +1,8 @@
 """Structured logs: one line per event and per attempt; JSON when not on a terminal.
 
-Callers pass fields as ``extra={"fields": {...}}``. No secret or message body is ever logged:
-callers log ids, names, outcomes and redacted error texts only.
+Callers pass fields as ``extra={"fields": {...}}``, or call ``emit`` for the per-event and
+per-attempt lines (same output, less work). No secret or message body is ever logged: callers log
+ids, names, outcomes and redacted error texts only.
 """
 
 from __future__ import annotations
@@ -14,40 +15,77 @@ import time
 from typing import IO, Any
 
 
-class JSONFormatter(logging.Formatter):
+class FieldsFormatter(logging.Formatter):
+    """A formatter of relay's lines: time, level, logger, message and fields. ``line`` makes
+    the text from those parts alone, so ``emit`` can write a line without a LogRecord."""
+
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        msg: str,
+        fields: dict[str, Any],
+        exception: str | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def format(self, record: logging.LogRecord) -> str:
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        fields = getattr(record, "fields", {})
+        return self.line(
+            record.created, record.levelname, record.name, record.getMessage(), fields, exception
+        )
+
+
+class JSONFormatter(FieldsFormatter):
     def __init__(self) -> None:
         super().__init__()
         self._encode = json.JSONEncoder(default=str).encode  # built once, not per line
         self._second = -1
         self._stamp = ""
 
-    def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        msg: str,
+        fields: dict[str, Any],
+        exception: str | None = None,
+    ) -> str:
+        second = int(created)
         if second != self._second:  # a busy relay logs many lines per second
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        millis = int((created - second) * 1000)  # as LogRecord.msecs
         line: dict[str, Any] = {
-            "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
+            "ts": f"{self._stamp}.{millis:03d}Z",
+            "level": levelname.lower(),
+            "logger": name,
+            "msg": msg,
         }
-        line.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+        line.update(fields)
+        if exception is not None:
+            line["exception"] = exception
         return self._encode(line)
 
 
-class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", {})
+class TextFormatter(FieldsFormatter):
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        msg: str,
+        fields: dict[str, Any],
+        exception: str | None = None,
+    ) -> str:
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        text = f"{stamp} {record.levelname:<7} {record.getMessage()}" + (
-            f"  {extra}" if extra else ""
-        )
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+        stamp = time.strftime("%H:%M:%S", time.localtime(created))
+        text = f"{stamp} {levelname:<7} {msg}" + (f"  {extra}" if extra else "")
+        if exception is not None:
+            text += "\n" + exception
         return text
 
 
@@ -64,16 +102,35 @@ class TurnBufferedHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._lines.append(self.format(record) + "\n")
+            text = self.format(record)
         except Exception:
             self.handleError(record)
             return
+        self.add(text)
+
+    def add(self, text: str) -> None:
+        """Queue one formatted line (the caller holds the handler's lock)."""
+        self._lines.append(text + "\n")
         if len(self._lines) > 1:
             return  # a write is already due
         try:
             asyncio.get_running_loop().call_soon(self.flush)
         except RuntimeError:  # no loop on this thread
             self.flush()
+
+    def sole_handler_of(self, logger: logging.Logger, level: int) -> bool:
+        """Whether a ``level`` line of ``logger`` would reach this handler alone, through no
+        filter: what ``Logger.callHandlers`` would find (the logger's level is checked apart)."""
+        if logger.filters or self.filters or level < self.level:
+            return False
+        current: logging.Logger | None = logger
+        while current is not None:
+            if current.handlers:
+                return current.handlers == [self] and not current.propagate
+            if not current.propagate:
+                return False
+            current = current.parent
+        return False
 
     def flush(self) -> None:
         self.acquire()
@@ -88,20 +145,56 @@ class TurnBufferedHandler(logging.Handler):
             self.release()
 
 
+_direct: TurnBufferedHandler | None = None  # relay's own handler, once configure() ran
+
+
+def emit(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
+    """Log ``msg`` with ``fields``: the line ``logger.log(level, msg, extra={"fields":
+    fields})`` writes. When relay's own handler (``configure``) is the only one the line would
+    reach, it is formatted and queued directly, without a LogRecord: the per-event and
+    per-attempt lines are most of what a busy relay logs. Anywhere else (another handler or a
+    filter added, as in tests) it goes through ``logging`` as usual."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _direct
+    formatter = handler.formatter if handler is not None else None
+    if (
+        handler is None
+        or not isinstance(formatter, FieldsFormatter)
+        or not handler.sole_handler_of(logger, level)
+    ):
+        logger.log(level, msg, extra={"fields": fields})
+        return
+    try:
+        text = formatter.line(time.time(), logging.getLevelName(level), logger.name, msg, fields)
+    except Exception:  # let logging report it, as for any line it cannot format
+        logger.log(level, msg, extra={"fields": fields})
+        return
+    handler.acquire()
+    try:
+        handler.add(text)
+    finally:
+        handler.release()
+
+
 def level(name: str) -> int:
     """The logging level of a ``RELAY_LOG_LEVEL`` name (debug, info, warning, error)."""
     return int(logging.getLevelName(name.upper()))
 
 
-def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
-    """Send relay's logs to stderr, as JSON unless stderr is a terminal (or fmt says)."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler = TurnBufferedHandler(sys.stderr)
+def configure(fmt: str = "auto", level: int = logging.INFO, stream: IO[str] | None = None) -> None:
+    """Send relay's logs to stderr (or ``stream``), as JSON unless it is a terminal (or fmt
+    says)."""
+    global _direct
+    stream = sys.stderr if stream is None else stream
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    handler = TurnBufferedHandler(stream)
     handler.setFormatter(JSONFormatter() if use_json else TextFormatter())
     root = logging.getLogger("relay")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    _direct = handler
     # Every formatter here writes only the time, level, logger, message and fields: skip what a
     # log record would otherwise look up on each call (the logging HOWTO, "Optimization").
     logging.logThreads = False

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from relay.logs import JSONFormatter, TurnBufferedHandler, configure, level
+from relay.logs import JSONFormatter, TurnBufferedHandler, configure, emit, level
 
 
 class CountingStream(io.StringIO):
@@ -132,4 +132,98 @@ def test_level_names() -> None:
         logging.INFO,
         logging.WARNING,
         logging.ERROR,
+    ]
+
+
+@pytest.fixture
+def configured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """relay's logger and a stream for its lines, restored afterwards. Each test calls
+    configure() itself, as `relay serve` does: in the test's own phase, after pytest has added
+    its capture handlers (which configure() replaces)."""
+    stream = io.StringIO()
+    relay_logger = logging.getLogger("relay")
+    saved = (relay_logger.handlers[:], relay_logger.level, relay_logger.propagate)
+    try:
+        yield logging.getLogger("relay.ingest"), stream
+    finally:
+        relay_logger.handlers[:], relay_logger.level, relay_logger.propagate = saved
+
+
+def written(stream: io.StringIO) -> list[dict[str, object]]:
+    """The lines written since the last call."""
+    text = stream.getvalue()
+    stream.seek(0)
+    stream.truncate()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+FIELDS = {"source": "clerk", "message_id": "msg_1", "deliveries": 2, "rules": ["a", "b"]}
+
+
+def test_emit_writes_the_line_logging_would_without_building_a_log_record(configured) -> None:
+    logger, stream = configured
+    configure("json", stream=stream)
+    records = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: object, **kwargs: object) -> logging.LogRecord:
+        records.append(args)
+        return factory(*args, **kwargs)
+
+    logging.setLogRecordFactory(counting)
+    try:
+        emit(logger, logging.INFO, "event accepted", FIELDS)
+        direct = written(stream)
+        assert records == []  # the fast path: no LogRecord, no handler chain
+        logger.info("event accepted", extra={"fields": FIELDS})
+        through_logging = written(stream)
+        assert len(records) == 1
+    finally:
+        logging.setLogRecordFactory(factory)
+    assert {k: v for k, v in direct[0].items() if k != "ts"} == {
+        k: v for k, v in through_logging[0].items() if k != "ts"
+    }
+    assert direct[0] == {"ts": direct[0]["ts"], "level": "info", "logger": "relay.ingest",
+                         "msg": "event accepted", **FIELDS}  # fmt: skip
+
+
+def test_emit_goes_through_logging_when_another_handler_or_a_filter_would_see_the_line(
+    configured,
+) -> None:
+    logger, stream = configured
+    configure("json", stream=stream)
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    extra = Keep()
+    logger.addHandler(extra)  # its lines still propagate to relay's own handler
+    try:
+        emit(logger, logging.INFO, "event accepted", FIELDS)
+    finally:
+        logger.removeHandler(extra)
+    assert [(r.getMessage(), getattr(r, "fields", None)) for r in seen] == [
+        ("event accepted", FIELDS)
+    ]
+    assert [line["msg"] for line in written(stream)] == ["event accepted"]
+
+    logger.addFilter(lambda record: getattr(record, "fields", {}).get("source") != "clerk")
+    try:
+        emit(logger, logging.INFO, "event accepted", FIELDS)
+        emit(logger, logging.INFO, "event accepted", {**FIELDS, "source": "stripe"})
+    finally:
+        logger.filters.clear()
+    assert [line["source"] for line in written(stream)] == ["stripe"]
+
+
+def test_emit_keeps_the_level(configured) -> None:
+    logger, stream = configured
+    configure("json", stream=stream)
+    logging.getLogger("relay").setLevel(logging.WARNING)
+    emit(logger, logging.INFO, "delivery delivered", FIELDS)
+    emit(logger, logging.WARNING, "delivery dead", FIELDS)
+    assert [(line["level"], line["msg"]) for line in written(stream)] == [
+        ("warning", "delivery dead")
     ]

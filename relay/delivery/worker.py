@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay import logs
 from relay.config import Config
 from relay.delivery.breaker import CircuitBreaker, CircuitSettings, CircuitState
 from relay.delivery.policy import next_delay
@@ -320,7 +321,7 @@ class Worker:
 
     def _emit(self, outcome: str, fields: dict[str, Any]) -> None:
         level = logging.WARNING if outcome == "dead" else logging.INFO
-        log.log(level, f"delivery {outcome}", extra={"fields": {**fields, "outcome": outcome}})
+        logs.emit(log, level, f"delivery {outcome}", {**fields, "outcome": outcome})
         self.observe(outcome, fields)
 
     @staticmethod
