@@ -13,14 +13,14 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from relay.config import Config, Mode
 from relay.delivery.worker import Runtime, Worker
@@ -224,33 +224,33 @@ def create_app(
         )
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
-    middleware = []
+    endpoint = None
     if settings.ingest:
         endpoint = IngestEndpoint(
             lambda: state.config, store, clock, on_stored, state.metrics.observe_event
         )
-        middleware.append(Middleware(PostsToIngest, endpoint=endpoint))
-        # Never reached by a POST (PostsToIngest takes those): any other method on any path
-        # is answered 405, as for a route that takes only POST.
+        # Never reached by a POST (RelayApp sends those to the endpoint): any other method on
+        # any path is answered 405, as for a route that takes only POST.
         routes.append(Route("/{path:path}", endpoint, methods=["POST"]))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = RelayApp(endpoint, routes=routes, lifespan=lifespan)
     app.state.relay = state
     return app
 
 
-class PostsToIngest:
-    """Every POST goes to the ingest endpoint straight from the ASGI scope: the hot path skips
-    Starlette's routing, request and response objects. Everything else goes to the routes."""
+class RelayApp(Starlette):
+    """Every POST goes to the ingest endpoint (if this process ingests) straight from the ASGI
+    scope: the hot path skips Starlette's middleware, routing, request and response objects (the
+    endpoint answers an unexpected error with a 500 itself). Everything else is Starlette's."""
 
-    def __init__(self, app: ASGIApp, endpoint: IngestEndpoint) -> None:
-        self.app = app
-        self.endpoint = endpoint
+    def __init__(self, ingest: IngestEndpoint | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ingest = ingest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            await self.endpoint(scope, receive, send)
+        if self.ingest is not None and scope["type"] == "http" and scope["method"] == "POST":
+            await self.ingest(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
 
 
 async def _reload_quietly(reloader: Reloader) -> None:

@@ -115,7 +115,12 @@ class IngestEndpoint:
         return cached[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _send_json(send, await self.handle(scope["path"], Headers(scope=scope), receive))
+        try:
+            answer = await self.handle(scope["path"], Headers(scope=scope), receive)
+        except Exception:  # a bug: nothing was sent yet, and the sender will retry a 500
+            log.exception("ingest failed", extra={"fields": {"path": scope["path"]}})
+            answer = _answer(500, "error", retry=True)
+        await _send_json(send, answer)
 
     async def handle(self, path: str, headers: Headers, receive: Receive) -> Answer:
         config = self.config()

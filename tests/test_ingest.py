@@ -171,3 +171,25 @@ async def test_concurrent_posts_are_each_answered_with_their_own_event(store: SQ
     ids = [answer["event_id"] for _, answer in results]
     assert len(set(ids)) == 40
     assert sorted(stored(store)) == sorted(f"msg_{n}" for n in range(40))
+
+
+class BrokenStore(SQLiteStore):
+    """A store whose ingest fails in a way no store should (a bug, not StoreError)."""
+
+    async def ingest(self, event: Any, deliveries: Any) -> Any:
+        raise RuntimeError("bug")
+
+
+async def test_an_unexpected_error_is_a_logged_json_500_and_the_app_keeps_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'relay.db'}", worker=False)
+    store = BrokenStore(tmp_path / "relay.db")
+    async with serving(settings, store) as client:
+        failed = await client.post("/webhooks/clerk", content=BODY, headers=header_dict("m3"))
+        assert (failed.status_code, failed.json()) == (500, {"status": "error", "retry": True})
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+    errors = [r for r in caplog.records if r.name == "relay.ingest" and r.levelname == "ERROR"]
+    assert [(r.getMessage(), r.exc_info and str(r.exc_info[1])) for r in errors] == [
+        ("ingest failed", "bug")
+    ]
