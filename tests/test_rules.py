@@ -33,6 +33,26 @@ def test_glob_patterns(pattern: str, event_type: str, expected: bool) -> None:
     assert Rule.pattern_matches(pattern, event_type) is expected
 
 
+@pytest.mark.parametrize(
+    ("event_type", "expected"),
+    [
+        ("user.created", True),
+        ("session.ended", True),
+        ("session.", True),
+        ("user.created2", False),
+        ("xsession.ended", False),
+        ("user.updated", False),
+        ("", False),
+    ],
+)
+def test_a_rule_matches_a_type_that_any_of_its_patterns_matches(
+    event_type: str, expected: bool
+) -> None:
+    rule = Rule("r", ("user.created", "session.*"), None, ())
+    assert rule.matches_type(event_type) is expected
+    assert Rule("none", (), None, ()).matches_type(event_type) is False
+
+
 @pytest.mark.parametrize("pattern", ["", "user created", "user.[abc]", "a/b"])
 def test_invalid_patterns_are_explained(pattern: str) -> None:
     """Empty patterns and characters outside names and wildcards are rejected with a reason."""
