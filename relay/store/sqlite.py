@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +37,7 @@ from relay.store.base import (
     RecordsResults,
     ResultChange,
 )
+from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
 
 T = TypeVar("T")
@@ -125,16 +125,6 @@ _GET_EVENT = (
     f" WHERE source IN ({EVENT_SOURCES}) AND message_id = ? ORDER BY received_at DESC LIMIT 1)"
 )
 
-MAX_BATCH = 256  # events committed together at most
-
-
-@dataclass(slots=True)
-class _PendingIngest:
-    event: NewEvent
-    deliveries: Sequence[NewDelivery]
-    future: asyncio.Future[IngestOutcome]
-
-
 _INSERT_EVENT = (
     "INSERT INTO events (id, source, message_id, type, received_at, body) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -146,7 +136,7 @@ _EXISTS = "SELECT 1 FROM events WHERE source = ? AND message_id = ?"
 
 
 def _ingest_batch(
-    conn: sqlite3.Connection, batch: Sequence[_PendingIngest]
+    conn: sqlite3.Connection, batch: Sequence[PendingIngest]
 ) -> list[IngestOutcome | StoreError]:
     """Insert the batch's new events and their deliveries, then commit them all at once.
 
@@ -165,7 +155,7 @@ def _ingest_batch(
     return _ingest_one_by_one(conn, batch)
 
 
-def _insert_all(conn: sqlite3.Connection, batch: Sequence[_PendingIngest]) -> list[IngestOutcome]:
+def _insert_all(conn: sqlite3.Connection, batch: Sequence[PendingIngest]) -> list[IngestOutcome]:
     """Inside a write transaction (no other writer): duplicates are the keys already stored
     (one read per chunk of the batch) or seen earlier in the batch."""
     stored = _stored_keys(conn, [item.event for item in batch])
@@ -238,7 +228,7 @@ _STORED_KEYS = _multirow(
 
 
 def _ingest_one_by_one(
-    conn: sqlite3.Connection, batch: Sequence[_PendingIngest]
+    conn: sqlite3.Connection, batch: Sequence[PendingIngest]
 ) -> list[IngestOutcome | StoreError]:
     """The slow path: each event under its own savepoint; one that fails gets its error."""
     outcomes: list[IngestOutcome | StoreError] = []
@@ -258,7 +248,7 @@ def _ingest_one_by_one(
     return outcomes
 
 
-def _commit_batch(batch: Sequence[_PendingIngest], conn: sqlite3.Connection) -> Any:
+def _commit_batch(batch: Sequence[PendingIngest], conn: sqlite3.Connection) -> Any:
     return _ingest_batch(conn, batch)  # looked up at call time, so tests can observe batches
 
 
@@ -294,14 +284,6 @@ def _insert_event(
     return IngestOutcome.ACCEPTED
 
 
-def _again(exc: Exception, event: NewEvent) -> StoreError:
-    """A fresh exception per waiting caller, naming its own event."""
-    what = f"ingest {event.source} message {event.message_id}"
-    if isinstance(exc, StoreError):
-        return type(exc)(f"{what}: {str(exc).split(': ', 1)[-1]}")
-    return StoreUnavailableError(f"{what}: {exc}")
-
-
 class SQLiteStore(RecordsResults):
     """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
 
@@ -310,8 +292,7 @@ class SQLiteStore(RecordsResults):
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._queue: list[_PendingIngest] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self._commit)
 
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Open on the store's own thread, creating the file. A new file gets the schema unless
@@ -342,8 +323,7 @@ class SQLiteStore(RecordsResults):
     async def close(self) -> None:
         """Finish queued work (ingests waiting for a commit included), then close the connection
         and stop the thread."""
-        if self._flushing is not None:
-            await asyncio.shield(self._flushing)
+        await self._group.drain()
         executor, conn = self._executor, self._conn
         self._executor = self._conn = None
         if executor is None or conn is None:
@@ -419,38 +399,12 @@ class SQLiteStore(RecordsResults):
         return await self._run(what, lambda conn: conn.execute(sql, params).fetchall())
 
     async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
-        """Group commit: every ingest that arrives while a commit is in progress (or in the same
-        turn of the event loop) joins the next one — one transaction, one fsync — and each caller
-        is answered only when the commit holding its event is durable."""
-        loop = asyncio.get_running_loop()
-        pending = _PendingIngest(event, deliveries, loop.create_future())
-        self._queue.append(pending)
-        if self._flushing is None:
-            self._flushing = loop.create_task(self._flush())
-        return await pending.future
+        """Group commit (``relay.store.group``): the ingests that arrive together are written by
+        one transaction on the store's thread, with one fsync."""
+        return await self._group.ingest(event, deliveries)
 
-    async def _flush(self) -> None:
-        """Commit queued ingests in batches until the queue is empty."""
-        try:
-            while self._queue:
-                await asyncio.sleep(0)  # let requests of this loop turn join the batch
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                try:
-                    outcomes = await self._run("ingest", partial(_commit_batch, batch))
-                except Exception as exc:  # the commit failed: nobody in the batch is stored
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(_again(exc, item.event))
-                    continue
-                for item, outcome in zip(batch, outcomes, strict=True):
-                    if item.future.done():
-                        continue
-                    if isinstance(outcome, Exception):
-                        item.future.set_exception(outcome)
-                    else:
-                        item.future.set_result(outcome)
-        finally:
-            self._flushing = None
+    async def _commit(self, batch: Sequence[PendingIngest]) -> list[IngestOutcome | StoreError]:
+        return await self._run("ingest", partial(_commit_batch, batch))
 
     async def claim_due(
         self,
