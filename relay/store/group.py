@@ -9,6 +9,10 @@ The store supplies ``commit(batch)``: it writes the batch and returns one outcom
 order, an ``IngestOutcome`` or the ``StoreError`` of an event that failed on its own. If
 ``commit`` raises, nobody in the batch is stored and every caller gets that error, naming its own
 event.
+
+With ``busy_s`` set, a commit that has not finished after that long (a database stuck on a lock,
+say) fails the ingests queued behind it with StoreUnavailableError (503: the sender retries),
+rather than letting them wait for it; the callers in the stuck batch wait for its outcome.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ Commit = Callable[[Sequence[PendingIngest]], Awaitable[Sequence[IngestOutcome | 
 
 
 class GroupCommit:
-    def __init__(self, commit: Commit) -> None:
+    def __init__(self, commit: Commit, busy_s: float | None = None) -> None:
         self._commit = commit
+        self._busy_s = busy_s
         self._queue: list[PendingIngest] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -58,6 +63,9 @@ class GroupCommit:
             while self._queue:
                 await asyncio.sleep(0)  # let requests of this loop turn join the batch
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                busy = None
+                if self._busy_s is not None:
+                    busy = asyncio.get_running_loop().call_later(self._busy_s, self._expire)
                 try:
                     outcomes = await self._commit(batch)
                 except Exception as exc:  # the commit failed: nobody in the batch is stored
@@ -65,6 +73,9 @@ class GroupCommit:
                         if not item.future.done():
                             item.future.set_exception(_again(exc, item.event))
                     continue
+                finally:
+                    if busy is not None:
+                        busy.cancel()
                 for item, outcome in zip(batch, outcomes, strict=True):
                     if item.future.done():
                         continue
@@ -74,6 +85,18 @@ class GroupCommit:
                         item.future.set_result(outcome)
         finally:
             self._flushing = None
+
+    def _expire(self) -> None:
+        """The commit in progress has taken ``busy_s``: fail everything queued behind it."""
+        queued, self._queue = self._queue, []
+        for item in queued:
+            if not item.future.done():
+                item.future.set_exception(
+                    StoreUnavailableError(
+                        f"ingest {item.event.source} message {item.event.message_id}: the"
+                        f" store's commit in progress has not finished after {self._busy_s:g} s"
+                    )
+                )
 
 
 def _again(exc: Exception, event: NewEvent) -> StoreError:

@@ -44,6 +44,7 @@ from relay.store.base import (
     RecordsResults,
     ResultChange,
 )
+from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, POSTGRES_STEPS, plan
 
 _MIGRATIONS = POSTGRES_STEPS
@@ -89,6 +90,28 @@ _INGEST = """WITH event AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM sent)"""
+# A group-commit batch in one statement: the new events (a duplicate, stored before or earlier
+# in the batch, inserts nothing) and the deliveries of those inserted; returns their ids.
+_INGEST_BATCH = """WITH event AS (
+    INSERT INTO events (id, source, message_id, type, received_at, body)
+    SELECT e.id, e.source, e.message_id, e.type, e.received_at, e.body
+    FROM unnest(%(ids)s::text[], %(sources)s::text[], %(message_ids)s::text[],
+        %(types)s::text[], %(received)s::double precision[], %(bodies)s::bytea[])
+        WITH ORDINALITY AS e(id, source, message_id, type, received_at, body, n)
+    ORDER BY e.n
+    ON CONFLICT (source, message_id) DO NOTHING RETURNING id, received_at
+), sent AS (
+    INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
+        next_attempt_at, created_at, updated_at)
+    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, 'pending', d.due,
+        event.received_at, event.received_at
+    FROM event JOIN unnest(%(d_ids)s::text[], %(d_events)s::text[], %(d_rules)s::text[],
+        %(d_sends)s::integer[], %(d_sinks)s::text[], %(d_keys)s::text[],
+        %(d_due)s::double precision[])
+        AS d(id, event_id, rule, send_index, sink, idempotency_key, due) ON d.event_id = event.id
+    RETURNING 1
+)
+SELECT id FROM event"""
 _Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
 
@@ -142,7 +165,8 @@ class PostgresStore(RecordsResults):
     """The Store on a PostgreSQL database (``postgresql://user:password@host:port/dbname``).
 
     ``open()`` before use, ``close()`` after. Each instance has its own pool of ``min_size`` to
-    ``max_size`` connections; ``timeout_s`` bounds connecting and waiting for a free connection.
+    ``max_size`` connections; ``timeout_s`` bounds connecting, waiting for a free connection and
+    an ingest waiting behind a commit in progress.
     """
 
     def __init__(
@@ -154,6 +178,7 @@ class PostgresStore(RecordsResults):
         self._min_size, self._max_size, self._timeout_s = min_size, max_size, timeout_s
         self._connect_timeout = max(2, round(timeout_s))  # libpq: whole seconds, at least 2
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
+        self._group = GroupCommit(self._commit, busy_s=timeout_s)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -188,6 +213,8 @@ class PostgresStore(RecordsResults):
         return await self._migrate(True, True)
 
     async def close(self) -> None:
+        """Finish queued ingests, then close the pool."""
+        await self._group.drain()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -256,8 +283,50 @@ class PostgresStore(RecordsResults):
             return cursor.rowcount
 
     async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
-        """One statement, so one round trip: the event insert (a duplicate inserts nothing) and
-        its deliveries, which are inserted only if the event was."""
+        """Group commit (``relay.store.group``): the ingests that arrive together are written by
+        one statement, so one round trip and one commit."""
+        return await self._group.ingest(event, deliveries)
+
+    async def _commit(self, batch: Sequence[PendingIngest]) -> list[IngestOutcome | StoreError]:
+        """The batch in one statement. Its events go in (source, message id) order, so that two
+        replicas inserting the same messages take their locks in the same order (no deadlock);
+        the first of equal keys wins, as in the batch. If the statement fails for a reason other
+        than "cannot commit now", each event is written on its own, so one that fails (a NUL in
+        its type, say) fails alone."""
+        items = sorted(batch, key=lambda item: (item.event.source, item.event.message_id))
+        events = [item.event for item in items]
+        deliveries = [(item.event.id, d) for item in items for d in item.deliveries]
+        params = {
+            "ids": [e.id for e in events],
+            "sources": [e.source for e in events],
+            "message_ids": [e.message_id for e in events],
+            "types": [e.type for e in events],
+            "received": [e.received_at for e in events],
+            "bodies": [e.body for e in events],
+            "d_ids": [d.id for _, d in deliveries],
+            "d_events": [event_id for event_id, _ in deliveries],
+            "d_rules": [d.rule for _, d in deliveries],
+            "d_sends": [d.send_index for _, d in deliveries],
+            "d_sinks": [d.sink for _, d in deliveries],
+            "d_keys": [d.idempotency_key for _, d in deliveries],
+            "d_due": [d.next_attempt_at for _, d in deliveries],
+        }
+        try:
+            async with self._cursor("ingest", transaction=False) as cursor:  # one statement
+                await cursor.execute(_INGEST_BATCH, params)
+                inserted = {row[0] for row in await cursor.fetchall()}
+        except StoreUnavailableError:
+            raise
+        except StoreError:
+            return [await self._ingest_alone(item) for item in batch]
+        return [
+            IngestOutcome.ACCEPTED if item.event.id in inserted else IngestOutcome.DUPLICATE
+            for item in batch
+        ]
+
+    async def _ingest_alone(self, item: PendingIngest) -> IngestOutcome | StoreError:
+        """One event and its deliveries in one statement; its own error if it fails."""
+        event, deliveries = item.event, item.deliveries
         params = {
             **asdict(event),
             "d_ids": [d.id for d in deliveries],
@@ -268,9 +337,14 @@ class PostgresStore(RecordsResults):
             "d_due": [d.next_attempt_at for d in deliveries],
         }
         what = f"ingest {event.source} message {event.message_id}"
-        async with self._cursor(what, transaction=False) as cursor:  # one statement: atomic
-            await cursor.execute(_INGEST, params)
-            row = await cursor.fetchone()
+        try:
+            async with self._cursor(what, transaction=False) as cursor:  # one statement: atomic
+                await cursor.execute(_INGEST, params)
+                row = await cursor.fetchone()
+        except StoreUnavailableError:
+            raise
+        except StoreError as exc:
+            return exc
         return IngestOutcome.ACCEPTED if row and row[0] else IngestOutcome.DUPLICATE
 
     async def claim_due(
