@@ -5,7 +5,8 @@ SKIP LOCKED``, so each due delivery goes to exactly one worker; a worker that di
 that simply expires (``lease_s``), after which any replica claims the delivery again. The leases
 compare the callers' clocks, so replicas must keep them in sync (NTP). Deduplication is the unique
 key events (source, message_id): a racing second ingest of one message waits for the first to
-commit and is then DUPLICATE.
+commit and is then DUPLICATE. Ingest uses group commit (``relay.store.group``): the events that
+arrive together are written by one statement, in one round trip and one commit.
 
 Times are Unix seconds in ``double precision``, bodies ``bytea``; text columns use the "C"
 collation so that ordering and globs compare bytes as SQLite does. Tables are created unqualified,
