@@ -82,7 +82,8 @@ async def _send_json(send: Send, answer: Answer) -> None:
 
 
 _JSON = b"application/json"
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per response
+# Built once, not per response; an answer is a flat dict: no cycles to look for.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 class IngestEndpoint:

@@ -41,7 +41,8 @@ class FieldsFormatter(logging.Formatter):
 class JSONFormatter(FieldsFormatter):
     def __init__(self) -> None:
         super().__init__()
-        self._encode = json.JSONEncoder(default=str).encode  # built once, not per line
+        # Built once, not per line. Fields are flat values relay builds: no cycles to look for.
+        self._encode = json.JSONEncoder(default=str, check_circular=False).encode
         self._second = -1
         self._stamp = ""
 
