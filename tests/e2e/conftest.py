@@ -204,6 +204,9 @@ class FakeUpstream(RequestLog):
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:  # the client died mid-request: a real server drops it too
+                    self.close_connection = True
+                    return
                 path = self.path.split("?", 1)[0]
                 status, extra = upstream._record(
                     Recorded(
