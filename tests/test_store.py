@@ -983,6 +983,28 @@ async def test_postgres_lease_of_a_dead_replica_expires_and_another_claims(make_
 
 
 @postgres_only
+async def test_postgres_group_commit_batches_concurrent_ingests(store, monkeypatch):
+    """As on SQLite: ingests that arrive together share one statement and one commit, and each
+    caller still gets its own outcome."""
+    sizes: list[int] = []
+    real = store._commit
+
+    async def counting(batch):
+        sizes.append(len(batch))
+        return await real(batch)
+
+    monkeypatch.setattr(store._group, "_commit", counting)
+    forbid_fallback(store, monkeypatch)
+    again = NewEvent("evt_again_7", "clerk", "msg_7", "user.created", T0, b"{}")
+    events = [event(n) for n in range(100)] + [again]  # one duplicate among them
+    outcomes = await asyncio.gather(*(store.ingest(e, [delivery(e.id)]) for e in events))
+    assert [o.value for o in outcomes].count("duplicate") == 1
+    assert sum(sizes) == 101
+    assert len(sizes) < 10
+    assert len(await store.list_deliveries(limit=1000)) == 100
+
+
+@postgres_only
 async def test_postgres_concurrent_ingest_of_one_message_accepts_once(make_store):
     """Two replicas ingesting the same 50 messages at once: exactly one ACCEPTED per message."""
     a, b = make_store(), make_store()
