@@ -296,7 +296,6 @@ class PostgresStore(RecordsResults):
         its type, say) fails alone."""
         items = sorted(batch, key=lambda item: (item.event.source, item.event.message_id))
         events = [item.event for item in items]
-        deliveries = [(item.event.id, d) for item in items for d in item.deliveries]
         params = {
             "ids": [e.id for e in events],
             "sources": [e.source for e in events],
@@ -304,13 +303,7 @@ class PostgresStore(RecordsResults):
             "types": [e.type for e in events],
             "received": [e.received_at for e in events],
             "bodies": [e.body for e in events],
-            "d_ids": [d.id for _, d in deliveries],
-            "d_events": [event_id for event_id, _ in deliveries],
-            "d_rules": [d.rule for _, d in deliveries],
-            "d_sends": [d.send_index for _, d in deliveries],
-            "d_sinks": [d.sink for _, d in deliveries],
-            "d_keys": [d.idempotency_key for _, d in deliveries],
-            "d_due": [d.next_attempt_at for _, d in deliveries],
+            **_delivery_arrays(items),
         }
         try:
             async with self._cursor("ingest", transaction=False) as cursor:  # one statement
@@ -327,16 +320,8 @@ class PostgresStore(RecordsResults):
 
     async def _ingest_alone(self, item: PendingIngest) -> IngestOutcome | StoreError:
         """One event and its deliveries in one statement; its own error if it fails."""
-        event, deliveries = item.event, item.deliveries
-        params = {
-            **asdict(event),
-            "d_ids": [d.id for d in deliveries],
-            "d_rules": [d.rule for d in deliveries],
-            "d_sends": [d.send_index for d in deliveries],
-            "d_sinks": [d.sink for d in deliveries],
-            "d_keys": [d.idempotency_key for d in deliveries],
-            "d_due": [d.next_attempt_at for d in deliveries],
-        }
+        event = item.event
+        params = {**asdict(event), **_delivery_arrays([item])}
         what = f"ingest {event.source} message {event.message_id}"
         try:
             async with self._cursor(what, transaction=False) as cursor:  # one statement: atomic
@@ -496,6 +481,20 @@ class PostgresStore(RecordsResults):
             " WHERE d.event_id = events.id AND d.status NOT IN ('delivered', 'dead'))"
         )
         return await self._write("purge events", query, (older_than,))
+
+
+def _delivery_arrays(items: Sequence[PendingIngest]) -> dict[str, list[Any]]:
+    """The deliveries of ``items`` as the column arrays the ingest statements ``unnest``."""
+    pairs = [(item.event.id, d) for item in items for d in item.deliveries]
+    return {
+        "d_ids": [d.id for _, d in pairs],
+        "d_events": [event_id for event_id, _ in pairs],
+        "d_rules": [d.rule for _, d in pairs],
+        "d_sends": [d.send_index for _, d in pairs],
+        "d_sinks": [d.sink for _, d in pairs],
+        "d_keys": [d.idempotency_key for _, d in pairs],
+        "d_due": [d.next_attempt_at for _, d in pairs],
+    }
 
 
 async def _version(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> int:
