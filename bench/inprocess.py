@@ -3,7 +3,8 @@
 Each target is built in a fresh process pinned to CPU 0 and called directly over ASGI by 32
 concurrent in-process clients (no HTTP parsing, no network, no load generator competing for the
 machine), so what differs between targets is only what the app itself does per event. The figure
-is the process's CPU time per event, all threads, user and kernel apart. It moves much less than
+is the process's CPU time per event, all threads, user and kernel apart, and split by thread:
+the event loop's and the others' (the store's commit thread). It moves much less than
 `ingest.py`'s throughput on a shared VM; use it to attribute costs, and `ingest.py` for targets.
 
     .venv/bin/python bench/inprocess.py [--events 6000] [--repeat 3]
@@ -142,15 +143,16 @@ async def measure(target: str, events: int, tmp: Path) -> dict[str, float]:
     await inbox.put({"type": "lifespan.startup"})
     assert (await outbox.get())["type"] == "lifespan.startup.complete"
     await drive(app, signed[:WARMUP])
-    before, t0 = os.times(), time.perf_counter()
+    before, loop_before, t0 = os.times(), time.thread_time(), time.perf_counter()
     await drive(app, signed[WARMUP:])
-    after, wall = os.times(), time.perf_counter() - t0
+    after, loop_cpu, wall = os.times(), time.thread_time() - loop_before, time.perf_counter() - t0
     await inbox.put({"type": "lifespan.shutdown"})
     await outbox.get()
     await lifespan
     return {
         "user_us": (after.user - before.user) / events * 1e6,
         "sys_us": (after.system - before.system) / events * 1e6,
+        "loop_us": loop_cpu / events * 1e6,
         "events_s": events / wall,
     }
 
@@ -191,19 +193,28 @@ def main() -> int:
             results[target].append(r)
             print(
                 f"  {target} (run {run + 1}/{args.repeat}): {r['user_us'] + r['sys_us']:.0f} us "
-                f"CPU/event (user {r['user_us']:.0f}, sys {r['sys_us']:.0f}), "
+                f"CPU/event (user {r['user_us']:.0f}, sys {r['sys_us']:.0f}; event loop"
+                f" thread {r['loop_us']:.0f}), "
                 f"{r['events_s']:,.0f} events/s"
             )
     print(f"\n(median of {args.repeat} runs)")
-    print(f"{'target':<16} {'CPU us/event':>12} {'user':>6} {'sys':>6} {'events/s':>9}")
+    print(
+        f"{'target':<16} {'CPU us/event':>12} {'user':>6} {'sys':>6} {'loop':>6} {'others':>6}"
+        f" {'events/s':>9}"
+    )
     medians = {}
     for target, runs in results.items():
         cpu = statistics.median(r["user_us"] + r["sys_us"] for r in runs)
         medians[target] = cpu
         user = statistics.median(r["user_us"] for r in runs)
         sys_us = statistics.median(r["sys_us"] for r in runs)
+        loop = statistics.median(r["loop_us"] for r in runs)
+        others = statistics.median(r["user_us"] + r["sys_us"] - r["loop_us"] for r in runs)
         rate = statistics.median(r["events_s"] for r in runs)
-        print(f"{target:<16} {cpu:>12.0f} {user:>6.0f} {sys_us:>6.0f} {rate:>9,.0f}")
+        print(
+            f"{target:<16} {cpu:>12.0f} {user:>6.0f} {sys_us:>6.0f} {loop:>6.0f} {others:>6.0f}"
+            f" {rate:>9,.0f}"
+        )
     if "baseline" in medians:
         for target, cpu in medians.items():
             if target != "baseline":
