@@ -743,23 +743,35 @@ def _cpu_or_none(pid: int) -> float | None:
 
 @dataclass
 class MachineMeter:
-    """How busy all the CPUs were over an interval (every process), in cores."""
+    """How busy all the CPUs were over an interval (every process), in cores; and, apart, the
+    hypervisor's steal: time this VM's CPUs were ready to run but the host ran something else.
+    Steal slows every process here without showing as any process's CPU, so a run with much of
+    it is not comparable with one without."""
 
     _busy0: int = 0
+    _steal0: int = 0
+    steal: float = 0.0
 
     def start(self) -> None:
-        self._busy0 = self._busy()
+        self._busy0, self._steal0 = self._read()
         self._t0 = time.perf_counter()
 
     def stop(self) -> float:
+        """Busy cores over the interval, steal excepted (``steal`` holds that, in cores)."""
         wall = time.perf_counter() - self._t0
-        return (self._busy() - self._busy0) / CLK_TCK / wall if wall > 0 else 0.0
+        busy, steal = self._read()
+        if wall <= 0:
+            return 0.0
+        self.steal = (steal - self._steal0) / CLK_TCK / wall
+        return (busy - self._busy0) / CLK_TCK / wall
 
     @staticmethod
-    def _busy() -> int:
+    def _read() -> tuple[int, int]:
+        """(busy but not stolen, stolen) jiffies of all CPUs so far, from /proc/stat."""
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values) - values[3] - values[4]  # all but idle and iowait
+        steal = values[7] if len(values) > 7 else 0
+        return sum(values) - values[3] - values[4] - steal, steal  # idle and iowait are idle
 
 
 def commit_latency_ms(folder: Path, commits: int = 100) -> tuple[float, float]:

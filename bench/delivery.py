@@ -63,6 +63,7 @@ class Outcome:
     steady: float | None = None  # deliveries/s between 10% and 90% delivered (the poll's view)
     other_cpu: float | None = None  # the machine's busy time the processes measured leave
     helper_cpu: float | None = None  # the fake sink and this process (the poll)
+    steal: float | None = None  # the hypervisor's (see c.MachineMeter)
 
     @property
     def rate(self) -> float:
@@ -298,6 +299,7 @@ def run_relay(
             steady_rate(seen, n),
             other,
             helper_cpu,
+            machine.steal,
         )
     finally:
         for proc in procs:
@@ -463,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"  {r.rate:,.0f} deliveries/s{steady}, CPU {r.cpu_text()}"
                     + (f", PostgreSQL CPU {percent(r.pg_cpu)}" if db.is_postgres else "")
                     + f", sink+poll CPU {percent(r.helper_cpu)}"
-                    + f", other load {percent(r.other_cpu)}",
+                    + f", other load {percent(r.other_cpu)}, steal {percent(r.steal)}",
                     flush=True,
                 )
                 done_with(db)
@@ -481,17 +483,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             percent(r.pg_cpu),
             percent(r.helper_cpu),
             percent(r.other_cpu),
+            percent(r.steal),
             r.note,
         )
         for r in results.values()
     ]
     headers = ["target", "deliveries", "seconds", "deliveries/s", "10-90%/s", "errors", "CPU"]
     headers.append("PG CPU")
-    print(c.fmt_table([*headers, "sink+poll CPU", "other CPU", "note"], rows))
+    print(c.fmt_table([*headers, "sink+poll CPU", "other CPU", "steal", "note"], rows))
     print(
         "(CPU: % of one core while draining; PG: PostgreSQL's backends for the workers and the "
         "bench's poll, and its background processes; sink+poll: the fake sink and this process; "
-        "other: the rest of the machine's busy time; the last three for relay only)"
+        "other: the rest of the machine's busy time; steal: time the hypervisor gave this VM's "
+        "CPUs to others; the last four for relay only)"
     )
     if args.repeat > 1:
         print(f"(median of {args.repeat} runs)")
@@ -525,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "pg_cpu": r.pg_cpu,
                         "other_cpu": r.other_cpu,
                         "sink_and_poll_cpu": r.helper_cpu,
+                        "steal_cpu": r.steal,
                         "database": "postgresql" if args.database_url else "sqlite",
                         "replicas": args.replicas if key != "baseline" else 1,
                     }

@@ -231,6 +231,7 @@ class Meters:
     server_cpus: list[float] = field(default_factory=list)
     pg_cpu: float = 0.0
     machine: float = 0.0
+    steal: float = 0.0  # the hypervisor's, in cores: see c.MachineMeter
 
     def __post_init__(self) -> None:
         self._me = c.CpuMeter(c.PID_SELF)
@@ -253,6 +254,7 @@ class Meters:
     def stop(self) -> None:
         self.seconds = time.perf_counter() - self._t0
         self.machine = self._machine.stop()
+        self.steal = self._machine.steal
         self.load_cpu = self._me.stop()
         self.server_cpus = [m.stop() for m in self._servers]
         self.pg_cpu = self._pg.stop() if self._pg else 0.0
@@ -559,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     + f"; server CPU {server_cpu_text(r)}"
                     + (f", PostgreSQL CPU {100 * r.meters.pg_cpu:.0f}%" if r.meters.pg_pids else "")
                     + f", load CPU {100 * r.meters.load_cpu:.0f}%"
-                    + f", other load {100 * r.other_cpu:.0f}%"
+                    + f", other load {100 * r.other_cpu:.0f}%, steal {100 * r.meters.steal:.0f}%"
                     + (f"; stored {r.stored}" if r.stored else ""),
                     flush=True,
                 )
@@ -579,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{100 * r.meters.pg_cpu:.0f}%" if r.meters.pg_pids else "-",
             f"{r.pg_ms_per_event:.2f}" if r.meters.pg_pids else "-",
             f"{100 * r.other_cpu:.0f}%",
+            f"{100 * r.meters.steal:.0f}%",
             f"{100 * r.meters.load_cpu:.0f}%",
         )
         for r in results
@@ -594,13 +597,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "PG CPU",
         "PG ms/event",
         "other CPU",
+        "steal",
         "load CPU",
     ]
     print(c.fmt_table(headers, rows))
     print(
         "(CPU: % of one core over the timed phase; server: every replica's process, all threads; "
         "PG: PostgreSQL's backends for them and its background processes; other: the rest of "
-        "the machine's busy time)"
+        "the machine's busy time; steal: time the hypervisor gave this VM's CPUs to others)"
     )
     by_name = {r.target: r for r in results}
     relay = next((r for r in results if r.target.startswith("relay") and ":" not in r.target), None)
@@ -639,6 +643,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"warning: other processes used > 10% of a CPU during {', '.join(noisy)}: "
             "rerun on a quiet machine"
         )
+    stolen = [r.target for r in results if r.meters.steal > 0.05]
+    if stolen:
+        print(
+            f"warning: the hypervisor stole > 5% of a CPU during {', '.join(stolen)}: "
+            "every process ran slower by an amount no process shows; compare runs with little steal"
+        )
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -658,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "pg_cpu_ms_per_event": r.pg_ms_per_event,
                         "other_cpu": r.other_cpu,
                         "machine_cpu": r.meters.machine,
+                        "steal_cpu": r.meters.steal,
                         "load_cpu": r.meters.load_cpu,
                         "database": "postgresql" if args.database_url else "sqlite",
                         "replicas": args.replicas if r.target.startswith("relay") else 1,
