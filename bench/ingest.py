@@ -21,10 +21,15 @@ them. PostgreSQL itself runs unpinned on the same machine; its CPU for the repli
 as many replicas as cores nothing is free for the load generator: it then runs on any CPU
 (--load-cpu). The baseline and naive targets are unchanged by these flags.
 
+--with-worker runs relay as plain `relay serve`, the default deployment: the same process also
+delivers every event it accepts, to a fake sink (bench/fake_sink.py, fast 200s) on the load CPU,
+so ingest shares its core with delivery. The figures are still ingest's.
+
     .venv/bin/python bench/ingest.py                  # N=5000 per target, C=32
     .venv/bin/python bench/ingest.py --targets relay --repeat 3 \
         --database-url postgresql://postgres@127.0.0.1:5432/test --replicas 2
     .venv/bin/python bench/ingest.py --events 20000 --concurrency 64 --targets relay,baseline
+    .venv/bin/python bench/ingest.py --targets relay --with-worker
     .venv/bin/python bench/ingest.py --profile /tmp/prof   # py-spy on relay during its run
 """
 
@@ -306,6 +311,7 @@ class Target:
     procs: list[c.Proc]
     ports: list[int]
     db: c.Database | None = None
+    helpers: list[c.Proc] = field(default_factory=list)  # not measured as the server
 
 
 def replica_cpu(i: int) -> int:
@@ -332,8 +338,17 @@ def start_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, ru
         proc = c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env)
         return Target(name, [proc], [port], c.Database.sqlite(path))
     if name == "relay" or name.startswith("relay:"):
-        # The sink is never called (--no-worker); its URL only has to be valid.
-        rules, templates = c.write_rules(tmp, sink_url=f"http://{c.HOST}:9/unused")
+        helpers = []
+        sink_url = f"http://{c.HOST}:9/unused"  # never called with --no-worker
+        if args.with_worker:  # deliveries go to a fake sink on the load CPU, as they arrive
+            sink_port = c.free_port()
+            sink_argv = [py, str(c.BENCH / "fake_sink.py"), "--port", str(sink_port)]
+            helpers.append(
+                c.Proc("fake sink", sink_argv, cpu=c.LOAD_CPU, log_path=tmp / f"{stem}.sink.log")
+            )
+            c.wait_http(helpers[0], sink_port)
+            sink_url = f"http://{c.HOST}:{sink_port}/hook"
+        rules, templates = c.write_rules(tmp, sink_url=sink_url)
         if args.database_url:
             db = c.Database.postgres(args.database_url)
             print(f"  {db.upgrade()}", flush=True)
@@ -341,26 +356,29 @@ def start_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, ru
             db = c.Database.sqlite(path)
         env = c.relay_env(db.url, secret, rules, templates)
         procs, ports = [], []
+        roles = [] if args.with_worker else ["--no-worker"]
         for i in range(args.replicas):
             port_i = port if i == 0 else c.free_port()
             if name == "relay":
-                argv = [str(c.RELAY_BIN), "serve", "--no-worker", "--port", str(port_i)]
+                argv = [str(c.RELAY_BIN), "serve", *roles, "--port", str(port_i)]
             else:  # an experiment: bench/relay_variants.py VARIANT
                 variant = name.partition(":")[2]
-                argv = [py, str(c.BENCH / "relay_variants.py"), variant, "--no-worker"]
+                argv = [py, str(c.BENCH / "relay_variants.py"), variant, *roles]
                 argv += ["--port", str(port_i)]
             log_i = log if args.replicas == 1 else tmp / f"{stem}.r{i}.log"
             procs.append(c.Proc(f"{name}#{i}", argv, cpu=replica_cpu(i), log_path=log_i, env=env))
             ports.append(port_i)
-        return Target(relay_label(name, args), procs, ports, db)
+        return Target(relay_label(name, args), procs, ports, db, helpers)
     raise SystemExit(f"unknown target {name!r} (baseline, naive, relay, relay:VARIANT)")
 
 
 def relay_label(name: str, args: argparse.Namespace) -> str:
-    """``relay`` or ``relay:VARIANT``, with ``pg xN`` on PostgreSQL."""
+    """``relay`` or ``relay:VARIANT``, with ``+worker`` when it also delivers and ``pg xN`` on
+    PostgreSQL."""
+    label = name + ("+worker" if args.with_worker else "")
     if not args.database_url:
-        return name
-    return f"{name} pg x{args.replicas}"
+        return label
+    return f"{label} pg x{args.replicas}"
 
 
 def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run: int) -> Result:
@@ -427,6 +445,8 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
             note = [line for line in proc.tail(5).splitlines() if "group commit" in line]
             if note:
                 print(f"  {note[-1]}")
+        for helper in target.helpers:
+            helper.stop()
         if db is not None and db.is_postgres and not args.keep:
             db.drop()
 
@@ -491,6 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="relay serve processes on the database (PostgreSQL only), replica i pinned to "
         "CPU i %% cores; connections go round-robin to them (1)",
+    )
+    parser.add_argument(
+        "--with-worker",
+        action="store_true",
+        help="run relay as plain `relay serve` (ingest and delivery in one process, the default "
+        "deployment), delivering to a fake sink on the load CPU while it ingests",
     )
     parser.add_argument(
         "--load-cpu",
