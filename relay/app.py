@@ -29,6 +29,7 @@ from relay.metrics import Metrics
 from relay.reload import Reloader
 from relay.settings import Settings
 from relay.sinks.base import Sink, SinkContext
+from relay.sinks.client import make_http_client
 from relay.sinks.dryrun import DryRunSink
 from relay.store.base import Store
 
@@ -53,16 +54,6 @@ async def close_sinks(sinks: Iterable[Sink], after_s: float) -> None:
                 await aclose()
             except Exception as exc:
                 log.warning("closing a sink failed", extra={"fields": {"error": str(exc)}})
-
-
-def make_http_client() -> httpx.AsyncClient:
-    """The one outbound client every sink shares: no redirects, bounded pool."""
-    return httpx.AsyncClient(
-        follow_redirects=False,
-        timeout=httpx.Timeout(10.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        headers={"User-Agent": "relay/0.1"},
-    )
 
 
 @dataclass
