@@ -755,6 +755,106 @@ async def test_close_commits_ingests_still_waiting(make_store):
         await reopened.close()
 
 
+async def test_sqlite_results_that_arrive_together_share_one_commit(tmp_path, monkeypatch):
+    """Results recorded concurrently (a sink's sends finishing together) are written by far
+    fewer transactions than results, and each is recorded as if alone."""
+    import relay.store.sqlite as sqlite_module
+
+    sizes: list[int] = []
+    real = sqlite_module._record_batch
+
+    def counting(batch, conn):
+        sizes.append(len(batch))
+        return real(batch, conn)
+
+    monkeypatch.setattr(sqlite_module, "_record_batch", counting)
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        ids = [await ingest_one(store, n) for n in range(60)]
+        await store.claim_due(T0, 100, 60)
+        await asyncio.gather(
+            *(store.record_delivered(attempt(i, code=200, error=None)) for i in ids[:30]),
+            *(store.record_retry(attempt(i), T0 + 60) for i in ids[30:50]),
+            *(store.record_dead(attempt(i, code=400), i, "400 bad request") for i in ids[50:]),
+        )
+        by_id = {d.id: d for d in await store.list_deliveries(limit=100)}
+        numbers = [[a.number for a in await store.list_attempts(i)] for i in ids]
+    finally:
+        await store.close()
+    assert sum(sizes) == 60
+    assert len(sizes) < 10
+    assert [by_id[i].status for i in ids] == ["delivered"] * 30 + ["failed"] * 20 + ["dead"] * 10
+    assert all(by_id[i].attempts == 1 and by_id[i].lease_until is None for i in ids)
+    assert numbers == [[1]] * 60
+
+
+async def test_one_bad_result_in_a_batch_fails_alone(store):
+    """A result for a delivery that does not exist fails for its caller only; the results
+    committed with it are recorded."""
+    good = await ingest_one(store)
+    await store.claim_due(T0, 10, 60)
+    results = await asyncio.gather(
+        store.record_delivered(attempt(good, code=200, error=None)),
+        store.record_delivered(attempt("dlv_gone", code=200, error=None)),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert isinstance(results[1], StoreError)
+    assert not isinstance(results[1], StoreUnavailableError)
+    assert "record delivered for delivery dlv_gone: no such delivery" in str(results[1])
+    (d,) = await store.list_deliveries()
+    assert (d.id, d.status) == (good, "delivered")
+    assert await store.list_attempts("dlv_gone") == []
+
+
+async def test_a_result_batch_that_cannot_commit_fails_each_caller_by_name(tmp_path):
+    """When the database cannot write (here another process holds its write lock), every result
+    in the batch gets a StoreUnavailableError naming its own delivery, and none is recorded."""
+    store = SQLiteStore(tmp_path / "relay.db", busy_timeout_s=0.1)
+    await store.open()
+    blocker = sqlite3.connect(tmp_path / "relay.db", isolation_level=None)
+    try:
+        ids = [await ingest_one(store, n) for n in range(3)]
+        await store.claim_due(T0, 10, 60)
+        blocker.execute("BEGIN IMMEDIATE")
+        results = await asyncio.gather(
+            *(store.record_delivered(attempt(i, code=200, error=None)) for i in ids),
+            return_exceptions=True,
+        )
+        blocker.execute("ROLLBACK")
+        statuses = {d.status for d in await store.list_deliveries()}
+    finally:
+        blocker.close()
+        await store.close()
+    assert all(isinstance(r, StoreUnavailableError) for r in results), results
+    assert [str(r) for r in results] == [
+        f"record delivered for delivery {i}: database is locked" for i in ids
+    ]
+    assert statuses == {"pending"}
+
+
+@sqlite_only
+async def test_close_records_results_still_waiting(make_store):
+    """close() lets queued results commit first: a send that happened is not forgotten."""
+    store = make_store()
+    await store.open()
+    ids = [await ingest_one(store, n) for n in range(10)]
+    await store.claim_due(T0, 10, 60)
+    waiting = [
+        asyncio.ensure_future(store.record_delivered(attempt(i, code=200, error=None))) for i in ids
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    assert all(t.result() is None for t in waiting)
+    reopened = make_store()
+    await reopened.open()
+    try:
+        assert {d.status for d in await reopened.list_deliveries()} == {"delivered"}
+    finally:
+        await reopened.close()
+
+
 async def test_sqlite_version_1_database_upgrades_to_3(tmp_path):
     """A database of schema version 1 is refused until upgraded; the upgrade adds the claim
     index that claim_due then uses (no sort of the whole backlog)."""
@@ -993,7 +1093,7 @@ async def test_postgres_group_commit_batches_concurrent_ingests(store, monkeypat
         sizes.append(len(batch))
         return await real(batch)
 
-    monkeypatch.setattr(store._group, "_commit", counting)
+    monkeypatch.setattr(store._ingests, "_commit", counting)
     forbid_fallback(store, monkeypatch)
     again = NewEvent("evt_again_7", "clerk", "msg_7", "user.created", T0, b"{}")
     events = [event(n) for n in range(100)] + [again]  # one duplicate among them

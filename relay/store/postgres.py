@@ -179,7 +179,7 @@ class PostgresStore(RecordsResults):
         self._min_size, self._max_size, self._timeout_s = min_size, max_size, timeout_s
         self._connect_timeout = max(2, round(timeout_s))  # libpq: whole seconds, at least 2
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
-        self._group = GroupCommit(self._commit, busy_s=timeout_s)
+        self._ingests = GroupCommit(self._commit, PendingIngest.describe, busy_s=timeout_s)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -215,7 +215,7 @@ class PostgresStore(RecordsResults):
 
     async def close(self) -> None:
         """Finish queued ingests, then close the pool."""
-        await self._group.drain()
+        await self._ingests.drain()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -286,7 +286,7 @@ class PostgresStore(RecordsResults):
     async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
         """Group commit (``relay.store.group``): the ingests that arrive together are written by
         one statement, so one round trip and one commit."""
-        return await self._group.ingest(event, deliveries)
+        return await self._ingests.submit(PendingIngest(event, deliveries))
 
     async def _commit(self, batch: Sequence[PendingIngest]) -> list[IngestOutcome | StoreError]:
         """The batch in one statement. Its events go in (source, message id) order, so that two

@@ -284,6 +284,49 @@ def _insert_event(
     return IngestOutcome.ACCEPTED
 
 
+def _record_batch(
+    batch: Sequence[ResultChange], conn: sqlite3.Connection
+) -> list[StoreError | None]:
+    """Record each result under its own savepoint, all in one transaction: a result that fails on
+    its own (its delivery is gone) is an error for its caller only. An error that means the
+    database cannot write now fails the whole batch."""
+    outcomes: list[StoreError | None] = []
+    with _transaction(conn):
+        for change in batch:
+            conn.execute("SAVEPOINT result")
+            try:
+                _record(conn, change)
+                outcomes.append(None)
+            except (StoreError, sqlite3.Error) as exc:
+                error = exc if isinstance(exc, StoreError) else _translate(exc, change.what)
+                if isinstance(error, StoreUnavailableError):
+                    raise
+                conn.execute("ROLLBACK TO result")
+                outcomes.append(error)
+            conn.execute("RELEASE result")
+    return outcomes
+
+
+def _record(conn: sqlite3.Connection, change: ResultChange) -> None:
+    """Add the attempt (if there was one) and move the delivery to its new state."""
+    found = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (change.delivery_id,)).fetchone()
+    if found is None:
+        raise StoreError(f"{change.what}: no such delivery")
+    if change.attempt is not None:
+        conn.execute(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,"
+            " error, outcome) VALUES (:delivery_id, :number, :started_at, :duration_ms,"
+            " :status_code, :error, :outcome)",
+            change.attempt_row(found[1]),
+        )
+    conn.execute(
+        "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
+        " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
+        " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
+        change.delivery_update(found[0]),
+    )
+
+
 class SQLiteStore(RecordsResults):
     """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
 
@@ -292,7 +335,10 @@ class SQLiteStore(RecordsResults):
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._group = GroupCommit(self._commit)
+        self._ingests = GroupCommit(self._commit_ingests, PendingIngest.describe)
+        self._results: GroupCommit[ResultChange, None] = GroupCommit(
+            self._commit_results, lambda change: change.what
+        )
 
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Open on the store's own thread, creating the file. A new file gets the schema unless
@@ -321,9 +367,10 @@ class SQLiteStore(RecordsResults):
         return versions
 
     async def close(self) -> None:
-        """Finish queued work (ingests waiting for a commit included), then close the connection
-        and stop the thread."""
-        await self._group.drain()
+        """Finish queued work (ingests and results waiting for a commit included), then close the
+        connection and stop the thread."""
+        await self._ingests.drain()
+        await self._results.drain()
         executor, conn = self._executor, self._conn
         self._executor = self._conn = None
         if executor is None or conn is None:
@@ -401,9 +448,11 @@ class SQLiteStore(RecordsResults):
     async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
         """Group commit (``relay.store.group``): the ingests that arrive together are written by
         one transaction on the store's thread, with one fsync."""
-        return await self._group.ingest(event, deliveries)
+        return await self._ingests.submit(PendingIngest(event, deliveries))
 
-    async def _commit(self, batch: Sequence[PendingIngest]) -> list[IngestOutcome | StoreError]:
+    async def _commit_ingests(
+        self, batch: Sequence[PendingIngest]
+    ) -> list[IngestOutcome | StoreError]:
         return await self._run("ingest", partial(_commit_batch, batch))
 
     async def claim_due(
@@ -442,27 +491,12 @@ class SQLiteStore(RecordsResults):
         return await self._run("claim due deliveries", run)
 
     async def _apply(self, change: ResultChange) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                row = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (change.delivery_id,))
-                found = row.fetchone()
-                if found is None:
-                    raise StoreError(f"{change.what}: no such delivery")
-                if change.attempt is not None:
-                    conn.execute(
-                        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
-                        " status_code, error, outcome) VALUES (:delivery_id, :number,"
-                        " :started_at, :duration_ms, :status_code, :error, :outcome)",
-                        change.attempt_row(found[1]),
-                    )
-                conn.execute(
-                    "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
-                    " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
-                    " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
-                    change.delivery_update(found[0]),
-                )
+        """Group commit, as for ingest: the results that arrive together (a sink's concurrent
+        sends finishing) are recorded by one transaction, with one fsync."""
+        await self._results.submit(change)
 
-        await self._run(change.what, run)
+    async def _commit_results(self, batch: Sequence[ResultChange]) -> list[StoreError | None]:
+        return await self._run("record results", partial(_record_batch, batch))
 
     async def release(self, delivery_ids: Collection[str]) -> None:
         sql = "UPDATE deliveries SET lease_until = NULL WHERE id = ?"
