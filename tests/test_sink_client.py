@@ -1,5 +1,5 @@
-"""The sinks' shared outbound client: several connection pools taking requests in turn, real HTTP
-to a server on loopback; httpx's own transport when a proxy is set in the environment."""
+"""The sinks' shared outbound client: several connection pools, each request to the least busy;
+real HTTP to a server on loopback; httpx's own transport when a proxy is set in the environment."""
 
 from __future__ import annotations
 
@@ -17,14 +17,17 @@ pytestmark = pytest.mark.anyio
 
 @dataclass
 class Upstream:
-    """A tiny HTTP/1.1 server: keep-alive, ``200 ok`` after ``delay_s``; records each request's
-    first line and the client port it came on, and how many connections were open at most."""
+    """A tiny HTTP/1.1 server: keep-alive, ``200 ok`` after ``delay_s`` (``slow_s`` for paths
+    under /slow); records each request's first line and the client port it came on, and how
+    many connections were open at most."""
 
     delay_s: float = 0.0
+    slow_s: float = 0.5
     port: int = 0
     requests: list[tuple[int, str]] = field(default_factory=list)
     open: int = 0
     most_open: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first request
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client_port = writer.get_extra_info("peername")[1]
@@ -38,7 +41,9 @@ class Upstream:
                      if k.lower() == "content-length"), 0)  # fmt: skip
                 await reader.readexactly(length)
                 self.requests.append((client_port, lines[0]))
-                await asyncio.sleep(self.delay_s)
+                self.arrived.set()
+                slow = lines[0].split(" ")[1].startswith("/slow")
+                await asyncio.sleep(self.slow_s if slow else self.delay_s)
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -79,18 +84,41 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-async def test_requests_take_the_pools_in_turn_and_reuse_their_connections(upstream, no_proxy):
-    """Eight requests one after another: each of the four pools opens one connection and sends
-    two requests on it (keep-alive), taking turns."""
+async def test_requests_one_after_another_reuse_one_connection(upstream, no_proxy):
+    """Keep-alive works through the pools: eight requests one after another go to the same
+    (least busy) pool and share its one connection; nothing is left counted as in progress."""
     async with make_http_client() as client:
-        assert isinstance(client._transport, ShardedTransport)
+        transport = client._transport
+        assert isinstance(transport, ShardedTransport)
         for n in range(8):
             response = await client.post(f"http://127.0.0.1:{upstream.port}/{n}", content=b"{}")
             assert (response.status_code, response.text) == (200, "ok")
-    ports = [port for port, _ in upstream.requests]
+        assert transport.in_progress == [0, 0, 0, 0]
     assert [line for _, line in upstream.requests] == [f"POST /{n} HTTP/1.1" for n in range(8)]
-    assert len(set(ports)) == 4
-    assert ports[:4] == ports[4:]
+    assert len({port for port, _ in upstream.requests}) == 1
+
+
+async def test_a_busy_pool_is_passed_over(upstream):
+    """Two pools of one connection each: while a slow request holds one, the others go to the
+    other pool and do not queue behind it."""
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+    transport = ShardedTransport(2, limits)
+    done: list[str] = []
+    async with httpx.AsyncClient(transport=transport) as client:
+
+        async def get(path: str) -> None:
+            response = await client.get(f"http://127.0.0.1:{upstream.port}{path}")
+            assert response.status_code == 200
+            done.append(path)
+
+        slow = asyncio.ensure_future(get("/slow"))
+        await asyncio.wait_for(upstream.arrived.wait(), 5)  # the slow request is being served
+        assert transport.in_progress == [1, 0]
+        for n in range(4):
+            await get(f"/{n}")
+        await slow
+    assert done == ["/0", "/1", "/2", "/3", "/slow"]
+    assert transport.in_progress == [0, 0]
 
 
 async def test_the_limits_are_shared_out_among_the_pools(slow_upstream):
@@ -105,11 +133,14 @@ async def test_the_limits_are_shared_out_among_the_pools(slow_upstream):
 
 
 async def test_a_refused_connection_is_httpx_connect_error(no_proxy):
-    """Errors keep httpx's types, which the sinks sort into retryable and permanent."""
+    """Errors keep httpx's types, which the sinks sort into retryable and permanent, and a
+    failed request is not left counted as in progress."""
     with socket_port() as port:  # bound, never listening: connections are refused
         async with make_http_client() as client:
             with pytest.raises(httpx.ConnectError):
                 await client.get(f"http://127.0.0.1:{port}/")
+            assert isinstance(client._transport, ShardedTransport)
+            assert client._transport.in_progress == [0, 0, 0, 0]
 
 
 async def test_a_proxy_in_the_environment_is_used(upstream, monkeypatch, no_proxy):
