@@ -656,19 +656,26 @@ async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path):
     assert not isinstance(info.value, StoreUnavailableError)
 
 
-async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypatch):
-    """Ingests that arrive together share one commit (far fewer commits than events), and each
-    caller still gets its own outcome."""
+def count_batches(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """The size of every batch relay.store.sqlite's function ``name`` writes, as it writes."""
     import relay.store.sqlite as sqlite_module
 
     sizes: list[int] = []
-    real = sqlite_module._ingest_batch
+    real = getattr(sqlite_module, name)
 
-    def counting(conn, batch):
+    def counting(*args: object) -> object:
+        (batch,) = [a for a in args if not isinstance(a, sqlite3.Connection)]
         sizes.append(len(batch))
-        return real(conn, batch)
+        return real(*args)
 
-    monkeypatch.setattr(sqlite_module, "_ingest_batch", counting)
+    monkeypatch.setattr(sqlite_module, name, counting)
+    return sizes
+
+
+async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypatch):
+    """Ingests that arrive together share one commit (far fewer commits than events), and each
+    caller still gets its own outcome."""
+    sizes = count_batches(monkeypatch, "_ingest_batch")
     store = SQLiteStore(tmp_path / "relay.db")
     await store.open()
     try:
@@ -758,16 +765,7 @@ async def test_close_commits_ingests_still_waiting(make_store):
 async def test_sqlite_results_that_arrive_together_share_one_commit(tmp_path, monkeypatch):
     """Results recorded concurrently (a sink's sends finishing together) are written by far
     fewer transactions than results, and each is recorded as if alone."""
-    import relay.store.sqlite as sqlite_module
-
-    sizes: list[int] = []
-    real = sqlite_module._record_batch
-
-    def counting(batch, conn):
-        sizes.append(len(batch))
-        return real(batch, conn)
-
-    monkeypatch.setattr(sqlite_module, "_record_batch", counting)
+    sizes = count_batches(monkeypatch, "_record_batch")
     store = SQLiteStore(tmp_path / "relay.db")
     await store.open()
     try:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store.base import (
@@ -41,6 +41,13 @@ from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
 
 T = TypeVar("T")
+
+
+class _Described(Protocol):
+    def describe(self) -> str: ...
+
+
+Writes = TypeVar("Writes", bound=_Described)
 
 _MIGRATIONS = SQLITE_STEPS
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -231,20 +238,33 @@ def _ingest_one_by_one(
     conn: sqlite3.Connection, batch: Sequence[PendingIngest]
 ) -> list[IngestOutcome | StoreError]:
     """The slow path: each event under its own savepoint; one that fails gets its error."""
-    outcomes: list[IngestOutcome | StoreError] = []
     with _transaction(conn):
-        for item in batch:
-            event = item.event
-            conn.execute("SAVEPOINT event")
-            try:
-                outcomes.append(_insert_event(conn, event, item.deliveries))
-            except sqlite3.Error as exc:
-                error = _translate(exc, f"ingest {event.source} message {event.message_id}")
-                if isinstance(error, StoreUnavailableError):
-                    raise
-                conn.execute("ROLLBACK TO event")
-                outcomes.append(error)
-            conn.execute("RELEASE event")
+        return _each_alone(
+            conn, batch, lambda c, item: _insert_event(c, item.event, item.deliveries)
+        )
+
+
+def _each_alone(
+    conn: sqlite3.Connection,
+    batch: Sequence[Writes],
+    write: Callable[[sqlite3.Connection, Writes], T],
+) -> list[T | StoreError]:
+    """``write`` each item under its own savepoint, inside the caller's transaction: an item
+    that fails on its own (a constraint, a delivery that is gone) is rolled back and gets its
+    error, the others stay written. An error meaning the database cannot write now fails the
+    whole transaction."""
+    outcomes: list[T | StoreError] = []
+    for item in batch:
+        conn.execute("SAVEPOINT item")
+        try:
+            outcomes.append(write(conn, item))
+        except (StoreError, sqlite3.Error) as exc:
+            error = exc if isinstance(exc, StoreError) else _translate(exc, item.describe())
+            if isinstance(error, StoreUnavailableError):
+                raise
+            conn.execute("ROLLBACK TO item")
+            outcomes.append(error)
+        conn.execute("RELEASE item")
     return outcomes
 
 
@@ -287,24 +307,9 @@ def _insert_event(
 def _record_batch(
     batch: Sequence[ResultChange], conn: sqlite3.Connection
 ) -> list[StoreError | None]:
-    """Record each result under its own savepoint, all in one transaction: a result that fails on
-    its own (its delivery is gone) is an error for its caller only. An error that means the
-    database cannot write now fails the whole batch."""
-    outcomes: list[StoreError | None] = []
+    """Record the results in one transaction, each alone (``_each_alone``)."""
     with _transaction(conn):
-        for change in batch:
-            conn.execute("SAVEPOINT result")
-            try:
-                _record(conn, change)
-                outcomes.append(None)
-            except (StoreError, sqlite3.Error) as exc:
-                error = exc if isinstance(exc, StoreError) else _translate(exc, change.what)
-                if isinstance(error, StoreUnavailableError):
-                    raise
-                conn.execute("ROLLBACK TO result")
-                outcomes.append(error)
-            conn.execute("RELEASE result")
-    return outcomes
+        return _each_alone(conn, batch, _record)
 
 
 def _record(conn: sqlite3.Connection, change: ResultChange) -> None:
@@ -337,7 +342,7 @@ class SQLiteStore(RecordsResults):
         self._conn: sqlite3.Connection | None = None
         self._ingests = GroupCommit(self._commit_ingests, PendingIngest.describe)
         self._results: GroupCommit[ResultChange, None] = GroupCommit(
-            self._commit_results, lambda change: change.what
+            self._commit_results, ResultChange.describe
         )
 
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
