@@ -313,10 +313,10 @@ def postgres_store(url: str, flags: Sequence[str]) -> Any:
                 "updated_at": change.updated_at,
                 "delivered_at": change.delivered_at,
             }
-            async with self._cursor(change.what, transaction=False) as cursor:
+            async with self._cursor(change.describe(), transaction=False) as cursor:
                 await cursor.execute(_PG_RECORD, params)
                 if cursor.rowcount != 1:
-                    raise StoreError(f"{change.what}: no such delivery")
+                    raise StoreError(f"{change.describe()}: no such delivery")
 
     return OneStatementPostgresStore(url)
 

@@ -94,13 +94,9 @@ class ResultChange:
     updated_at: float
     delivered_at: float | None
 
-    @property
-    def what(self) -> str:
-        return f"record {self.status} for delivery {self.delivery_id}"
-
     def describe(self) -> str:
         """What this write is, for errors (as ``PendingIngest.describe``)."""
-        return self.what
+        return f"record {self.status} for delivery {self.delivery_id}"
 
     def attempt_row(self, last_number: int) -> dict[str, Any]:
         """The attempt's row, numbered after the last attempt ever recorded for the delivery."""

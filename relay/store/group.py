@@ -10,7 +10,7 @@ results of delivery attempts.
 The store supplies ``commit(batch)``: it writes the batch and returns one outcome per item, in
 order: the item's result, or the ``StoreError`` of an item that failed on its own. If ``commit``
 raises, nothing in the batch is stored and every caller gets that error, naming its own item
-(``describe(item)``, e.g. ``ingest clerk message msg_1``).
+(``item.describe()``, e.g. ``ingest clerk message msg_1``).
 
 With ``busy_s`` set, a commit that has not finished after that long (a database stuck on a lock,
 say) fails the writes queued behind it with StoreUnavailableError (503: the sender retries),
@@ -22,14 +22,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store.base import NewDelivery, NewEvent
 
 MAX_BATCH = 256  # writes committed together at most
 
-Item = TypeVar("Item")
+
+class Write(Protocol):
+    """One write waiting for a commit; ``describe()`` names it in errors."""
+
+    def describe(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=Write)
 Outcome = TypeVar("Outcome")
 
 
@@ -54,11 +61,9 @@ class GroupCommit(Generic[Item, Outcome]):
     def __init__(
         self,
         commit: Callable[[Sequence[Item]], Awaitable[Sequence[Outcome | StoreError]]],
-        describe: Callable[[Item], str],
         busy_s: float | None = None,
     ) -> None:
         self._commit = commit
-        self._describe = describe
         self._busy_s = busy_s
         self._queue: list[_Waiting[Item, Outcome]] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -91,7 +96,7 @@ class GroupCommit(Generic[Item, Outcome]):
                 except Exception as exc:  # the commit failed: nothing in the batch is stored
                     for waiting in batch:
                         if not waiting.future.done():
-                            what = self._describe(waiting.item)
+                            what = waiting.item.describe()
                             waiting.future.set_exception(_again(exc, what))
                     continue
                 finally:
@@ -114,7 +119,7 @@ class GroupCommit(Generic[Item, Outcome]):
             if not waiting.future.done():
                 waiting.future.set_exception(
                     StoreUnavailableError(
-                        f"{self._describe(waiting.item)}: the store's commit in progress has not"
+                        f"{waiting.item.describe()}: the store's commit in progress has not"
                         f" finished after {self._busy_s:g} s"
                     )
                 )

@@ -179,7 +179,7 @@ class PostgresStore(RecordsResults):
         self._min_size, self._max_size, self._timeout_s = min_size, max_size, timeout_s
         self._connect_timeout = max(2, round(timeout_s))  # libpq: whole seconds, at least 2
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
-        self._ingests = GroupCommit(self._commit, PendingIngest.describe, busy_s=timeout_s)
+        self._ingests = GroupCommit(self._commit, busy_s=timeout_s)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -320,9 +320,8 @@ class PostgresStore(RecordsResults):
 
     async def _ingest_alone(self, item: PendingIngest) -> IngestOutcome | StoreError:
         """One event and its deliveries in one statement; its own error if it fails."""
-        event = item.event
-        params = {**asdict(event), **_delivery_arrays([item])}
-        what = f"ingest {event.source} message {event.message_id}"
+        params = {**asdict(item.event), **_delivery_arrays([item])}
+        what = item.describe()
         try:
             async with self._cursor(what, transaction=False) as cursor:  # one statement: atomic
                 await cursor.execute(_INGEST, params)
@@ -366,11 +365,11 @@ class PostgresStore(RecordsResults):
             return [ClaimedDelivery(*row) for row in await cursor.fetchall()]
 
     async def _apply(self, change: ResultChange) -> None:
-        async with self._cursor(change.what) as cursor:
+        async with self._cursor(change.describe()) as cursor:
             await cursor.execute(f"{_ATTEMPT_COUNTS} FOR UPDATE", (change.delivery_id,))
             found = await cursor.fetchone()
             if found is None:
-                raise StoreError(f"{change.what}: no such delivery")
+                raise StoreError(f"{change.describe()}: no such delivery")
             if change.attempt is not None:
                 await cursor.execute(
                     "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"

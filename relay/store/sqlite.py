@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store.base import (
@@ -37,17 +37,11 @@ from relay.store.base import (
     RecordsResults,
     ResultChange,
 )
-from relay.store.group import GroupCommit, PendingIngest
+from relay.store.group import GroupCommit, PendingIngest, Write
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
 
 T = TypeVar("T")
-
-
-class _Described(Protocol):
-    def describe(self) -> str: ...
-
-
-Writes = TypeVar("Writes", bound=_Described)
+Writes = TypeVar("Writes", bound=Write)
 
 _MIGRATIONS = SQLITE_STEPS
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -316,7 +310,7 @@ def _record(conn: sqlite3.Connection, change: ResultChange) -> None:
     """Add the attempt (if there was one) and move the delivery to its new state."""
     found = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (change.delivery_id,)).fetchone()
     if found is None:
-        raise StoreError(f"{change.what}: no such delivery")
+        raise StoreError(f"{change.describe()}: no such delivery")
     if change.attempt is not None:
         conn.execute(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,"
@@ -340,10 +334,8 @@ class SQLiteStore(RecordsResults):
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._ingests = GroupCommit(self._commit_ingests, PendingIngest.describe)
-        self._results: GroupCommit[ResultChange, None] = GroupCommit(
-            self._commit_results, ResultChange.describe
-        )
+        self._ingests = GroupCommit(self._commit_ingests)
+        self._results: GroupCommit[ResultChange, None] = GroupCommit(self._commit_results)
 
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Open on the store's own thread, creating the file. A new file gets the schema unless
