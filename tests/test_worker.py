@@ -16,11 +16,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from relay.app import build_sinks
 from relay.config import Config, load_config
 from relay.delivery.worker import Runtime, Worker
 from relay.errors import DeliveryError, PermanentError, RetryableError, StoreUnavailableError
 from relay.ids import idempotency_key
 from relay.sinks.base import Message, Sink
+from relay.sinks.client import make_http_client
 from relay.store import (
     AttemptRecord,
     ClaimedDelivery,
@@ -54,6 +56,10 @@ sinks:
     type: http
     url: http://127.0.0.1:9/beta
     concurrency: 2
+  gamma:
+    type: http
+    url: http://127.0.0.1:9/gamma
+    timeout_s: 0.2
 rules:
   - name: to-alpha
     events: user.created
@@ -64,6 +70,10 @@ rules:
     events: user.created
     send:
       - sink: beta
+  - name: to-gamma
+    events: session.created
+    send:
+      - sink: gamma
   - name: nickname
     events: user.updated
     send:
@@ -188,10 +198,13 @@ def config(tmp_path: Path) -> Config:
 
 @pytest.fixture
 def make_harness(store: SQLiteStore, config: Config) -> Callable[..., Harness]:
-    def make(*, alpha: Sink | None = None, beta: Sink | None = None) -> Harness:
+    def make(
+        *, alpha: Sink | None = None, beta: Sink | None = None, gamma: Sink | None = None
+    ) -> Harness:
         sinks: dict[str, Sink] = {
             "alpha": alpha or ScriptedSink(),
             "beta": beta or ScriptedSink(),
+            "gamma": gamma or ScriptedSink(),
         }
         runtime = Runtime(config, sinks, loaded_at=T0)
         clock = Clock()
@@ -527,3 +540,73 @@ async def test_delivery_of_a_rule_from_newer_rules_is_left_to_a_replica_that_has
     record = await h.delivery(dlv)
     assert record.status == "dead"
     assert alpha.messages == []
+
+
+GAMMA_DEADLINE = "gamma: no complete answer within 0.4 s (each wait is bounded by timeout_s 0.2 s;"
+
+
+async def test_an_attempt_that_never_completes_ends_at_its_deadline(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """``timeout_s`` bounds each wait, not the attempt: a send that never completes is cut at
+    timeout_s + min(timeout_s, lease margin / 2) (0.4 s for gamma's 0.2) as a retryable failure,
+    well inside the lease, so no second claim can send the delivery while it is still going."""
+    gamma = BlockingSink()  # never released
+    h = make_harness(gamma=gamma)
+    dlv = await h.add("to-gamma", "gamma", type="session.created")
+
+    with anyio.fail_after(5):
+        assert await h.run_due() == 1
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts) == ("failed", 1)
+    assert (record.last_error or "").startswith(GAMMA_DEADLINE)
+    assert gamma.in_flight == 0  # the send was cancelled, not left running
+    assert h.worker.attempt_deadline_s(300) < 300 + h.worker.lease_margin_s
+
+    gamma.release.set()
+    h.clock.now = record.next_attempt_at
+    assert await h.run_due() == 1
+    assert (await h.delivery(dlv)).status == "delivered"
+
+
+async def test_a_receiver_trickling_its_answer_cannot_hold_an_attempt(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    """Real HTTP: a receiver that sends its headers, then one byte every 50 ms (each read well
+    within the http sink's 0.2 s timeout) would hold the attempt for ever; the worker ends it
+    at its deadline, closes the connection, and records a retryable failure."""
+    closed = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+        try:
+            for _ in range(1000):
+                writer.write(b".")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except ConnectionError:
+            closed.set()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    root = tmp_path / "trickle"
+    rules, templates = write_project(root)
+    rules.write_text(rules.read_text().replace("127.0.0.1:9/gamma", f"127.0.0.1:{port}/gamma"))
+    config = load_config(rules, templates, env={"CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
+                                                "ALPHA_TOKEN": ALPHA_TOKEN})  # fmt: skip
+    async with server, make_http_client() as http:
+        runtime = Runtime(config, build_sinks(config, http, dry_run=False), loaded_at=T0)
+        h = Harness(store, config, Clock(), runtime.sinks, Worker(store, lambda: runtime), runtime)
+        h.worker.clock = h.clock
+        dlv = await h.add("to-gamma", "gamma", type="session.created")
+        with anyio.fail_after(5):
+            assert await h.run_due() == 1
+            await closed.wait()  # the receiver sees its connection go
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts) == ("failed", 1)
+    assert (record.last_error or "").startswith(GAMMA_DEADLINE)
+    (attempt,) = await h.attempts(dlv)
+    assert 400 <= attempt.duration_ms < 5000

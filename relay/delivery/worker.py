@@ -70,6 +70,13 @@ class Worker:
     _stopping: bool = False
     _orphans_checked_at: float = float("-inf")
 
+    def attempt_deadline_s(self, timeout_s: float) -> float:
+        """How long one attempt may run in all: a sink's ``timeout_s`` bounds each wait (connect,
+        send, each read), so a receiver trickling its answer could hold an attempt for ever;
+        this bound ends it well inside the lease (``timeout_s`` + ``lease_margin_s``), so no
+        other claim can send the delivery while this attempt is still going."""
+        return timeout_s + min(timeout_s, self.lease_margin_s / 2)
+
     def wake(self) -> None:
         """New work may be due (called by ingest after a commit)."""
         self._wake.set()
@@ -264,12 +271,20 @@ class Worker:
             await self._dead(claimed, attempt, attempt.error or "template error")
             return
         error: DeliveryError | None = None
+        deadline_s = self.attempt_deadline_s(spec.settings.timeout_s)
+        deadline = asyncio.timeout(deadline_s)
         try:
-            await sink.send(message)
+            async with deadline:
+                await sink.send(message)
         except DeliveryError as exc:
             error = exc
         except Exception as exc:
-            error = RetryableError(f"{send.sink}: unexpected {type(exc).__name__}: {exc}")
+            error = RetryableError(
+                f"{send.sink}: no complete answer within {deadline_s:g} s (each wait is bounded"
+                f" by timeout_s {spec.settings.timeout_s:g} s; the answer may be trickling in)"
+                if deadline.expired()
+                else f"{send.sink}: unexpected {type(exc).__name__}: {exc}"
+            )
         duration_ms = (time.monotonic() - t0) * 1000
         self._track_circuit(send.sink, error)
         number = claimed.attempts + 1
