@@ -672,6 +672,32 @@ def count_batches(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return sizes
 
 
+async def test_sqlite_writes_a_batch_with_one_statement_per_table(tmp_path):
+    """Each statement is a hand-over of the GIL from the store's thread to the event loop and
+    back, which costs the loop more than the statement costs SQLite: a batch of up to 64 new
+    events, whatever its size, is one read for duplicates, one INSERT of events and one of
+    deliveries."""
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+    statements: list[str] = []
+    heads: dict[int, list[str]] = {}
+    try:
+        await store._run("trace", lambda conn: conn.set_trace_callback(statements.append))
+        first = 0
+        for size in (64, 43, 7):
+            statements.clear()
+            events = [event(n) for n in range(first, first + size)]
+            first += size
+            outcomes = await asyncio.gather(*(store.ingest(e, [delivery(e.id)]) for e in events))
+            assert {o.value for o in outcomes} == {"accepted"}
+            heads[size] = [" ".join(s.split()[:3]) for s in statements]
+    finally:
+        await store.close()
+    one_batch = ["BEGIN IMMEDIATE", "SELECT message_id FROM", "INSERT INTO events",
+                 "INSERT INTO deliveries", "COMMIT"]  # fmt: skip
+    assert heads == {64: one_batch, 43: one_batch, 7: one_batch}
+
+
 async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypatch):
     """Ingests that arrive together share one commit (far fewer commits than events), and each
     caller still gets its own outcome."""

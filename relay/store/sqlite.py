@@ -194,13 +194,12 @@ def _stored_keys(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> set[tu
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``items`` in chunks of 64, 32, ..., 1: each chunk is one statement (one step of SQLite,
-    one hand-over of the GIL) while only a few statement texts need preparing and caching."""
-    start = 0
-    while start < len(items):
-        size = min(_CHUNK, 1 << ((len(items) - start).bit_length() - 1))
-        yield items[start : start + size]
-        start += size
+    """``items`` in chunks of at most 64, so a batch of up to 64 is one statement per table.
+    Each statement is a hand-over of the GIL between the store's thread and the event loop and
+    back, which costs the loop more than the statement costs SQLite (bench/README.md); the
+    texts for every size up to 64 stay prepared in the connection's cache (``_STATEMENTS``)."""
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
 
 
 def _multirow(head: str, row: str, tail: str = "") -> Callable[[int], str]:
@@ -214,6 +213,9 @@ def _multirow(head: str, row: str, tail: str = "") -> Callable[[int], str]:
 
 
 _CHUNK = 64
+# Prepared statements a connection keeps: the multi-row texts (_CHUNK sizes for each of
+# _INSERT_EVENTS, _INSERT_DELIVERIES, _STORED_KEYS) and every other statement of the store.
+_STATEMENTS = 3 * _CHUNK + 64
 _INSERT_EVENTS = _multirow(
     "INSERT INTO events (id, source, message_id, type, received_at, body) VALUES",
     "(?, ?, ?, ?, ?, ?)",
@@ -380,7 +382,12 @@ class SQLiteStore(RecordsResults):
     def _connect(self, create: bool, upgrade: bool) -> tuple[sqlite3.Connection, tuple[int, int]]:
         what = f"{'upgrade' if upgrade else 'open'} SQLite store {self.path}"
         try:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                cached_statements=_STATEMENTS,
+            )
         except sqlite3.Error as exc:
             raise _translate(exc, what) from exc
         try:
