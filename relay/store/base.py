@@ -67,6 +67,10 @@ class ClaimedDelivery:
     sink: str
     idempotency_key: str
     attempts: int  # attempts already made before this one
+    # The lease this claim set: the claim's fencing token. A delivery is claimed again only
+    # after its lease has passed, so a later claim always sets a later lease; record_* and the
+    # other changes a worker makes take it, and move the delivery only while it is still its lease.
+    lease_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,12 @@ class ResultChange:
     last_error: str | None
     updated_at: float
     delivered_at: float | None
+    lease: float | None = None  # the claim's lease_until, when the result is a claim's
+
+    def holds(self, lease_until: float | None) -> bool:
+        """Whether this result may move the delivery, whose lease is now ``lease_until``: always
+        without a lease of its own, else only while the claim's lease is still the delivery's."""
+        return self.lease is None or lease_until == self.lease
 
     def describe(self) -> str:
         """What this write is, for errors (as ``PendingIngest.describe``)."""
@@ -121,17 +131,24 @@ class RecordsResults:
     """``record_delivered``, ``record_retry`` and ``record_dead`` for a store that implements
     ``_apply(change)``: add the attempt and move the delivery, in one transaction."""
 
-    async def record_delivered(self, attempt: Attempt) -> None:
-        await self._record(attempt.delivery_id, attempt, DeliveryStatus.DELIVERED, None, None)
+    async def record_delivered(self, attempt: Attempt, *, lease: float | None = None) -> bool:
+        status = DeliveryStatus.DELIVERED
+        return await self._record(attempt.delivery_id, attempt, status, None, None, lease)
 
-    async def record_retry(self, attempt: Attempt, next_attempt_at: float) -> None:
-        status = DeliveryStatus.FAILED
-        await self._record(attempt.delivery_id, attempt, status, next_attempt_at, attempt.error)
+    async def record_retry(
+        self, attempt: Attempt, next_attempt_at: float, *, lease: float | None = None
+    ) -> bool:
+        status, error = DeliveryStatus.FAILED, attempt.error
+        return await self._record(
+            attempt.delivery_id, attempt, status, next_attempt_at, error, lease
+        )
 
-    async def record_dead(self, attempt: Attempt | None, delivery_id: str, reason: str) -> None:
+    async def record_dead(
+        self, attempt: Attempt | None, delivery_id: str, reason: str, *, lease: float | None = None
+    ) -> bool:
         if attempt is not None and attempt.delivery_id != delivery_id:
             raise ValueError(f"attempt is for {attempt.delivery_id}, not {delivery_id}")
-        await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason)
+        return await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason, lease)
 
     async def _record(
         self,
@@ -140,17 +157,20 @@ class RecordsResults:
         status: DeliveryStatus,
         next_attempt_at: float | None,
         last_error: str | None,
-    ) -> None:
+        lease: float | None,
+    ) -> bool:
         a = attempt
         updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
         delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
-        await self._apply(
+        return await self._apply(
             ResultChange(
-                delivery_id, a, status, next_attempt_at, last_error, updated_at, delivered_at
+                delivery_id, a, status, next_attempt_at, last_error, updated_at, delivered_at, lease
             )
         )
 
-    async def _apply(self, change: ResultChange) -> None:
+    async def _apply(self, change: ResultChange) -> bool:
+        """Add the attempt (if any); move the delivery if ``change.holds`` its lease. Returns
+        whether it moved."""
         raise NotImplementedError
 
 
@@ -187,24 +207,38 @@ class Store(Protocol):
 
         A lease expires at now + lease_s."""
 
-    async def record_delivered(self, attempt: Attempt) -> None:
+    # The worker passes ``lease`` (its claim's ``lease_until``) to the calls below. Then the
+    # delivery moves only if that lease is still the delivery's: if it has passed and another
+    # claim has taken the delivery (or that claim has finished, or it was replayed since), the
+    # attempt is kept in the history and the delivery is left to whoever holds it now. record_*
+    # return whether the delivery moved. Without ``lease`` (tests, tools) it always moves.
+
+    async def record_delivered(self, attempt: Attempt, *, lease: float | None = None) -> bool:
         """Record a successful attempt; the delivery becomes delivered and its lease is dropped."""
 
-    async def record_retry(self, attempt: Attempt, next_attempt_at: float) -> None:
+    async def record_retry(
+        self, attempt: Attempt, next_attempt_at: float, *, lease: float | None = None
+    ) -> bool:
         """Record a failed attempt; the delivery becomes failed, due again at next_attempt_at."""
 
-    async def record_dead(self, attempt: Attempt | None, delivery_id: str, reason: str) -> None:
+    async def record_dead(
+        self, attempt: Attempt | None, delivery_id: str, reason: str, *, lease: float | None = None
+    ) -> bool:
         """Dead-letter a delivery with a reason (recording the attempt, if one was made)."""
 
-    async def release(self, delivery_ids: Collection[str]) -> None:
-        """Drop leases without recording an attempt (graceful shutdown): due again at once."""
+    async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
+        """Drop leases without recording an attempt (graceful shutdown): due again at once.
+        With ``lease``, only the deliveries whose lease it still is."""
 
     async def release_all_leases(self) -> int:
         """Drop every lease (a single worker starting after a crash). Returns how many."""
 
-    async def defer(self, delivery_id: str, next_attempt_at: float) -> None:
+    async def defer(
+        self, delivery_id: str, next_attempt_at: float, *, lease: float | None = None
+    ) -> None:
         """Drop the lease and make the delivery due later, without counting an attempt (a
-        replica that does not know the delivery's rule yet leaves it to one that does)."""
+        replica that does not know the delivery's rule yet leaves it to one that does). With
+        ``lease``, only while it is still the delivery's lease."""
 
     # Reads and operations for the CLI and metrics. They never change what a worker holds, except
     # ``replay``, which only touches deliveries that are not in flight.
@@ -286,7 +320,8 @@ class DeliveryRecord:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """One recorded send attempt; ``outcome`` is the status it moved the delivery to."""
+    """One recorded send attempt; ``outcome`` is the status it moved the delivery to (or would
+    have: an attempt that outlived its claim's lease leaves the delivery as it is)."""
 
     id: int
     delivery_id: str

@@ -74,7 +74,7 @@ _CLAIM = """WITH due AS (
     WHERE d.id = due.id RETURNING d.*
 )
 SELECT c.id, c.event_id, e.source, e.message_id, e.type, e.received_at, e.body, c.rule,
-    c.send_index, c.sink, c.idempotency_key, c.attempts
+    c.send_index, c.sink, c.idempotency_key, c.attempts, c.lease_until
 FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id"""
 _INGEST = """WITH event AS (
     INSERT INTO events (id, source, message_id, type, received_at, body)
@@ -154,11 +154,20 @@ def _with_status(row: Sequence[Any], index: int) -> list[Any]:
     return values
 
 
-# The delivery's attempts in its current retry budget (reset by a replay), and the number of
-# the last attempt recorded for it ever (attempt numbers keep counting across replays).
+# The delivery's attempts in its current retry budget (reset by a replay), the number of the
+# last attempt recorded for it ever (attempt numbers keep counting across replays), and its lease.
 _ATTEMPT_COUNTS = (
     "SELECT d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
-    " WHERE a.delivery_id = d.id), 0) FROM deliveries d WHERE d.id = %s"
+    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d WHERE d.id = %s"
+)
+# As SQLite's: the last two parameters are the lease twice, or NULL twice (ResultChange.holds).
+_RELEASE = (
+    "UPDATE deliveries SET lease_until = NULL WHERE id = ANY(%s::text[])"
+    " AND (%s::double precision IS NULL OR lease_until = %s)"
+)
+_DEFER = (
+    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = %s WHERE id = %s"
+    " AND (%s::double precision IS NULL OR lease_until = %s)"
 )
 
 
@@ -364,7 +373,7 @@ class PostgresStore(RecordsResults):
             await cursor.execute(query, params)
             return [ClaimedDelivery(*row) for row in await cursor.fetchall()]
 
-    async def _apply(self, change: ResultChange) -> None:
+    async def _apply(self, change: ResultChange) -> bool:
         async with self._cursor(change.describe()) as cursor:
             await cursor.execute(f"{_ATTEMPT_COUNTS} FOR UPDATE", (change.delivery_id,))
             found = await cursor.fetchone()
@@ -377,6 +386,8 @@ class PostgresStore(RecordsResults):
                     " %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s, %(outcome)s)",
                     change.attempt_row(found[1]),
                 )
+            if not change.holds(found[2]):
+                return False
             await cursor.execute(
                 "UPDATE deliveries SET status = %s, attempts = %s, lease_until = NULL,"
                 " next_attempt_at = COALESCE(%s::double precision, next_attempt_at),"
@@ -384,14 +395,15 @@ class PostgresStore(RecordsResults):
                 " delivered_at = COALESCE(%s::double precision, delivered_at) WHERE id = %s",
                 change.delivery_update(found[0]),
             )
+            return True
 
-    async def release(self, delivery_ids: Collection[str]) -> None:
-        sql_ = "UPDATE deliveries SET lease_until = NULL WHERE id = ANY(%s::text[])"
-        await self._write("release leases", sql_, (list(delivery_ids),))
+    async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
+        await self._write("release leases", _RELEASE, (list(delivery_ids), lease, lease))
 
-    async def defer(self, delivery_id: str, next_attempt_at: float) -> None:
-        sql_ = "UPDATE deliveries SET lease_until = NULL, next_attempt_at = %s WHERE id = %s"
-        await self._write("defer delivery", sql_, (next_attempt_at, delivery_id))
+    async def defer(
+        self, delivery_id: str, next_attempt_at: float, *, lease: float | None = None
+    ) -> None:
+        await self._write("defer delivery", _DEFER, (next_attempt_at, delivery_id, lease, lease))
 
     async def release_all_leases(self) -> int:
         """Does nothing and returns 0: on PostgreSQL other replicas may hold live leases, and

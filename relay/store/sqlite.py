@@ -110,11 +110,11 @@ def _with_status(row: Sequence[Any], index: int) -> list[Any]:
     return values
 
 
-# The delivery's attempts in its current retry budget (reset by a replay), and the number of
-# the last attempt recorded for it ever (attempt numbers keep counting across replays).
+# The delivery's attempts in its current retry budget (reset by a replay), the number of the
+# last attempt recorded for it ever (attempt numbers keep counting across replays), and its lease.
 _ATTEMPT_COUNTS = (
     "SELECT d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
-    " WHERE a.delivery_id = d.id), 0) FROM deliveries d WHERE d.id = %s"
+    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d WHERE d.id = %s"
 )
 
 
@@ -134,6 +134,15 @@ _INSERT_DELIVERY = (
     " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
 )
 _EXISTS = "SELECT 1 FROM events WHERE source = ? AND message_id = ?"
+# Changes a worker makes under its claim's lease: the last two parameters are the lease twice
+# (or NULL twice: a change that holds no lease), as in ResultChange.holds.
+_RELEASE = (
+    "UPDATE deliveries SET lease_until = NULL WHERE id = ? AND (? IS NULL OR lease_until = ?)"
+)
+_DEFER = (
+    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = ?"
+    " WHERE id = ? AND (? IS NULL OR lease_until = ?)"
+)
 
 
 def _ingest_batch(
@@ -302,14 +311,15 @@ def _insert_event(
 
 def _record_batch(
     batch: Sequence[ResultChange], conn: sqlite3.Connection
-) -> list[StoreError | None]:
+) -> list[bool | StoreError]:
     """Record the results in one transaction, each alone (``_each_alone``)."""
     with _transaction(conn):
         return _each_alone(conn, batch, _record)
 
 
-def _record(conn: sqlite3.Connection, change: ResultChange) -> None:
-    """Add the attempt (if there was one) and move the delivery to its new state."""
+def _record(conn: sqlite3.Connection, change: ResultChange) -> bool:
+    """Add the attempt (if there was one) and move the delivery to its new state, if the change
+    still holds the delivery's lease (``ResultChange.holds``). Returns whether it moved."""
     found = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (change.delivery_id,)).fetchone()
     if found is None:
         raise StoreError(f"{change.describe()}: no such delivery")
@@ -320,12 +330,15 @@ def _record(conn: sqlite3.Connection, change: ResultChange) -> None:
             " :status_code, :error, :outcome)",
             change.attempt_row(found[1]),
         )
+    if not change.holds(found[2]):
+        return False
     conn.execute(
         "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
         " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
         " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
         change.delivery_update(found[0]),
     )
+    return True
 
 
 class SQLiteStore(RecordsResults):
@@ -337,7 +350,7 @@ class SQLiteStore(RecordsResults):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._ingests = GroupCommit(self._commit_ingests)
-        self._results: GroupCommit[ResultChange, None] = GroupCommit(self._commit_results)
+        self._results: GroupCommit[ResultChange, bool] = GroupCommit(self._commit_results)
 
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Open on the store's own thread, creating the file. A new file gets the schema unless
@@ -490,25 +503,25 @@ class SQLiteStore(RecordsResults):
                     "UPDATE deliveries SET lease_until = ?, updated_at = ? WHERE id = ?",
                     [(now + lease_s, now, row[0]) for row in rows],
                 )
-            return [ClaimedDelivery(*row) for row in rows]
+            return [ClaimedDelivery(*(*row, now + lease_s)) for row in rows]  # + the lease
 
         return await self._run("claim due deliveries", run)
 
-    async def _apply(self, change: ResultChange) -> None:
+    async def _apply(self, change: ResultChange) -> bool:
         """Group commit, as for ingest: the results that arrive together (a sink's concurrent
         sends finishing) are recorded by one transaction, with one fsync."""
-        await self._results.submit(change)
+        return await self._results.submit(change)
 
-    async def _commit_results(self, batch: Sequence[ResultChange]) -> list[StoreError | None]:
+    async def _commit_results(self, batch: Sequence[ResultChange]) -> list[bool | StoreError]:
         return await self._run("record results", partial(_record_batch, batch))
 
-    async def release(self, delivery_ids: Collection[str]) -> None:
-        sql = "UPDATE deliveries SET lease_until = NULL WHERE id = ?"
-        await self._write("release leases", sql, [(i,) for i in delivery_ids])
+    async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
+        await self._write("release leases", _RELEASE, [(i, lease, lease) for i in delivery_ids])
 
-    async def defer(self, delivery_id: str, next_attempt_at: float) -> None:
-        sql = "UPDATE deliveries SET lease_until = NULL, next_attempt_at = ? WHERE id = ?"
-        await self._write("defer delivery", sql, [(next_attempt_at, delivery_id)])
+    async def defer(
+        self, delivery_id: str, next_attempt_at: float, *, lease: float | None = None
+    ) -> None:
+        await self._write("defer delivery", _DEFER, [(next_attempt_at, delivery_id, lease, lease)])
 
     async def release_all_leases(self) -> int:
         sql = "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"
