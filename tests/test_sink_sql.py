@@ -424,6 +424,26 @@ async def test_a_locked_sqlite_database_is_retryable_then_delivers(
 
 
 @pytest.mark.anyio
+async def test_a_cancelled_sqlite_statement_stops_and_writes_nothing(tmp_path: Path) -> None:
+    """The worker cancels a send at its attempt's deadline. A SQLite statement still running
+    then is interrupted (it rolls back: nothing is written after the attempt was recorded as
+    failed), and the sink's next send does not wait for it."""
+    db = _sqlite(tmp_path / "app.db", schema=False)
+    endless = (  # counts to 10^8: half a minute here, unless stopped
+        "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL"
+        " SELECT x + 1 FROM c WHERE x < 100000000) SELECT x FROM c)"
+    )
+    async with open_sink(settings_for(db.url)) as sink:
+        await sink.send(message({"sql": "CREATE TABLE t (n INTEGER)", "params": {}}))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await sink.send(message({"sql": endless, "params": {}}))
+        async with asyncio.timeout(5):
+            await sink.send(message({"sql": "INSERT INTO t VALUES (1)", "params": {}}))
+    assert db.query("SELECT n FROM t") == [(1,)]
+
+
+@pytest.mark.anyio
 async def test_an_unopenable_sqlite_file_is_retryable(tmp_path: Path) -> None:
     """A database file that cannot be opened (its folder is missing, say) is retryable."""
     url = f"sqlite:///{tmp_path}/missing/app.db"

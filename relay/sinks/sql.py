@@ -133,11 +133,25 @@ class SqlSink:
                     await conn.execute(pyformat, values)  # ops wrote it; event data is bound
             else:
                 async with self._lock:  # one statement at a time on the one connection
-                    await asyncio.to_thread(self._run_sqlite, sql, values)
+                    await self._sqlite(sql, values)
         except (sqlite3.Error, psycopg.Error) as exc:
             raise self._translate(exc, what, values) from exc
 
-    def _run_sqlite(self, sql: str, values: Mapping[str, Any]) -> None:
+    async def _sqlite(self, sql: str, values: Mapping[str, Any]) -> None:
+        """The statement on the sink's thread. If the send is cancelled (the worker's deadline
+        for the attempt, or shutdown), the statement is stopped too, or never started: it
+        must not commit after the attempt has been recorded as failed."""
+        cancelled = threading.Event()
+        try:
+            await asyncio.to_thread(self._run_sqlite, sql, values, cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()
+            conn = self._conn
+            if conn is not None:
+                conn.interrupt()  # safe from any thread; the statement fails and rolls back
+            raise
+
+    def _run_sqlite(self, sql: str, values: Mapping[str, Any], cancelled: threading.Event) -> None:
         with self._thread_lock:
             conn = self._conn or sqlite3.connect(
                 self._path or "",
@@ -149,6 +163,8 @@ class SqlSink:
                 if self._conn is None:
                     conn.execute("PRAGMA journal_mode=WAL")
                     self._conn = conn
+                if cancelled.is_set():  # while it waited for the lock or connected
+                    return
                 conn.execute(sql, values).close()  # autocommit: one statement, one transaction
             except sqlite3.Error as exc:
                 if isinstance(exc, sqlite3.OperationalError) or self._conn is None:
