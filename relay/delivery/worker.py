@@ -280,8 +280,8 @@ class Worker:
             error = exc
         except Exception as exc:
             error = RetryableError(
-                f"{send.sink}: no complete answer within {deadline_s:g} s (each wait is bounded"
-                f" by timeout_s {spec.settings.timeout_s:g} s; the answer may be trickling in)"
+                f"{send.sink}: the attempt did not finish within {deadline_s:g} s (timeout_s"
+                f" {spec.settings.timeout_s:g} s bounds each wait, this deadline the whole attempt)"
                 if deadline.expired()
                 else f"{send.sink}: unexpected {type(exc).__name__}: {exc}"
             )
