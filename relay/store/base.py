@@ -18,6 +18,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from relay.errors import StoreError
+
 
 class IngestOutcome(enum.Enum):
     ACCEPTED = "accepted"
@@ -103,6 +105,19 @@ class ResultChange:
         """Whether this result may move the delivery, whose lease is now ``lease_until``: always
         without a lease of its own, else only while the claim's lease is still the delivery's."""
         return self.lease is None or lease_until == self.lease
+
+    def writes(
+        self, found: Sequence[Any] | None
+    ) -> tuple[dict[str, Any] | None, tuple[Any, ...] | None]:
+        """What recording this result writes, given what the store read of its delivery under
+        the write lock, ``(attempts, last attempt number, lease_until)`` or None: the attempt's
+        row (None without an attempt) and the delivery's update (None if this change no longer
+        holds its lease). A delivery that is gone is a StoreError."""
+        if found is None:
+            raise StoreError(f"{self.describe()}: no such delivery")
+        attempts, last_number, lease_until = found
+        row = self.attempt_row(last_number) if self.attempt is not None else None
+        return row, self.delivery_update(attempts) if self.holds(lease_until) else None
 
     def describe(self) -> str:
         """What this write is, for errors (as ``PendingIngest.describe``)."""

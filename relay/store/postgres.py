@@ -376,26 +376,23 @@ class PostgresStore(RecordsResults):
     async def _apply(self, change: ResultChange) -> bool:
         async with self._cursor(change.describe()) as cursor:
             await cursor.execute(f"{_ATTEMPT_COUNTS} FOR UPDATE", (change.delivery_id,))
-            found = await cursor.fetchone()
-            if found is None:
-                raise StoreError(f"{change.describe()}: no such delivery")
-            if change.attempt is not None:
+            row, update = change.writes(await cursor.fetchone())
+            if row is not None:
                 await cursor.execute(
                     "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
                     " status_code, error, outcome) VALUES (%(delivery_id)s, %(number)s,"
                     " %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s, %(outcome)s)",
-                    change.attempt_row(found[1]),
+                    row,
                 )
-            if not change.holds(found[2]):
-                return False
-            await cursor.execute(
-                "UPDATE deliveries SET status = %s, attempts = %s, lease_until = NULL,"
-                " next_attempt_at = COALESCE(%s::double precision, next_attempt_at),"
-                " last_error = %s, updated_at = %s,"
-                " delivered_at = COALESCE(%s::double precision, delivered_at) WHERE id = %s",
-                change.delivery_update(found[0]),
-            )
-            return True
+            if update is not None:
+                await cursor.execute(
+                    "UPDATE deliveries SET status = %s, attempts = %s, lease_until = NULL,"
+                    " next_attempt_at = COALESCE(%s::double precision, next_attempt_at),"
+                    " last_error = %s, updated_at = %s,"
+                    " delivered_at = COALESCE(%s::double precision, delivered_at) WHERE id = %s",
+                    update,
+                )
+            return update is not None
 
     async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
         await self._write("release leases", _RELEASE, (list(delivery_ids), lease, lease))

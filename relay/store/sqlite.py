@@ -319,26 +319,24 @@ def _record_batch(
 
 def _record(conn: sqlite3.Connection, change: ResultChange) -> bool:
     """Add the attempt (if there was one) and move the delivery to its new state, if the change
-    still holds the delivery's lease (``ResultChange.holds``). Returns whether it moved."""
+    still holds the delivery's lease (``ResultChange.writes``). Returns whether it moved."""
     found = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (change.delivery_id,)).fetchone()
-    if found is None:
-        raise StoreError(f"{change.describe()}: no such delivery")
-    if change.attempt is not None:
+    row, update = change.writes(found)
+    if row is not None:
         conn.execute(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,"
             " error, outcome) VALUES (:delivery_id, :number, :started_at, :duration_ms,"
             " :status_code, :error, :outcome)",
-            change.attempt_row(found[1]),
+            row,
         )
-    if not change.holds(found[2]):
-        return False
-    conn.execute(
-        "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
-        " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
-        " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
-        change.delivery_update(found[0]),
-    )
-    return True
+    if update is not None:
+        conn.execute(
+            "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
+            " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
+            " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
+            update,
+        )
+    return update is not None
 
 
 class SQLiteStore(RecordsResults):
