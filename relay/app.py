@@ -122,6 +122,7 @@ def create_app(
 ) -> Starlette:
     """The relay as an ASGI app: ingest (if ``settings.ingest``) and the worker (if set)."""
     state = RelayState(settings, config, store, clock)
+    store.observe_commits(state.metrics.observe_commit)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -21,6 +21,9 @@ from prometheus_client import (
 from relay.config import Config
 from relay.store.base import QueueStats
 
+# A group commit: one fsync, typically 0.5-5 ms; tens of ms or more mean a stalled disk.
+COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+COMMIT_WRITES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
 OUTCOMES = ("delivered", "dead")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
@@ -97,6 +100,24 @@ class Metrics:
             "When the config was last (re)loaded.",
             registry=r,
         )
+        self.commit_seconds = Histogram(
+            "relay_store_commit_seconds",
+            "Group commits of the store by kind of write (ingest; results on SQLite): from the"
+            " start to durable. Every acknowledged webhook waited for one: a slow disk shows here.",
+            ["kind"],
+            buckets=COMMIT_BUCKETS_S,
+            registry=r,
+        )
+        self.commit_writes = Histogram(
+            "relay_store_commit_writes",
+            "Writes (events, or attempt results) per group commit, by kind.",
+            ["kind"],
+            buckets=COMMIT_WRITES,
+            registry=r,
+        )
+        self._commit_series: dict[str, tuple[Any, Any]] = {
+            "ingest": (self.commit_seconds.labels("ingest"), self.commit_writes.labels("ingest"))
+        }  # ingest's series exist from the start, at zero
         self.reloads = Counter(
             "relay_config_reloads",
             "Config reloads by outcome (success, failure).",
@@ -120,6 +141,14 @@ class Metrics:
             self.circuit.labels(sink)
         for source in config.sources:
             self.events.labels(source, "", "rejected", "bad_signature")
+
+    def observe_commit(self, kind: str, seconds: float, writes: int) -> None:
+        series = self._commit_series.get(kind)
+        if series is None:
+            series = (self.commit_seconds.labels(kind), self.commit_writes.labels(kind))
+            self._commit_series[kind] = series
+        series[0].observe(seconds)
+        series[1].observe(writes)
 
     def observe_event(self, source: str, event_type: str, outcome: str) -> None:
         key = (source, event_type, outcome)

@@ -672,6 +672,35 @@ def count_batches(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return sizes
 
 
+async def test_group_commits_are_observed(store):
+    """observe_commits hears of every group commit: its kind, how long it took and how many
+    writes it held (SQLite groups attempt results too)."""
+    seen: list[tuple[str, float, int]] = []
+    store.observe_commits(lambda kind, seconds, writes: seen.append((kind, seconds, writes)))
+    events = [event(n) for n in range(12)]
+    await asyncio.gather(*(store.ingest(e, [delivery(e.id)]) for e in events))
+    ingests = [(s, n) for kind, s, n in seen if kind == "ingest"]
+    assert sum(n for _, n in ingests) == 12
+    assert all(s > 0 for s, _ in ingests)
+    claimed = await store.claim_due(T0, 20, 60)
+    ok = [attempt(c.id, code=200, error=None) for c in claimed]
+    await asyncio.gather(*(store.record_delivered(a) for a in ok))
+    results = [n for kind, _, n in seen if kind == "results"]
+    assert sum(results) == (12 if isinstance(store, SQLiteStore) else 0)
+    assert {kind for kind, _, _ in seen} <= {"ingest", "results"}
+
+
+async def test_a_failing_commit_observer_never_fails_a_write(store, caplog):
+    def broken(kind: str, seconds: float, writes: int) -> None:
+        raise RuntimeError("a bug in the metrics")
+
+    store.observe_commits(broken)
+    e = event()
+    assert await store.ingest(e, [delivery(e.id)]) is IngestOutcome.ACCEPTED
+    assert await store.ingest(e, [delivery(e.id)]) is IngestOutcome.DUPLICATE
+    assert "observing a group commit failed" in caplog.text
+
+
 async def test_sqlite_writes_a_batch_with_one_statement_per_table(tmp_path):
     """Each statement is a hand-over of the GIL from the store's thread to the event loop and
     back, which costs the loop more than the statement costs SQLite: a batch of up to 64 new

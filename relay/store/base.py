@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -199,6 +199,10 @@ class Store(Protocol):
         """Create or upgrade the schema; returns the (from, to) versions."""
 
     async def close(self) -> None: ...
+
+    def observe_commits(self, observe: Callable[[str, float, int], None]) -> None:
+        """Have ``observe(kind, seconds, writes)`` called after each group commit (kind
+        ``ingest``, and ``results`` where attempt results are grouped too)."""
 
     async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
         """Store the event and its deliveries in ONE durable commit, or report a duplicate.

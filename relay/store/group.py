@@ -12,6 +12,10 @@ order: the item's result, or the ``StoreError`` of an item that failed on its ow
 raises, nothing in the batch is stored and every caller gets that error, naming its own item
 (``item.describe()``, e.g. ``ingest clerk message msg_1``).
 
+``observe(seconds, writes)``, if set, is told how long each commit took (from its start on
+the event loop to its outcome, durable) and how many writes it held: the disk's fsync shows here
+(``relay_store_commit_seconds`` in /metrics).
+
 With ``busy_s`` set, a commit that has not finished after that long (a database stuck on a lock,
 say) fails the writes queued behind it with StoreUnavailableError (503: the sender retries),
 rather than letting them wait for it; the callers in the stuck batch wait for its outcome.
@@ -20,6 +24,8 @@ rather than letting them wait for it; the callers in the stuck batch wait for it
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -27,6 +33,7 @@ from typing import Generic, Protocol, TypeVar
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store.base import NewDelivery, NewEvent
 
+log = logging.getLogger("relay.store")
 MAX_BATCH = 256  # writes committed together at most
 
 
@@ -67,6 +74,7 @@ class GroupCommit(Generic[Item, Outcome]):
         self._busy_s = busy_s
         self._queue: list[_Waiting[Item, Outcome]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self.observe: Callable[[float, int], None] | None = None
 
     async def submit(self, item: Item) -> Outcome:
         """Queue ``item`` for the next commit; its outcome once that commit is durable."""
@@ -91,6 +99,7 @@ class GroupCommit(Generic[Item, Outcome]):
                 busy = None
                 if self._busy_s is not None:
                     busy = asyncio.get_running_loop().call_later(self._busy_s, self._expire)
+                started = time.perf_counter()
                 try:
                     outcomes = await self._commit([waiting.item for waiting in batch])
                 except Exception as exc:  # the commit failed: nothing in the batch is stored
@@ -102,6 +111,7 @@ class GroupCommit(Generic[Item, Outcome]):
                 finally:
                     if busy is not None:
                         busy.cancel()
+                seconds = time.perf_counter() - started
                 for waiting, outcome in zip(batch, outcomes, strict=True):
                     if waiting.future.done():
                         continue
@@ -109,8 +119,17 @@ class GroupCommit(Generic[Item, Outcome]):
                         waiting.future.set_exception(outcome)
                     else:
                         waiting.future.set_result(outcome)
+                self._observed(seconds, len(batch))
         finally:
             self._flushing = None
+
+    def _observed(self, seconds: float, writes: int) -> None:
+        if self.observe is None:
+            return
+        try:
+            self.observe(seconds, writes)
+        except Exception:  # metrics must never hold up a write
+            log.exception("observing a group commit failed")
 
     def _expire(self) -> None:
         """The commit in progress has taken ``busy_s``: fail everything queued behind it."""

@@ -20,9 +20,10 @@ StoreError. No error text carries the URL's password.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -192,6 +193,10 @@ class PostgresStore(RecordsResults):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
+
+    def observe_commits(self, observe: Callable[[str, float, int], None]) -> None:
+        """Ingest only: each attempt's result here is its own short transaction."""
+        self._ingests.observe = partial(observe, "ingest")
 
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Connect and check the schema: an empty database gets it unless ``create`` is false; an

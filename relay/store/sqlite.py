@@ -350,6 +350,10 @@ class SQLiteStore(RecordsResults):
         self._ingests = GroupCommit(self._commit_ingests)
         self._results: GroupCommit[ResultChange, bool] = GroupCommit(self._commit_results)
 
+    def observe_commits(self, observe: Callable[[str, float, int], None]) -> None:
+        self._ingests.observe = partial(observe, "ingest")
+        self._results.observe = partial(observe, "results")
+
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Open on the store's own thread, creating the file. A new file gets the schema unless
         ``create`` is false; an older schema is a StoreError unless ``upgrade``."""

@@ -196,6 +196,8 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
             "relay_config_last_reload_success": "gauge",
             "relay_config_last_reload_timestamp_seconds": "gauge",
             "relay_config_reloads": "counter",
+            "relay_store_commit_seconds": "histogram",
+            "relay_store_commit_writes": "histogram",
         }.items()
     )
     for sink, rule in (
@@ -209,6 +211,7 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
                 frozenset({"sink": sink, "rule": rule, "outcome": outcome}.items()),
             )
             assert before[key] == 0
+    assert before[("relay_store_commit_seconds_count", frozenset({("kind", "ingest")}))] == 0
     assert value(before, "relay_config_reloads_total", outcome="success") == 1
     assert value(before, "relay_config_last_reload_success") == 1
     assert abs(value(before, "relay_config_last_reload_timestamp_seconds") - time.time()) < 60
@@ -280,6 +283,14 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
     }
     assert moved("relay_delivery_retries_total", sink="email") == 1
     assert moved("relay_delivery_retries_total", sink="membership-sync") == 1
+    # group commits: the three stored requests one by one (the duplicate commits too, empty),
+    # and the five attempt results, some of them together
+    commit_s, writes = "relay_store_commit_seconds", "relay_store_commit_writes"
+    assert moved(f"{commit_s}_count", kind="ingest") == moved(f"{writes}_count", kind="ingest") == 3
+    assert moved(f"{writes}_sum", kind="ingest") == 3
+    assert 0 < moved(f"{commit_s}_sum", kind="ingest") < 10
+    assert moved(f"{writes}_sum", kind="results") == 5
+    assert 1 <= moved(f"{commit_s}_count", kind="results") <= 5
     latency = "relay_delivery_latency_seconds"
     assert moved(f"{latency}_count", sink="email") == 1
     assert moved(f"{latency}_count", sink="slack-signups") == 1
