@@ -840,3 +840,42 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return float("nan")
     rank = max(0, min(len(sorted_values) - 1, round(q * len(sorted_values) + 0.5) - 1))
     return sorted_values[rank]
+
+
+def commit_stats(port: int) -> dict[str, float]:
+    """relay's ingest group commits so far, from its /metrics: how many, their writes and
+    seconds, and how many took at most 10 ms."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=10).text
+    names = {
+        "relay_store_commit_seconds_count": "count",
+        "relay_store_commit_seconds_sum": "seconds",
+        "relay_store_commit_writes_sum": "writes",
+    }
+    stats = dict.fromkeys(["count", "seconds", "writes", "within_10ms"], 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("kind") != "ingest":
+                continue
+            if sample.name in names:
+                stats[names[sample.name]] += sample.value
+            elif sample.name.endswith("_bucket") and sample.labels.get("le") == "0.01":
+                stats["within_10ms"] += sample.value
+    return stats
+
+
+def commit_text(after: list[dict[str, float]], before: list[dict[str, float]]) -> str:
+    """The commits between two ``commit_stats`` readings of each replica, in one line."""
+    diff = {
+        key: sum(a[key] - b[key] for a, b in zip(after, before, strict=True)) for key in after[0]
+    }
+    n = diff["count"]
+    if not n:
+        return "group commits: none"
+    return (
+        f"group commits: {n:,.0f} of {diff['writes'] / n:.1f} events on average, "
+        f"{1000 * diff['seconds'] / n:.2f} ms each on average, {n - diff['within_10ms']:,.0f} "
+        "over 10 ms (relay_store_commit_seconds)"
+    )

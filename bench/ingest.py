@@ -74,6 +74,7 @@ class Result:
     first_error: str
     meters: Meters
     stored: str = ""
+    commits: str = ""
 
     @property
     def rate(self) -> float:
@@ -406,7 +407,12 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
 
         meters = Meters([proc.pid for proc in target.procs], pg_pids)
 
+        relay = name.startswith("relay")
+        commits_before: list[dict[str, float]] = []
+
         def during() -> None:
+            if relay:
+                commits_before.extend(c.commit_stats(port) for port in target.ports)
             for profiler in profilers:
                 profiler.start()
 
@@ -422,6 +428,10 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
             stored = f"{events} events, {deliveries} deliveries"
             if events != len(warmup) + len(timed) - tally.errors:
                 stored += " (MISMATCH)"
+        commits = ""
+        if relay:
+            after = [c.commit_stats(port) for port in target.ports]
+            commits = c.commit_text(after, commits_before)
         first_error = tally.kinds.most_common(1)[0][0] if tally.kinds else ""
         if args.latency_log:
             t_first = min(tally.started, default=0.0)
@@ -436,6 +446,7 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
             first_error,
             meters,
             stored,
+            commits,
         )
     finally:
         for proc in target.procs:
@@ -588,7 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     + (f", PostgreSQL CPU {100 * r.meters.pg_cpu:.0f}%" if r.meters.pg_pids else "")
                     + f", load CPU {100 * r.meters.load_cpu:.0f}%"
                     + f", other load {100 * r.other_cpu:.0f}%, steal {100 * r.meters.steal:.0f}%"
-                    + (f"; stored {r.stored}" if r.stored else ""),
+                    + (f"; stored {r.stored}" if r.stored else "")
+                    + (f"\n  {r.commits}" if r.commits else ""),
                     flush=True,
                 )
     results = [median_result(rs) for rs in runs.values()]
