@@ -38,6 +38,7 @@ pytestmark = pytest.mark.anyio
 T0 = 1_700_000_000.0
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ALPHA_TOKEN = "Bearer tok_live_9f8e7d6c5b4a"
+ENV = {"CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "ALPHA_TOKEN": ALPHA_TOKEN}
 
 RULES = """\
 version: 1
@@ -192,8 +193,7 @@ def write_project(root: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     rules, templates = write_project(tmp_path / "project")
-    env = {"CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "ALPHA_TOKEN": ALPHA_TOKEN}
-    return load_config(rules, templates, env=env)
+    return load_config(rules, templates, env=ENV)
 
 
 @pytest.fixture
@@ -598,12 +598,12 @@ async def test_a_receiver_trickling_its_answer_cannot_hold_an_attempt(
     root = tmp_path / "trickle"
     rules, templates = write_project(root)
     rules.write_text(rules.read_text().replace("127.0.0.1:9/gamma", f"127.0.0.1:{port}/gamma"))
-    config = load_config(rules, templates, env={"CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
-                                                "ALPHA_TOKEN": ALPHA_TOKEN})  # fmt: skip
+    config = load_config(rules, templates, env=ENV)
     async with server, make_http_client() as http:
         runtime = Runtime(config, build_sinks(config, http, dry_run=False), loaded_at=T0)
-        h = Harness(store, config, Clock(), runtime.sinks, Worker(store, lambda: runtime), runtime)
-        h.worker.clock = h.clock
+        clock = Clock()
+        worker = Worker(store, lambda: runtime, clock=clock)
+        h = Harness(store, config, clock, runtime.sinks, worker, runtime)
         dlv = await h.add("to-gamma", "gamma", type="session.created")
         with anyio.fail_after(5):
             assert await h.run_due() == 1
