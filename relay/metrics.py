@@ -115,9 +115,8 @@ class Metrics:
             buckets=COMMIT_WRITES,
             registry=r,
         )
-        self._commit_series: dict[str, tuple[Any, Any]] = {
-            "ingest": (self.commit_seconds.labels("ingest"), self.commit_writes.labels("ingest"))
-        }  # ingest's series exist from the start, at zero
+        self.commit_seconds.labels("ingest")  # ingest's series exist from the start, at zero
+        self.commit_writes.labels("ingest")
         self.reloads = Counter(
             "relay_config_reloads",
             "Config reloads by outcome (success, failure).",
@@ -143,12 +142,9 @@ class Metrics:
             self.events.labels(source, "", "rejected", "bad_signature")
 
     def observe_commit(self, kind: str, seconds: float, writes: int) -> None:
-        series = self._commit_series.get(kind)
-        if series is None:
-            series = (self.commit_seconds.labels(kind), self.commit_writes.labels(kind))
-            self._commit_series[kind] = series
-        series[0].observe(seconds)
-        series[1].observe(writes)
+        """Once per group commit (not per event): the label lookups cost nothing that matters."""
+        self.commit_seconds.labels(kind).observe(seconds)
+        self.commit_writes.labels(kind).observe(writes)
 
     def observe_event(self, source: str, event_type: str, outcome: str) -> None:
         key = (source, event_type, outcome)
