@@ -54,6 +54,7 @@ def build_app(target: str, secret: str, tmp: Path) -> Any:
     from relay.cli import load
     from relay.settings import Settings
     from relay.store import sqlite as sqlite_store
+    from relay.store import sqlite_writes
     from relay.store.base import IngestOutcome
 
     rules, templates = c.write_rules(tmp, sink_url="http://127.0.0.1:9/unused")
@@ -65,7 +66,7 @@ def build_app(target: str, secret: str, tmp: Path) -> Any:
     if variant == "nolog":
         logging.getLogger("relay").setLevel(logging.WARNING)
     if variant == "nosql":
-        sqlite_store._commit_batch = lambda batch, conn: [IngestOutcome.ACCEPTED] * len(batch)
+        sqlite_writes.ingest_batch = lambda conn, batch: [IngestOutcome.ACCEPTED] * len(batch)
     config = load(settings, "serve", log_file)
     assert config is not None, "bench rules do not load"
     store_type = NoStore if variant == "nostore" else sqlite_store.SQLiteStore

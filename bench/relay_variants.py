@@ -52,7 +52,8 @@ from typing import Any
 
 from relay.errors import StoreError
 from relay.store.base import IngestOutcome, NewDelivery, NewEvent
-from relay.store.sqlite import SQLiteStore, _translate
+from relay.store.sqlite import SQLiteStore
+from relay.store.sqlite_writes import translate
 
 STORES = ("stock", "nostore", "hop", "group")
 FLAGS = ("nolog", "nosync", "nockpt", "si1ms", "gcfreeze", "gcoff", "claimidx")
@@ -195,14 +196,14 @@ class GroupCommitSQLiteStore(SQLiteStore):
                 except sqlite3.Error as exc:
                     conn.execute("ROLLBACK TO one")
                     conn.execute("RELEASE one")
-                    results.append(_translate(exc, f"ingest message {event['message_id']}"))
+                    results.append(translate(exc, f"ingest message {event['message_id']}"))
             conn.execute("COMMIT")
         except Exception as exc:  # the whole batch failed: every caller gets the error
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             error = (
-                _translate(exc, f"ingest a batch of {len(batch)}")
+                translate(exc, f"ingest a batch of {len(batch)}")
                 if isinstance(exc, sqlite3.Error)
                 else exc
             )

@@ -657,8 +657,9 @@ async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path):
 
 
 def count_batches(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
-    """The size of every batch relay.store.sqlite's function ``name`` writes, as it writes."""
-    import relay.store.sqlite as sqlite_module
+    """The size of every batch relay.store.sqlite_writes's function ``name`` writes, as it
+    writes."""
+    import relay.store.sqlite_writes as sqlite_module
 
     sizes: list[int] = []
     real = getattr(sqlite_module, name)
@@ -730,7 +731,7 @@ async def test_sqlite_writes_a_batch_with_one_statement_per_table(tmp_path):
 async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypatch):
     """Ingests that arrive together share one commit (far fewer commits than events), and each
     caller still gets its own outcome."""
-    sizes = count_batches(monkeypatch, "_ingest_batch")
+    sizes = count_batches(monkeypatch, "ingest_batch")
     store = SQLiteStore(tmp_path / "relay.db")
     await store.open()
     try:
@@ -745,7 +746,7 @@ async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypa
 
 def forbid_fallback(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if ``store`` writes a batch one event at a time (its fallback)."""
-    import relay.store.sqlite as sqlite_module
+    import relay.store.sqlite_writes as sqlite_module
 
     def no_fallback(*args: object) -> None:
         raise AssertionError("the fast path failed and fell back")
@@ -820,7 +821,7 @@ async def test_close_commits_ingests_still_waiting(make_store):
 async def test_sqlite_results_that_arrive_together_share_one_commit(tmp_path, monkeypatch):
     """Results recorded concurrently (a sink's sends finishing together) are written by far
     fewer transactions than results, and each is recorded as if alone."""
-    sizes = count_batches(monkeypatch, "_record_batch")
+    sizes = count_batches(monkeypatch, "record_batch")
     store = SQLiteStore(tmp_path / "relay.db")
     await store.open()
     try:

@@ -5,25 +5,28 @@ calls are serialised in submission order. WAL lets another process (``relay`` CL
 and write the same file while ``relay serve`` runs; a writer waits up to ``busy_timeout_s`` for the
 lock. ``synchronous = FULL`` makes an ingest that returned ACCEPTED survive a power cut.
 
-sqlite3 errors are translated here: a BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN or PROTOCOL
-failure means "cannot commit right now" (StoreUnavailableError, 503 at ingest); anything else is
-a StoreError. Events are the deduplication record and are only removed by ``purge``.
+What a batch of ingests or attempt results writes in its transaction is in
+``relay.store.sqlite_writes``; this module owns the connection, its thread and every other query.
+sqlite3 errors are translated at this boundary (``sqlite_writes.translate``): a BUSY, LOCKED,
+READONLY, IOERR, FULL, CANTOPEN or PROTOCOL failure means "cannot commit right now"
+(StoreUnavailableError, 503 at ingest); anything else is a StoreError. Events are the
+deduplication record and are only removed by ``purge``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.errors import StoreError, StoreUnavailableError
+from relay.errors import StoreError
+from relay.store import sqlite_writes as writes
 from relay.store.base import (
     AttemptRecord,
     ClaimedDelivery,
@@ -37,16 +40,13 @@ from relay.store.base import (
     RecordsResults,
     ResultChange,
 )
-from relay.store.group import GroupCommit, PendingIngest, Write
+from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
 
 T = TypeVar("T")
-Writes = TypeVar("Writes", bound=Write)
 
 _MIGRATIONS = SQLITE_STEPS
 SCHEMA_VERSION = len(_MIGRATIONS)
-# Primary result codes: BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
-_UNAVAILABLE_CODES = frozenset({5, 6, 8, 10, 13, 14, 15})
 _EVENT_COLS = "id, source, message_id, type, received_at, body"
 _DELIVERY_COLS = (
     "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at, "
@@ -64,26 +64,12 @@ _CLAIMABLE = (  # due and not leased; two parameters: now, now
 )
 
 
-def _translate(exc: sqlite3.Error, what: str) -> StoreError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(exc, sqlite3.OperationalError) and ((code or 0) & 0xFF) in _UNAVAILABLE_CODES:
-        return StoreUnavailableError(f"{what}: {exc}")
-    return StoreError(f"{what}: {exc}")
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction; on an exception the caller (``_call``) rolls back."""
-    conn.execute("BEGIN IMMEDIATE")
-    yield
-    conn.execute("COMMIT")
-
-
 def _migrate(conn: sqlite3.Connection, what: str, create: bool, upgrade: bool) -> tuple[int, int]:
     """Apply the steps ``plan`` asks for under the write lock; returns the (from, to) versions."""
     (found,) = conn.execute("PRAGMA user_version").fetchone()
     if plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
-        with _transaction(conn):  # another process may have done it while we waited: look again
+        # Another process may have done it while we waited for the lock: look again.
+        with writes.transaction(conn):
             (found,) = conn.execute("PRAGMA user_version").fetchone()
             for step in plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
                 for statement in _MIGRATIONS[step]:
@@ -110,14 +96,6 @@ def _with_status(row: Sequence[Any], index: int) -> list[Any]:
     return values
 
 
-# The delivery's attempts in its current retry budget (reset by a replay), the number of the
-# last attempt recorded for it ever (attempt numbers keep counting across replays), and its lease.
-_ATTEMPT_COUNTS = (
-    "SELECT d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
-    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d WHERE d.id = %s"
-)
-
-
 # By relay id (two parameters: the same key twice), else the latest event with that sender
 # message id, through the unique (source, message_id) index.
 _GET_EVENT = (
@@ -126,14 +104,6 @@ _GET_EVENT = (
     f" WHERE source IN ({EVENT_SOURCES}) AND message_id = ? ORDER BY received_at DESC LIMIT 1)"
 )
 
-_INSERT_EVENT = (
-    "INSERT INTO events (id, source, message_id, type, received_at, body) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_INSERT_DELIVERY = (
-    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
-    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
-)
-_EXISTS = "SELECT 1 FROM events WHERE source = ? AND message_id = ?"
 # Changes a worker makes under its claim's lease: the last two parameters are the lease twice
 # (or NULL twice: a change that holds no lease), as in ResultChange.holds.
 _RELEASE = (
@@ -143,200 +113,6 @@ _DEFER = (
     "UPDATE deliveries SET lease_until = NULL, next_attempt_at = ?"
     " WHERE id = ? AND (? IS NULL OR lease_until = ?)"
 )
-
-
-def _ingest_batch(
-    conn: sqlite3.Connection, batch: Sequence[PendingIngest]
-) -> list[IngestOutcome | StoreError]:
-    """Insert the batch's new events and their deliveries, then commit them all at once.
-
-    The fast path writes the whole batch with a few multi-row statements. If that fails for a
-    reason other than "the database cannot write" (which fails the whole batch), the batch is
-    written again one event per savepoint, so an event that fails on its own (a constraint)
-    touches only itself."""
-    try:
-        with _transaction(conn):
-            return list(_insert_all(conn, batch))
-    except sqlite3.Error as exc:
-        if isinstance(_translate(exc, "ingest"), StoreUnavailableError):
-            raise
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    return _ingest_one_by_one(conn, batch)
-
-
-def _insert_all(conn: sqlite3.Connection, batch: Sequence[PendingIngest]) -> list[IngestOutcome]:
-    """Inside a write transaction (no other writer): duplicates are the keys already stored
-    (one read per chunk of the batch) or seen earlier in the batch."""
-    stored = _stored_keys(conn, [item.event for item in batch])
-    outcomes: list[IngestOutcome] = []
-    events: list[tuple[Any, ...]] = []
-    deliveries: list[tuple[Any, ...]] = []
-    for item in batch:
-        event = item.event
-        key = (event.source, event.message_id)
-        if key in stored:
-            outcomes.append(IngestOutcome.DUPLICATE)
-            continue
-        stored.add(key)
-        events.append(_event_row(event))
-        deliveries.extend(_delivery_rows(event, item.deliveries))
-        outcomes.append(IngestOutcome.ACCEPTED)
-    for rows, statement in ((events, _INSERT_EVENTS), (deliveries, _INSERT_DELIVERIES)):
-        for chunk in _chunks(rows):
-            conn.execute(statement(len(chunk)), [value for row in chunk for value in row])
-    return outcomes
-
-
-def _stored_keys(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> set[tuple[str, str]]:
-    """The (source, message id) keys of ``events`` already stored, read through the unique
-    index on (source, message_id): one read per source and chunk."""
-    by_source: dict[str, list[str]] = {}
-    for event in events:
-        by_source.setdefault(event.source, []).append(event.message_id)
-    found: set[tuple[str, str]] = set()
-    for source, message_ids in by_source.items():
-        for chunk in _chunks(message_ids):
-            rows = conn.execute(_STORED_KEYS(len(chunk)), [source, *chunk]).fetchall()
-            found.update((source, message_id) for (message_id,) in rows)
-    return found
-
-
-def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``items`` in chunks of at most 64, so a batch of up to 64 is one statement per table.
-    Each statement is a hand-over of the GIL between the store's thread and the event loop and
-    back, which costs the loop more than the statement costs SQLite (bench/README.md); the
-    texts for every size up to 64 stay prepared in the connection's cache (``_STATEMENTS``)."""
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _multirow(head: str, row: str, tail: str = "") -> Callable[[int], str]:
-    """The statement for ``rows`` rows: ``head row, row, ... tail``."""
-
-    @functools.cache
-    def statement(rows: int) -> str:
-        return f"{head} {', '.join([row] * rows)}{tail}"
-
-    return statement
-
-
-_CHUNK = 64
-# Prepared statements a connection keeps: the multi-row texts (_CHUNK sizes for each of
-# _INSERT_EVENTS, _INSERT_DELIVERIES, _STORED_KEYS) and every other statement of the store.
-_STATEMENTS = 3 * _CHUNK + 64
-_INSERT_EVENTS = _multirow(
-    "INSERT INTO events (id, source, message_id, type, received_at, body) VALUES",
-    "(?, ?, ?, ?, ?, ?)",
-)
-_INSERT_DELIVERIES = _multirow(
-    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
-    " next_attempt_at, created_at, updated_at) VALUES",
-    "(?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-)
-_STORED_KEYS = _multirow(
-    "SELECT message_id FROM events WHERE source = ? AND message_id IN (", "?", ")"
-)
-
-
-def _ingest_one_by_one(
-    conn: sqlite3.Connection, batch: Sequence[PendingIngest]
-) -> list[IngestOutcome | StoreError]:
-    """The slow path: each event under its own savepoint; one that fails gets its error."""
-    with _transaction(conn):
-        return _each_alone(
-            conn, batch, lambda c, item: _insert_event(c, item.event, item.deliveries)
-        )
-
-
-def _each_alone(
-    conn: sqlite3.Connection,
-    batch: Sequence[Writes],
-    write: Callable[[sqlite3.Connection, Writes], T],
-) -> list[T | StoreError]:
-    """``write`` each item under its own savepoint, inside the caller's transaction: an item
-    that fails on its own (a constraint, a delivery that is gone) is rolled back and gets its
-    error, the others stay written. An error meaning the database cannot write now fails the
-    whole transaction."""
-    outcomes: list[T | StoreError] = []
-    for item in batch:
-        conn.execute("SAVEPOINT item")
-        try:
-            outcomes.append(write(conn, item))
-        except (StoreError, sqlite3.Error) as exc:
-            error = exc if isinstance(exc, StoreError) else _translate(exc, item.describe())
-            if isinstance(error, StoreUnavailableError):
-                raise
-            conn.execute("ROLLBACK TO item")
-            outcomes.append(error)
-        conn.execute("RELEASE item")
-    return outcomes
-
-
-def _commit_batch(batch: Sequence[PendingIngest], conn: sqlite3.Connection) -> Any:
-    return _ingest_batch(conn, batch)  # looked up at call time, so tests can observe batches
-
-
-def _event_row(event: NewEvent) -> tuple[Any, ...]:
-    return (event.id, event.source, event.message_id, event.type, event.received_at, event.body)
-
-
-def _delivery_rows(event: NewEvent, deliveries: Sequence[NewDelivery]) -> list[tuple[Any, ...]]:
-    now = event.received_at
-    return [
-        (
-            d.id,
-            event.id,
-            d.rule,
-            d.send_index,
-            d.sink,
-            d.idempotency_key,
-            d.next_attempt_at,
-            now,
-            now,
-        )
-        for d in deliveries
-    ]
-
-
-def _insert_event(
-    conn: sqlite3.Connection, event: NewEvent, deliveries: Sequence[NewDelivery]
-) -> IngestOutcome:
-    if conn.execute(_EXISTS, (event.source, event.message_id)).fetchone() is not None:
-        return IngestOutcome.DUPLICATE
-    conn.execute(_INSERT_EVENT, _event_row(event))
-    conn.executemany(_INSERT_DELIVERY, _delivery_rows(event, deliveries))
-    return IngestOutcome.ACCEPTED
-
-
-def _record_batch(
-    batch: Sequence[ResultChange], conn: sqlite3.Connection
-) -> list[bool | StoreError]:
-    """Record the results in one transaction, each alone (``_each_alone``)."""
-    with _transaction(conn):
-        return _each_alone(conn, batch, _record)
-
-
-def _record(conn: sqlite3.Connection, change: ResultChange) -> bool:
-    """Add the attempt (if there was one) and move the delivery to its new state, if the change
-    still holds the delivery's lease (``ResultChange.writes``). Returns whether it moved."""
-    found = conn.execute(_ATTEMPT_COUNTS.replace("%s", "?"), (change.delivery_id,)).fetchone()
-    row, update = change.writes(found)
-    if row is not None:
-        conn.execute(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,"
-            " error, outcome) VALUES (:delivery_id, :number, :started_at, :duration_ms,"
-            " :status_code, :error, :outcome)",
-            row,
-        )
-    if update is not None:
-        conn.execute(
-            "UPDATE deliveries SET status = ?, attempts = ?, lease_until = NULL,"
-            " next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?,"
-            " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
-            update,
-        )
-    return update is not None
 
 
 class SQLiteStore(RecordsResults):
@@ -401,10 +177,10 @@ class SQLiteStore(RecordsResults):
                 self.path,
                 timeout=self._busy_timeout_s,
                 isolation_level=None,
-                cached_statements=_STATEMENTS,
+                cached_statements=writes.STATEMENTS,
             )
         except sqlite3.Error as exc:
-            raise _translate(exc, what) from exc
+            raise writes.translate(exc, what) from exc
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             mode = self._enable_wal(conn)
@@ -415,7 +191,7 @@ class SQLiteStore(RecordsResults):
         except BaseException as exc:
             conn.close()  # rolls back a half-made schema
             if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, what) from exc
+                raise writes.translate(exc, what) from exc
             raise
         return conn, versions
 
@@ -446,7 +222,7 @@ class SQLiteStore(RecordsResults):
         try:
             return fn(conn)
         except sqlite3.Error as exc:
-            raise _translate(exc, what) from exc
+            raise writes.translate(exc, what) from exc
         finally:
             if conn.in_transaction:
                 with suppress(sqlite3.Error):
@@ -456,7 +232,7 @@ class SQLiteStore(RecordsResults):
         """Run ``sql`` once per row of parameters, in one transaction. Returns rows changed."""
 
         def run(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with writes.transaction(conn):
                 return conn.executemany(sql, rows).rowcount
 
         return await self._run(what, run)
@@ -472,7 +248,7 @@ class SQLiteStore(RecordsResults):
     async def _commit_ingests(
         self, batch: Sequence[PendingIngest]
     ) -> list[IngestOutcome | StoreError]:
-        return await self._run("ingest", partial(_commit_batch, batch))
+        return await self._run("ingest", lambda conn: writes.ingest_batch(conn, batch))
 
     async def claim_due(
         self,
@@ -499,7 +275,7 @@ class SQLiteStore(RecordsResults):
         sql = _select(head, clauses, "ORDER BY d.next_attempt_at, d.id LIMIT ?")
 
         def run(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
-            with _transaction(conn):
+            with writes.transaction(conn):
                 rows = conn.execute(sql, params).fetchall()
                 conn.executemany(
                     "UPDATE deliveries SET lease_until = ?, updated_at = ? WHERE id = ?",
@@ -515,7 +291,7 @@ class SQLiteStore(RecordsResults):
         return await self._results.submit(change)
 
     async def _commit_results(self, batch: Sequence[ResultChange]) -> list[bool | StoreError]:
-        return await self._run("record results", partial(_record_batch, batch))
+        return await self._run("record results", lambda conn: writes.record_batch(conn, batch))
 
     async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
         await self._write("release leases", _RELEASE, [(i, lease, lease) for i in delivery_ids])
