@@ -33,7 +33,8 @@ from relay.store import (
     redact_url,
 )
 from relay.store.migrations import plan
-from relay.store.postgres import PostgresStore, glob_to_regex
+from relay.store.postgres import PostgresStore
+from relay.store.postgres_sql import glob_to_regex
 from tests.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.anyio
@@ -1266,15 +1267,15 @@ async def test_postgres_newer_schema_is_refused(postgres_url):
 async def test_postgres_version_2_database_upgrades_to_3_keeping_its_data(postgres_url):
     """As on SQLite: version 3 swaps the listing indexes, keeps the rows, and the lookups by
     sender message id and by dead status still find them."""
-    import relay.store.postgres as postgres_module
+    import relay.store.postgres_sql as postgres_sql
     from relay.store.migrations import POSTGRES_STEPS
 
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         for step in POSTGRES_STEPS[:2]:
             for statement in step:
                 await conn.execute(statement)
-        await conn.execute(postgres_module._VERSION_TABLE)
-        await conn.execute(postgres_module._SET_VERSION, [2])
+        await conn.execute(postgres_sql.VERSION_TABLE)
+        await conn.execute(postgres_sql.SET_VERSION, [2])
         await conn.execute(
             "INSERT INTO events VALUES ('evt_1', 'clerk', 'msg_1', 'user.created', 1, '{}')"
         )

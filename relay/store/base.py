@@ -359,3 +359,11 @@ class QueueStats:
     due: int  # claimable now: pending/failed, next_attempt_at <= now, no live lease
     pending_total: int  # not final (pending or failed): due or not, leased or not
     oldest_due_age_s: float | None  # now - the earliest next_attempt_at among the due ones
+
+
+def with_status(row: Sequence[Any], index: int) -> list[Any]:
+    """A row read from a store, its ``index``-th column (a status text) as a DeliveryStatus:
+    what DeliveryRecord and AttemptRecord take."""
+    values = list(row)
+    values[index] = DeliveryStatus(values[index])
+    return values

@@ -12,10 +12,11 @@ Times are Unix seconds in ``double precision``, bodies ``bytea``; text columns u
 collation so that ordering and globs compare bytes as SQLite does. Tables are created unqualified,
 in the connection's ``search_path``. The schema version is the one row of ``relay_schema``.
 
-psycopg errors are translated here: an OperationalError (cannot connect, connection lost, server
-shutting down, deadlock or serialisation failure, out of resources, pool timeout) or a read-only
-standby means "cannot commit right now" (StoreUnavailableError, 503 at ingest); anything else is a
-StoreError. No error text carries the URL's password.
+The statements it runs are in ``relay.store.postgres_sql``. psycopg errors are translated here: an
+OperationalError (cannot connect, connection lost, server shutting down, deadlock or serialisation
+failure, out of resources, pool timeout) or a read-only standby means "cannot commit right now"
+(StoreUnavailableError, 503 at ingest); anything else is a StoreError. No error text carries the
+URL's password.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from relay.errors import StoreError, StoreUnavailableError
+from relay.store import postgres_sql as q
 from relay.store import redact_url
 from relay.store.base import (
     AttemptRecord,
@@ -45,131 +47,15 @@ from relay.store.base import (
     QueueStats,
     RecordsResults,
     ResultChange,
+    with_status,
 )
 from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, POSTGRES_STEPS, plan
 
 _MIGRATIONS = POSTGRES_STEPS
 SCHEMA_VERSION = len(_MIGRATIONS)
-_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS relay_schema (
-    one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)"""
-_SET_VERSION = """INSERT INTO relay_schema (version) VALUES (%s)
-    ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version"""
-# One schema change at a time per schema: a session lock on a key naming it.
-_LOCK = "SELECT pg_advisory_lock(hashtext('relay schema ' || coalesce(current_schema, '')))"
 
-_EVENT_COLS = sql.SQL("id, source, message_id, type, received_at, body")
-_DELIVERY_COLS = sql.SQL(
-    "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at, "
-    "lease_until, last_error, created_at, updated_at, delivered_at"
-)
-_ATTEMPT_COLS = sql.SQL(
-    "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome"
-)
-_DUE = "next_attempt_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
-_CLAIM = """WITH due AS (
-    SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND {due}{sinks}
-    ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE deliveries d SET lease_until = %(until)s, updated_at = %(now)s FROM due
-    WHERE d.id = due.id RETURNING d.*
-)
-SELECT c.id, c.event_id, e.source, e.message_id, e.type, e.received_at, e.body, c.rule,
-    c.send_index, c.sink, c.idempotency_key, c.attempts, c.lease_until
-FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id"""
-_INGEST = """WITH event AS (
-    INSERT INTO events (id, source, message_id, type, received_at, body)
-    VALUES (%(id)s, %(source)s, %(message_id)s, %(type)s, %(received_at)s, %(body)s)
-    ON CONFLICT (source, message_id) DO NOTHING RETURNING id
-), sent AS (
-    INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
-        next_attempt_at, created_at, updated_at)
-    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, 'pending', d.due,
-        %(received_at)s, %(received_at)s
-    FROM event, unnest(%(d_ids)s::text[], %(d_rules)s::text[], %(d_sends)s::integer[],
-        %(d_sinks)s::text[], %(d_keys)s::text[], %(d_due)s::double precision[])
-        AS d(id, rule, send_index, sink, idempotency_key, due)
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM sent)"""
-# A group-commit batch in one statement: the new events (a duplicate, stored before or earlier
-# in the batch, inserts nothing) and the deliveries of those inserted; returns their ids.
-_INGEST_BATCH = """WITH event AS (
-    INSERT INTO events (id, source, message_id, type, received_at, body)
-    SELECT e.id, e.source, e.message_id, e.type, e.received_at, e.body
-    FROM unnest(%(ids)s::text[], %(sources)s::text[], %(message_ids)s::text[],
-        %(types)s::text[], %(received)s::double precision[], %(bodies)s::bytea[])
-        WITH ORDINALITY AS e(id, source, message_id, type, received_at, body, n)
-    ORDER BY e.n
-    ON CONFLICT (source, message_id) DO NOTHING RETURNING id, received_at
-), sent AS (
-    INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
-        next_attempt_at, created_at, updated_at)
-    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, 'pending', d.due,
-        event.received_at, event.received_at
-    FROM event JOIN unnest(%(d_ids)s::text[], %(d_events)s::text[], %(d_rules)s::text[],
-        %(d_sends)s::integer[], %(d_sinks)s::text[], %(d_keys)s::text[],
-        %(d_due)s::double precision[])
-        AS d(id, event_id, rule, send_index, sink, idempotency_key, due) ON d.event_id = event.id
-    RETURNING 1
-)
-SELECT id FROM event"""
 _Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
-
-
-def glob_to_regex(glob: str) -> str:
-    """A PostgreSQL regular expression matching what SQLite's GLOB matches: ``*``, ``?`` and
-    ``[...]`` classes (``[^...]`` negated, a leading ``]`` literal), case-sensitive, anchored."""
-    out, i = ["^"], 0
-    while i < len(glob):
-        char = glob[i]
-        if char == "[":
-            end = i + 2 if glob[i + 1 : i + 2] == "^" else i + 1
-            end = glob.find("]", end + 1)  # a ] right after [ or [^ is a member
-            if end < 0:
-                return "(?!)"  # SQLite matches nothing with an unclosed class
-            negate = glob[i + 1] == "^"
-            members = glob[i + 1 + negate : end]
-            escaped = "".join("\\" + c if c in "\\[]" else c for c in members)
-            out.append(f"[{'^' if negate else ''}{escaped}]")
-            i = end + 1
-            continue
-        out.append(
-            {"*": ".*", "?": "."}.get(char) or ("\\" + char if char in "\\^$.|+(){}" else char)
-        )
-        i += 1
-    return "".join(out) + "$"
-
-
-def _where(filters: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
-    """The WHERE clause of the filters (constant SQL with one %s each) whose value is given."""
-    given = {clause: value for clause, value in filters.items() if value is not None}
-    if not given:
-        return sql.Composed([]), []
-    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(map(sql.SQL, given)), list(given.values())
-
-
-def _with_status(row: Sequence[Any], index: int) -> list[Any]:
-    values = list(row)
-    values[index] = DeliveryStatus(values[index])
-    return values
-
-
-# The delivery's attempts in its current retry budget (reset by a replay), the number of the
-# last attempt recorded for it ever (attempt numbers keep counting across replays), and its lease.
-_ATTEMPT_COUNTS = (
-    "SELECT d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
-    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d WHERE d.id = %s"
-)
-# As SQLite's: the last two parameters are the lease twice, or NULL twice (ResultChange.holds).
-_RELEASE = (
-    "UPDATE deliveries SET lease_until = NULL WHERE id = ANY(%s::text[])"
-    " AND (%s::double precision IS NULL OR lease_until = %s)"
-)
-_DEFER = (
-    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = %s WHERE id = %s"
-    " AND (%s::double precision IS NULL OR lease_until = %s)"
-)
 
 
 class PostgresStore(RecordsResults):
@@ -241,21 +127,21 @@ class PostgresStore(RecordsResults):
             async with await psycopg.AsyncConnection.connect(
                 self._url, autocommit=True, connect_timeout=self._connect_timeout
             ) as conn:
-                found = await _version(conn)
+                found = await q.schema_version(conn)
                 if not plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
                     return found, SCHEMA_VERSION
                 # Held until this connection closes. Only a transaction begun after taking it sees
                 # the catalog as another replica that held it may have left it: look again.
-                await conn.execute(_LOCK)
+                await conn.execute(q.SCHEMA_LOCK)
                 async with conn.transaction():
-                    found = await _version(conn)
+                    found = await q.schema_version(conn)
                     for step in plan(
                         found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what
                     ):
                         for statement in _MIGRATIONS[step]:
                             await conn.execute(statement)
-                    await conn.execute(_VERSION_TABLE)
-                    await conn.execute(_SET_VERSION, (SCHEMA_VERSION,))
+                    await conn.execute(q.VERSION_TABLE)
+                    await conn.execute(q.SET_VERSION, (SCHEMA_VERSION,))
                 return found, SCHEMA_VERSION
         except psycopg.Error as exc:
             raise self._translate(exc, what) from exc
@@ -317,11 +203,11 @@ class PostgresStore(RecordsResults):
             "types": [e.type for e in events],
             "received": [e.received_at for e in events],
             "bodies": [e.body for e in events],
-            **_delivery_arrays(items),
+            **q.delivery_arrays(items),
         }
         try:
             async with self._cursor("ingest", transaction=False) as cursor:  # one statement
-                await cursor.execute(_INGEST_BATCH, params)
+                await cursor.execute(q.INGEST_BATCH, params)
                 inserted = {row[0] for row in await cursor.fetchall()}
         except StoreUnavailableError:
             raise
@@ -334,11 +220,11 @@ class PostgresStore(RecordsResults):
 
     async def _ingest_alone(self, item: PendingIngest) -> IngestOutcome | StoreError:
         """One event and its deliveries in one statement; its own error if it fails."""
-        params = {**asdict(item.event), **_delivery_arrays([item])}
+        params = {**asdict(item.event), **q.delivery_arrays([item])}
         what = item.describe()
         try:
             async with self._cursor(what, transaction=False) as cursor:  # one statement: atomic
-                await cursor.execute(_INGEST, params)
+                await cursor.execute(q.INGEST, params)
                 row = await cursor.fetchone()
         except StoreUnavailableError:
             raise
@@ -366,7 +252,7 @@ class PostgresStore(RecordsResults):
             only.append(sql.SQL(" AND rule = ANY(%(rules)s::text[])"))
         if exclude_rules:
             only.append(sql.SQL(" AND rule <> ALL(%(exclude_rules)s::text[])"))
-        query = sql.SQL(_CLAIM).format(due=sql.SQL(_DUE), sinks=sql.Composed(only))
+        query = sql.SQL(q.CLAIM).format(due=sql.SQL(q.DUE), sinks=sql.Composed(only))
         chosen = {
             "sinks": list(sinks or ()),
             "exclude": list(exclude_sinks or ()),
@@ -380,7 +266,7 @@ class PostgresStore(RecordsResults):
 
     async def _apply(self, change: ResultChange) -> bool:
         async with self._cursor(change.describe()) as cursor:
-            await cursor.execute(f"{_ATTEMPT_COUNTS} FOR UPDATE", (change.delivery_id,))
+            await cursor.execute(f"{q.ATTEMPT_COUNTS} FOR UPDATE", (change.delivery_id,))
             row, update = change.writes(await cursor.fetchone())
             if row is not None:
                 await cursor.execute(
@@ -400,12 +286,12 @@ class PostgresStore(RecordsResults):
             return update is not None
 
     async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
-        await self._write("release leases", _RELEASE, (list(delivery_ids), lease, lease))
+        await self._write("release leases", q.RELEASE, (list(delivery_ids), lease, lease))
 
     async def defer(
         self, delivery_id: str, next_attempt_at: float, *, lease: float | None = None
     ) -> None:
-        await self._write("defer delivery", _DEFER, (next_attempt_at, delivery_id, lease, lease))
+        await self._write("defer delivery", q.DEFER, (next_attempt_at, delivery_id, lease, lease))
 
     async def release_all_leases(self) -> int:
         """Does nothing and returns 0: on PostgreSQL other replicas may hold live leases, and
@@ -420,7 +306,7 @@ class PostgresStore(RecordsResults):
             " UNION ALL (SELECT {cols} FROM events"
             f" WHERE source IN ({EVENT_SOURCES}) AND message_id = %(key)s"
             " ORDER BY received_at DESC LIMIT 1)"
-        ).format(cols=_EVENT_COLS)
+        ).format(cols=q.EVENT_COLS)
         what = f"get event {id_or_message_id}"
         rows = await self._fetch(what, query, {"key": id_or_message_id})
         by_id = [row for row in rows if row[0] == id_or_message_id]
@@ -430,10 +316,10 @@ class PostgresStore(RecordsResults):
         self, *, type_glob: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[EventRecord]:
         """``type_glob`` matches as SQLite's case-sensitive GLOB: ``*``, ``?`` and ``[...]``."""
-        regex = None if type_glob is None else glob_to_regex(type_glob)
-        where, params = _where({"type ~ %s": regex, "received_at >= %s": since})
+        regex = None if type_glob is None else q.glob_to_regex(type_glob)
+        where, params = q.where({"type ~ %s": regex, "received_at >= %s": since})
         query = sql.SQL("SELECT {} FROM events{} ORDER BY received_at DESC, id LIMIT %s")
-        rows = await self._fetch("list events", query.format(_EVENT_COLS, where), [*params, limit])
+        rows = await self._fetch("list events", query.format(q.EVENT_COLS, where), [*params, limit])
         return [EventRecord(*row) for row in rows]
 
     async def list_deliveries(
@@ -446,7 +332,7 @@ class PostgresStore(RecordsResults):
         since: float | None = None,
         limit: int = 100,
     ) -> list[DeliveryRecord]:
-        where, params = _where(
+        where, params = q.where(
             {
                 "status = %s": None if status is None else DeliveryStatus(status).value,
                 "sink = %s": sink,
@@ -456,15 +342,15 @@ class PostgresStore(RecordsResults):
             }
         )
         select = sql.SQL("SELECT {} FROM deliveries{} ORDER BY created_at DESC, id LIMIT %s")
-        query = select.format(_DELIVERY_COLS, where)
+        query = select.format(q.DELIVERY_COLS, where)
         rows = await self._fetch("list deliveries", query, [*params, limit])
-        return [DeliveryRecord(*_with_status(row, 6)) for row in rows]
+        return [DeliveryRecord(*with_status(row, 6)) for row in rows]
 
     async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
         select = sql.SQL("SELECT {} FROM attempts WHERE delivery_id = %s ORDER BY number")
-        query = select.format(_ATTEMPT_COLS)
+        query = select.format(q.ATTEMPT_COLS)
         rows = await self._fetch(f"list attempts of {delivery_id}", query, (delivery_id,))
-        return [AttemptRecord(*_with_status(row, 7)) for row in rows]
+        return [AttemptRecord(*with_status(row, 7)) for row in rows]
 
     async def replay(self, delivery_ids: Collection[str], now: float) -> int:
         query = (
@@ -483,7 +369,7 @@ class PostgresStore(RecordsResults):
             "SELECT count(*), count(*) FILTER (WHERE {due}),"
             " min(next_attempt_at) FILTER (WHERE {due})"
             " FROM deliveries WHERE status IN ('pending', 'failed')"
-        ).format(due=sql.SQL(_DUE))
+        ).format(due=sql.SQL(q.DUE))
         ((total, due, oldest),) = await self._fetch("queue stats", query, {"now": now})
         age = None if oldest is None else now - oldest
         return QueueStats(due=due, pending_total=total, oldest_due_age_s=age)
@@ -494,28 +380,3 @@ class PostgresStore(RecordsResults):
             " WHERE d.event_id = events.id AND d.status NOT IN ('delivered', 'dead'))"
         )
         return await self._write("purge events", query, (older_than,))
-
-
-def _delivery_arrays(items: Sequence[PendingIngest]) -> dict[str, list[Any]]:
-    """The deliveries of ``items`` as the column arrays the ingest statements ``unnest``."""
-    pairs = [(item.event.id, d) for item in items for d in item.deliveries]
-    return {
-        "d_ids": [d.id for _, d in pairs],
-        "d_events": [event_id for event_id, _ in pairs],
-        "d_rules": [d.rule for _, d in pairs],
-        "d_sends": [d.send_index for _, d in pairs],
-        "d_sinks": [d.sink for _, d in pairs],
-        "d_keys": [d.idempotency_key for _, d in pairs],
-        "d_due": [d.next_attempt_at for _, d in pairs],
-    }
-
-
-async def _version(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> int:
-    """The schema version recorded in the database; 0 when there is no relay schema."""
-    cursor = await conn.execute("SELECT to_regclass('relay_schema') IS NOT NULL")
-    row = await cursor.fetchone()
-    if row is None or not row[0]:
-        return 0
-    cursor = await conn.execute("SELECT version FROM relay_schema")
-    row = await cursor.fetchone()
-    return 0 if row is None else int(row[0])

@@ -39,6 +39,7 @@ from relay.store.base import (
     QueueStats,
     RecordsResults,
     ResultChange,
+    with_status,
 )
 from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
@@ -88,12 +89,6 @@ def _filters(filters: dict[str, Any]) -> tuple[list[str], list[Any]]:
     """The clauses and parameters of the filters whose value is given."""
     given = {clause: value for clause, value in filters.items() if value is not None}
     return list(given), list(given.values())
-
-
-def _with_status(row: Sequence[Any], index: int) -> list[Any]:
-    values = list(row)
-    values[index] = DeliveryStatus(values[index])
-    return values
 
 
 # By relay id (two parameters: the same key twice), else the latest event with that sender
@@ -346,12 +341,12 @@ class SQLiteStore(RecordsResults):
         tail = "ORDER BY created_at DESC, id LIMIT ?"
         sql = _select(f"{_DELIVERY_COLS} FROM deliveries", clauses, tail)
         rows = await self._fetch("list deliveries", sql, [*params, limit])
-        return [DeliveryRecord(*_with_status(row, 6)) for row in rows]
+        return [DeliveryRecord(*with_status(row, 6)) for row in rows]
 
     async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
         sql = _select(f"{_ATTEMPT_COLS} FROM attempts", ["delivery_id = ?"], "ORDER BY number")
         rows = await self._fetch(f"list attempts of {delivery_id}", sql, [delivery_id])
-        return [AttemptRecord(*_with_status(row, 7)) for row in rows]
+        return [AttemptRecord(*with_status(row, 7)) for row in rows]
 
     async def replay(self, delivery_ids: Collection[str], now: float) -> int:
         sql = (
