@@ -4,6 +4,11 @@ Each problem is reported as ``FILE:LINE:COL: message``. Loading validates source
 each sink type's own settings model), rules, patterns, conditions, templates and send fields, and
 compiles every template once. ``relay check`` and ``relay serve`` load through the same function;
 only the severity of an unset environment variable differs (warning for check, error for serve).
+
+This module holds the pydantic models of ``rules.yaml``, the runtime types (``Source``,
+``SinkSpec``, ``Config``), ``load_config`` and its loader. The loader compiles each rule's sends
+(send fields and message templates) through a ``relay.sends.SendCompiler``, created once per load.
+That module also holds ``SendModel`` (one ``send:`` entry), which is re-exported here.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from relay import yamlfile
 from relay.errors import ConfigError, Diagnostic, TemplateError
-from relay.rules import Condition, Rule, Send, valid_pattern
+from relay.rules import Condition, Rule, valid_pattern
 from relay.secret import Secret, secret_fragments, url_credentials
-from relay.sinks.base import SinkSettings, SinkType, TemplateField, load_sink_types
+from relay.sends import SendCompiler
+from relay.sends import SendModel as SendModel  # re-exported: relay.config.SendModel
+from relay.sinks.base import SinkSettings, SinkType, load_sink_types
 from relay.sources import base as sources
 from relay.sources.base import SourceSettings, SourceType, load_source_types
 from relay.suggest import did_you_mean
-from relay.templates import Environments, TextTemplate, Where, compile_data
+from relay.templates import Environments
 
 Mode = Literal["check", "serve", "dry-run"]
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -37,12 +44,6 @@ DEFAULT_SOURCES = {
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SendModel(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    sink: str
-    template: str | None = None
 
 
 class RuleModel(_Model):
@@ -153,12 +154,11 @@ class _Loader:
     ) -> None:
         self.doc = doc
         self.broken = broken
-        self.templates_dir = templates_dir
         self.sink_types = sink_types
         self.env = env
         self.mode = mode
         self.envs = Environments.for_dir(templates_dir)
-        self.template_docs: dict[str, yamlfile.Document | None] = {}
+        self.sends = SendCompiler(doc, templates_dir, self.envs, self._report)
         self.secrets: set[str] = set()
         self.source_types: Mapping[str, SourceType] = {}
         self.broken_sources: Mapping[str, str] = {}
@@ -352,6 +352,7 @@ class _Loader:
         rules: list[Rule] = []
         seen: dict[str, int] = {}
         known_sinks = set(model.sinks)
+        types_by_sink = {name: spec.type for name, spec in sinks.items()}
         for i, rule in enumerate(model.rules):
             base: tuple[str | int, ...] = ("rules", i)
             if not RULE_NAME.match(rule.name):
@@ -368,13 +369,13 @@ class _Loader:
             seen.setdefault(rule.name, i)
             patterns = self._patterns(rule, base)
             condition = self._condition(rule, base)
-            sends = [
-                s
+            compiled = (
+                self.sends.compile(send, (*base, "send", j), j, types_by_sink, known_sinks)
                 for j, send in enumerate(rule.send)
-                if (s := self._send(send, (*base, "send", j), j, sinks, known_sinks)) is not None
-            ]
+            )
+            sends = tuple(s for s in compiled if s is not None)
             line = self.doc.locate(base).line
-            rules.append(Rule(rule.name, patterns, condition, tuple(sends), line))
+            rules.append(Rule(rule.name, patterns, condition, sends, line))
         return rules
 
     def _patterns(self, rule: RuleModel, base: tuple[str | int, ...]) -> tuple[str, ...]:
@@ -406,127 +407,3 @@ class _Loader:
         except TemplateError as exc:
             self.doc.error((*base, "when"), f"malformed condition: {exc.message}")
             return None
-
-    def _send(
-        self,
-        send: SendModel,
-        base: tuple[str | int, ...],
-        index: int,
-        sinks: Mapping[str, SinkSpec],
-        known_sinks: set[str],
-    ) -> Send | None:
-        if send.sink not in known_sinks:
-            hint = did_you_mean(send.sink, known_sinks)
-            self.doc.error((*base, "sink"), f"unknown sink '{send.sink}'{hint}")
-            return None
-        spec = sinks.get(send.sink)
-        if spec is None:
-            return None  # the sink itself is invalid and already reported
-        fields = dict(send.model_extra or {})
-        try:
-            spec.type.send_fields.model_validate(fields)
-        except ValidationError as exc:
-            names = [f.alias or n for n, f in spec.type.send_fields.model_fields.items()]
-            self._report(exc, base, ["sink", "template", *names])
-            return None
-        compiled_fields: dict[str, Any] = {}
-        literal = spec.type.send_fields.literal_fields
-        for key, value in fields.items():
-            if key in literal:
-                compiled_fields[key] = value  # used as written: never a template
-                continue
-
-            def where_of(path: tuple[Any, ...], key: str = key) -> Where:
-                mark = self.doc.locate((*base, key, *path))
-                return Where(self.doc.file, mark.line, mark.block)
-
-            try:
-                compiled_fields[key] = compile_data(self.envs.text, value, where_of)
-            except TemplateError as exc:
-                self.doc.error((*base, key), f"{key}: {exc.message}")
-        parts = self._template(send, base, spec.type)
-        if parts is None:
-            return None
-        return Send(index, send.sink, send.template, parts, compiled_fields)
-
-    def _template(
-        self, send: SendModel, base: tuple[str | int, ...], sink_type: SinkType
-    ) -> dict[str, Any] | None:
-        if send.template is None:
-            if sink_type.template_required:
-                self.doc.error(
-                    base,
-                    f"missing required key 'template' (a {sink_type.name} send "
-                    "needs a message template)",
-                )
-                return None
-            return {}
-        tdoc = self._template_doc(send.template, (*base, "template"))
-        if tdoc is None:
-            return None
-        return self._compile_parts(tdoc, sink_type)
-
-    def _template_doc(self, name: str, at: tuple[str | int, ...]) -> yamlfile.Document | None:
-        path = (self.templates_dir / name).resolve()
-        if not path.is_relative_to(self.templates_dir.resolve()) or not path.is_file():
-            available = [p.name for p in self.templates_dir.glob("*.yaml")]
-            self.doc.error(
-                at,
-                f"template '{name}' not found in {self.templates_dir}/"
-                f"{did_you_mean(name, available)}",
-            )
-            return None
-        if name not in self.template_docs:
-            file = str(self.templates_dir / name)
-            tdoc = yamlfile.load(path.read_text(encoding="utf-8"), file)
-            self.doc.diagnostics.extend(tdoc.diagnostics)
-            ok = isinstance(tdoc.data, dict) and not tdoc.diagnostics
-            if not ok and not tdoc.diagnostics:
-                self.doc.diagnostics.append(
-                    Diagnostic(file, 1, 1, "a message template must be a mapping of parts")
-                )
-            self.template_docs[name] = tdoc if ok else None
-        return self.template_docs[name]
-
-    def _compile_parts(self, tdoc: yamlfile.Document, sink_type: SinkType) -> dict[str, Any] | None:
-        allowed: Mapping[str, TemplateField] = sink_type.template_fields
-        parts: dict[str, Any] = {}
-        before = len(self.doc.diagnostics)
-        report = tdoc.diagnostics
-        for key, value in tdoc.data.items():
-            kind = allowed.get(key)
-            if kind is None:
-                hint = did_you_mean(key, allowed)
-                tdoc.error(
-                    (key,),
-                    f"unknown part '{key}' for a {sink_type.name} message{hint}"
-                    f" (allowed: {', '.join(allowed)})",
-                    key=True,
-                )
-                continue
-            try:
-                parts[key] = self._compile_part(tdoc, key, value, kind)
-            except TemplateError as exc:
-                report.append(Diagnostic(exc.file or tdoc.file, exc.line or 1, 1, exc.message))
-        for key, kind in allowed.items():
-            if kind.required and key not in tdoc.data:
-                tdoc.error((), f"missing required part '{key}' for a {sink_type.name} message")
-        self.doc.diagnostics.extend(report)
-        report.clear()
-        return parts if len(self.doc.diagnostics) == before else None
-
-    def _compile_part(
-        self, tdoc: yamlfile.Document, key: str, value: Any, kind: TemplateField
-    ) -> Any:
-        mark = tdoc.locate((key,))
-        env = self.envs.for_kind(kind.kind)
-        if kind.kind.endswith("data"):
-
-            def where_of(path: tuple[Any, ...]) -> Where:
-                leaf = tdoc.locate((key, *path))
-                return Where(tdoc.file, leaf.line, leaf.block)
-
-            return compile_data(env, value, where_of)
-        if not isinstance(value, str):
-            raise TemplateError(f"part '{key}' must be a string", file=tdoc.file, line=mark.line)
-        return TextTemplate(env, value, Where(tdoc.file, mark.line, mark.block))
