@@ -219,7 +219,12 @@ def create_app(
     endpoint = None
     if settings.ingest:
         endpoint = IngestEndpoint(
-            lambda: state.config, store, clock, on_stored, state.metrics.observe_event
+            lambda: state.config,
+            store,
+            clock,
+            on_stored,
+            state.metrics.observe_event,
+            body_timeout_s=settings.body_timeout_s,
         )
         # Never reached by a POST (RelayApp sends those to the endpoint): any other method on
         # any path is answered 405, as for a route that takes only POST.

@@ -5,7 +5,8 @@ durably committed (the store commits concurrent requests together, see ``SQLiteS
 request that carries several events is answered only after the last one). Anything the sender
 should not retry gets a 4xx; a store that cannot commit gets a 503 so the sender retries later.
 Events of a batch stored before the failure are harmless then: the retry finds them as
-duplicates.
+duplicates. A body too large (413) or too slow to arrive (408, ``BodyDeadlines``) is refused
+before it is read whole, and the connection is closed after the answer.
 
 The endpoint is a plain ASGI app: the hot path builds no Starlette request or response objects
 (see bench/README.md).
@@ -13,6 +14,7 @@ The endpoint is a plain ASGI app: the hot path builds no Starlette request or re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,6 +27,7 @@ from relay.config import Config, Source
 from relay.errors import EventShapeError, StoreError, VerificationError
 from relay.ids import idempotency_key, new_id
 from relay.rules import match
+from relay.settings import BODY_TIMEOUT_S
 from relay.sources import base as sources
 from relay.sources.base import InboundEvent
 from relay.store.base import IngestOutcome, NewDelivery, NewEvent, Store
@@ -43,6 +46,10 @@ class BodyTooLargeError(Exception):
 
 
 class ClientDisconnectedError(Exception):
+    pass
+
+
+class BodyTimeoutError(Exception):
     pass
 
 
@@ -66,6 +73,50 @@ async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+class BodyDeadlines:
+    """Body reads that must finish within ``timeout_s``, watched by one timer for all of them.
+
+    A read still waiting at its deadline is cancelled, and ``read`` turns that cancellation
+    (taken back with ``Task.uncancel``) into BodyTimeoutError: the caller answers 408 and the
+    connection is closed. A timer per request (``asyncio.timeout``) cost about 10% of an
+    ingest's CPU in ``bench/inprocess.py`` (bench/README.md); here a read costs a dict entry.
+    Every read has the same timeout, so the reads are in deadline order and the timer is set
+    for the first one."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._reads: dict[asyncio.Task[Any], float] = {}  # each read's deadline, loop clock
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def read(self, headers: Headers, receive: Receive, limit: int) -> bytes:
+        """``read_body``, within the deadline."""
+        task = asyncio.current_task()
+        assert task is not None, "a body is read inside a task"
+        loop = task.get_loop()
+        self._reads[task] = deadline = loop.time() + self.timeout_s
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire, loop)
+        try:
+            return await read_body(headers, receive, limit)
+        except asyncio.CancelledError:
+            if task in self._reads:  # cancelled by someone else: shutting down
+                raise
+            task.uncancel()
+            raise BodyTimeoutError from None
+        finally:
+            self._reads.pop(task, None)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, deadline in list(self._reads.items()):
+            if deadline > now:  # this read and every later one are still in time
+                self._timer = loop.call_at(deadline, self._expire, loop)
+                return
+            del self._reads[task]
+            task.cancel()
+        self._timer = None
+
+
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -77,11 +128,16 @@ async def _send_json(send: Send, answer: Answer) -> None:
     status, content = answer
     body = _ENCODE(content).encode()
     headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]
+    if status in _BODY_NOT_READ:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 _JSON = b"application/json"
+# Answers given before the request's body was read whole (too large, too slow): the connection
+# is closed after them, instead of the server waiting on it for the rest of the body.
+_BODY_NOT_READ = frozenset({408, 413})
 # Built once, not per response; an answer is a flat dict: no cycles to look for.
 _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
@@ -98,12 +154,14 @@ class IngestEndpoint:
         clock: Callable[[], float],
         on_stored: Callable[[], None] = lambda: None,
         observe: Callable[[str, str, str], None] = lambda source, type_, outcome: None,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
         self.observe = observe
+        self._deadlines = BodyDeadlines(body_timeout_s)
         self._built: dict[int, tuple[Source, sources.Source]] = {}
 
     def _source(self, source: Source) -> sources.Source:
@@ -131,7 +189,14 @@ class IngestEndpoint:
         if not source.complete:
             return self._reject(source.name, "no_secret", 503, "source has unset variables")
         try:
-            body = await read_body(headers, receive, source.max_body_bytes)
+            body = await self._deadlines.read(headers, receive, source.max_body_bytes)
+        except BodyTimeoutError:
+            return self._reject(
+                source.name,
+                "body_timeout",
+                408,
+                f"body not received within {self._deadlines.timeout_s:g} s",
+            )
         except BodyTooLargeError:
             return self._reject(
                 source.name,

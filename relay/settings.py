@@ -11,6 +11,10 @@ from typing import Any
 from relay.errors import SettingsError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# How long a request's body may take to arrive once its headers have: a sender that stalls
+# mid-body gets a 408 and the connection is closed, instead of it holding the connection open
+# (Svix sends the whole body at once, and gives up on a request itself after 15 s).
+BODY_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,7 @@ class Settings:
     shutdown_grace_s: float = 10.0  # on SIGTERM, how long attempts in flight may finish
     db_upgrade: bool = False  # upgrade an older database schema at start
     lease_margin_s: float = 60.0  # a claim lasts the sink's timeout_s plus this
+    body_timeout_s: float = BODY_TIMEOUT_S  # a request's body must arrive within this (else 408)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +60,7 @@ class Settings:
             dry_run=_flag(env, "RELAY_DRY_RUN"),
             db_upgrade=_flag(env, "RELAY_DB_UPGRADE"),
             lease_margin_s=_number(env, "RELAY_LEASE_MARGIN_S", base.lease_margin_s, 1, 86400),
+            body_timeout_s=_number(env, "RELAY_BODY_TIMEOUT_S", base.body_timeout_s, 1, 3600),
             log_format=log_format,
             log_level=log_level,
             shutdown_grace_s=_number(env, "RELAY_SHUTDOWN_GRACE_S", base.shutdown_grace_s, 0, 3600),

@@ -111,6 +111,35 @@ async def test_a_client_that_disconnects_mid_body_is_not_stored(store: SQLiteSto
     assert stored(store) == []
 
 
+async def test_a_body_that_stops_arriving_is_408_and_not_stored(store: SQLiteStore) -> None:
+    """A sender that sends half a body and stalls is answered 408 once the body deadline has
+    passed, and nothing is stored."""
+    endpoint = IngestEndpoint(config, store, time.time, body_timeout_s=0.05)
+    first_half = next(chunks(BODY, len(BODY) // 2))
+    pending = [first_half]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with asyncio.timeout(5):  # without a deadline the endpoint would wait for ever
+        await endpoint(scope("/webhooks/clerk", signed_headers("msg_stalled")), receive, send)
+    start, body = sent
+    assert start["status"] == 408
+    assert (b"connection", b"close") in start["headers"]
+    assert json.loads(body["body"]) == {
+        "status": "rejected",
+        "reason": "body not received within 0.05 s",
+    }
+    assert stored(store) == []
+
+
 async def test_a_post_to_a_path_of_no_source_is_404(store: SQLiteStore) -> None:
     endpoint = IngestEndpoint(config, store, time.time)
     status, answer = await call(

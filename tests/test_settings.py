@@ -18,6 +18,7 @@ def test_defaults() -> None:
     assert settings.database_url == "sqlite:///relay.db"
     assert (settings.host, settings.port, settings.dry_run) == ("127.0.0.1", 8000, False)
     assert (settings.shutdown_grace_s, settings.lease_margin_s) == (10.0, 60.0)
+    assert settings.body_timeout_s == 15.0
     assert (settings.log_format, settings.log_level) == ("auto", "info")
 
 
@@ -32,11 +33,13 @@ def test_values_are_read() -> None:
             "RELAY_SHUTDOWN_GRACE_S": "2.5",
             "RELAY_LOG_FORMAT": "json",
             "RELAY_LOG_LEVEL": "Warning",
+            "RELAY_BODY_TIMEOUT_S": "3",
         }
     )
     assert (settings.port, settings.dry_run, settings.db_upgrade) == (9000, True, True)
     assert (settings.lease_margin_s, settings.shutdown_grace_s) == (5.0, 2.5)
     assert (settings.log_format, settings.log_level) == ("json", "warning")
+    assert settings.body_timeout_s == 3.0
 
 
 @pytest.mark.parametrize(
@@ -46,6 +49,7 @@ def test_values_are_read() -> None:
         ({"RELAY_PORT": "70000"}, "RELAY_PORT must be between 0 and 65535, not '70000'"),
         ({"RELAY_SHUTDOWN_GRACE_S": "-1"}, "RELAY_SHUTDOWN_GRACE_S must be between 0 and 3600"),
         ({"RELAY_LEASE_MARGIN_S": "soon"}, "RELAY_LEASE_MARGIN_S must be a number, not 'soon'"),
+        ({"RELAY_BODY_TIMEOUT_S": "0"}, "RELAY_BODY_TIMEOUT_S must be between 1 and 3600, not '0'"),
         ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT must be auto, json or text, not 'xml'"),
         ({"RELAY_LOG_LEVEL": "loud"}, "RELAY_LOG_LEVEL must be debug, info, warning or error"),
     ],

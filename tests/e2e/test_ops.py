@@ -488,6 +488,32 @@ def test_sigterm_with_a_stalled_request_in_flight_exits_within_the_grace(
     assert outcome.startswith("exited")
 
 
+def test_a_sender_that_stalls_mid_body_gets_a_408_and_the_connection_is_closed(
+    project: E2EProject, fleet: Fleet
+) -> None:
+    """README: a body must arrive within RELAY_BODY_TIMEOUT_S of its headers. A client that sent
+    half a webhook and stalls is answered 408 and its connection closed (it holds nothing), the
+    event is not stored, and the relay goes on accepting webhooks."""
+    relay = fleet.start(with_env(project, RELAY_BODY_TIMEOUT_S="1"))
+    with socket.create_connection(("127.0.0.1", relay.port)) as stalled:
+        stalled.sendall(
+            f"POST {SOURCE_PATH} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            'Content-Length: 100\r\n\r\n{"type": '.encode()
+        )
+        stalled.settimeout(10)
+        started = time.monotonic()
+        received = b""
+        while chunk := stalled.recv(4096):  # until the relay closes the connection
+            received += chunk
+        waited = time.monotonic() - started
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), received
+    assert json.loads(body) == {"status": "rejected", "reason": "body not received within 1 s"}
+    assert 0.9 < waited < 5
+    assert relay.post(project.sample("organizationMembership.created.json")).status_code == 200
+    assert len(project.db.events()) == 1
+
+
 # --- log level ----------------------------------------------------------------------------------
 
 

@@ -243,6 +243,7 @@ def test_body_over_one_mebibyte_is_413_and_stores_nothing(
     response = httpx.post(quiet_relay.webhook_url, content=content, headers=headers, timeout=30)
     assert response.status_code == 413
     assert response.json() == {"status": "rejected", "reason": f"body larger than {MIB} bytes"}
+    assert response.headers["connection"] == "close"  # the unread rest is not waited for
     assert_nothing_stored(quiet_relay, quiet_upstream)
 
 
