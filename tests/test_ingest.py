@@ -140,6 +140,74 @@ async def test_a_body_that_stops_arriving_is_408_and_not_stored(store: SQLiteSto
     assert stored(store) == []
 
 
+async def test_only_the_overdue_body_reads_are_cut(store: SQLiteStore) -> None:
+    """Reads in flight share one deadline timer: of two requests, the one whose body stalls is
+    answered 408 at its deadline, and the one whose body arrives (later than the first stalled,
+    but within its own deadline) is stored."""
+    endpoint = IngestEndpoint(config, store, time.time, body_timeout_s=0.2)
+    half = len(BODY) // 2
+    rest_arrives = asyncio.Event()
+    sent: dict[str, list[dict[str, Any]]] = {"stalled": [], "slow": []}
+
+    def receiver(name: str) -> Any:
+        pieces = [{"type": "http.request", "body": BODY[:half], "more_body": True}]
+
+        async def receive() -> dict[str, Any]:
+            if pieces:
+                return pieces.pop()
+            if name == "stalled":
+                await asyncio.Event().wait()
+            await rest_arrives.wait()
+            return {"type": "http.request", "body": BODY[half:], "more_body": False}
+
+        return receive
+
+    def sender(name: str) -> Any:
+        async def send(message: dict[str, Any]) -> None:
+            sent[name].append(message)
+
+        return send
+
+    async def post(name: str) -> None:
+        await endpoint(
+            scope("/webhooks/clerk", signed_headers(f"msg_{name}")), receiver(name), sender(name)
+        )
+
+    async with asyncio.timeout(5):
+        stalled = asyncio.create_task(post("stalled"))
+        await asyncio.sleep(0.1)
+        slow = asyncio.create_task(post("slow"))  # its deadline is 0.1 s after the first's
+        await stalled
+        assert sent["slow"] == []  # still reading when the first was cut
+        rest_arrives.set()
+        await slow
+    assert [sent[name][0]["status"] for name in ("stalled", "slow")] == [408, 200]
+    assert stored(store) == ["msg_slow"]
+
+
+async def test_a_body_read_cancelled_from_outside_is_not_a_408(store: SQLiteStore) -> None:
+    """A request cancelled while its body is read (the server shutting down) stays cancelled:
+    no answer is made up for it."""
+    endpoint = IngestEndpoint(config, store, time.time, body_timeout_s=60)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    task = asyncio.create_task(
+        endpoint(scope("/webhooks/clerk", signed_headers("msg_cut")), receive, send)
+    )
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sent == []
+
+
 async def test_a_post_to_a_path_of_no_source_is_404(store: SQLiteStore) -> None:
     endpoint = IngestEndpoint(config, store, time.time)
     status, answer = await call(
