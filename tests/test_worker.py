@@ -31,7 +31,9 @@ from relay.store import (
     NewDelivery,
     NewEvent,
     SQLiteStore,
+    Store,
 )
+from relay.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.anyio
 
@@ -130,7 +132,7 @@ class BlockingSink:
 
 @dataclass
 class Harness:
-    store: SQLiteStore
+    store: Store
     config: Config
     clock: Clock
     sinks: dict[str, Sink]
@@ -196,8 +198,10 @@ def config(tmp_path: Path) -> Config:
     return load_config(rules, templates, env=ENV)
 
 
-@pytest.fixture
-def make_harness(store: SQLiteStore, config: Config) -> Callable[..., Harness]:
+def harness_on(store: Store, config: Config) -> Callable[..., Harness]:
+    """A factory of harnesses on ``store``: each names the sinks it scripts (the others
+    succeed)."""
+
     def make(
         *, alpha: Sink | None = None, beta: Sink | None = None, gamma: Sink | None = None
     ) -> Harness:
@@ -212,6 +216,11 @@ def make_harness(store: SQLiteStore, config: Config) -> Callable[..., Harness]:
         return Harness(store, config, clock, sinks, worker, runtime)
 
     return make
+
+
+@pytest.fixture
+def make_harness(store: SQLiteStore, config: Config) -> Callable[..., Harness]:
+    return harness_on(store, config)
 
 
 def retryable(text: str = "post to alpha: 503 Service Unavailable", **kw: float) -> DeliveryError:
@@ -453,6 +462,31 @@ async def test_error_texts_are_redacted(make_harness: Callable[..., Harness]) ->
         assert "tok_live_9f8e7d6c5b4a" not in text
         assert SIGNING_SECRET not in text
         assert "bad credentials [redacted] and [redacted]" in text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_an_error_text_holding_nul_is_recorded(
+    backend: str, config: Config, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A receiver's answer may hold a NUL, which PostgreSQL's text cannot: the attempt is
+    recorded with it shown as \\x00 (on both stores alike), so the delivery is retried on
+    schedule instead of its record failing and the send repeating every lease."""
+    store: Store = (
+        SQLiteStore(tmp_path / "relay.db")
+        if backend == "sqlite"
+        else PostgresStore(request.getfixturevalue("postgres_url"))
+    )
+    await store.open()
+    try:
+        h = harness_on(store, config)(alpha=ScriptedSink([retryable("post: 500: bad\x00body")]))
+        dlv = await h.add("to-alpha", "alpha")
+        assert await h.run_due() == 1
+        record = await h.delivery(dlv)
+        (attempt,) = await h.attempts(dlv)
+    finally:
+        await store.close()
+    assert (record.status, record.attempts) == ("failed", 1)
+    assert record.last_error == attempt.error == "post: 500: bad\\x00body"
 
 
 class FlakyStore(SQLiteStore):

@@ -356,7 +356,9 @@ class Worker:
 
     @staticmethod
     def _clean(text: str, runtime: Runtime) -> str:
-        return redact(text, runtime.config.secret_values)[:MAX_ERROR_CHARS]
+        """An error text as stored and logged: secrets redacted, a NUL shown as ``\\x00``
+        (PostgreSQL's text cannot hold one, and the record would fail), clipped."""
+        return redact(text, runtime.config.secret_values).replace("\x00", "\\x00")[:MAX_ERROR_CHARS]
 
 
 def _rule_gone(claimed: ClaimedDelivery) -> str:
