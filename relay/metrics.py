@@ -102,8 +102,8 @@ class Metrics:
         )
         self.commit_seconds = Histogram(
             "relay_store_commit_seconds",
-            "Group commits of the store by kind of write (ingest; results on SQLite): from the"
-            " start to durable. Every acknowledged webhook waited for one: a slow disk shows here.",
+            "Group commits of the store by kind of write (ingest, results): from the start"
+            " to durable. Every acknowledged webhook waited for one: a slow disk shows here.",
             ["kind"],
             buckets=COMMIT_BUCKETS_S,
             registry=r,

@@ -676,7 +676,7 @@ def count_batches(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
 
 async def test_group_commits_are_observed(store):
     """observe_commits hears of every group commit: its kind, how long it took and how many
-    writes it held (SQLite groups attempt results too)."""
+    writes it held, for ingests and for attempt results."""
     seen: list[tuple[str, float, int]] = []
     store.observe_commits(lambda kind, seconds, writes: seen.append((kind, seconds, writes)))
     events = [event(n) for n in range(12)]
@@ -688,7 +688,7 @@ async def test_group_commits_are_observed(store):
     ok = [attempt(c.id, code=200, error=None) for c in claimed]
     await asyncio.gather(*(store.record_delivered(a) for a in ok))
     results = [n for kind, _, n in seen if kind == "results"]
-    assert sum(results) == (12 if isinstance(store, SQLiteStore) else 0)
+    assert sum(results) == 12
     assert {kind for kind, _, _ in seen} <= {"ingest", "results"}
 
 
@@ -745,13 +745,18 @@ async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypa
     assert len(sizes) < 10
 
 
+def forbidden(why: str) -> Callable[..., None]:
+    def fail(*args: object) -> None:
+        raise AssertionError(why)
+
+    return fail
+
+
 def forbid_fallback(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if ``store`` writes a batch one event at a time (its fallback)."""
     import relay.store.sqlite_writes as sqlite_module
 
-    def no_fallback(*args: object) -> None:
-        raise AssertionError("the fast path failed and fell back")
-
+    no_fallback = forbidden("the fast path failed and fell back")
     if isinstance(store, SQLiteStore):
         monkeypatch.setattr(sqlite_module, "_ingest_one_by_one", no_fallback)
     else:
@@ -819,24 +824,20 @@ async def test_close_commits_ingests_still_waiting(make_store):
         await reopened.close()
 
 
-async def test_sqlite_results_that_arrive_together_share_one_commit(tmp_path, monkeypatch):
+async def test_results_that_arrive_together_share_one_commit(store):
     """Results recorded concurrently (a sink's sends finishing together) are written by far
     fewer transactions than results, and each is recorded as if alone."""
-    sizes = count_batches(monkeypatch, "record_batch")
-    store = SQLiteStore(tmp_path / "relay.db")
-    await store.open()
-    try:
-        ids = [await ingest_one(store, n) for n in range(60)]
-        await store.claim_due(T0, 100, 60)
-        await asyncio.gather(
-            *(store.record_delivered(attempt(i, code=200, error=None)) for i in ids[:30]),
-            *(store.record_retry(attempt(i), T0 + 60) for i in ids[30:50]),
-            *(store.record_dead(attempt(i, code=400), i, "400 bad request") for i in ids[50:]),
-        )
-        by_id = {d.id: d for d in await store.list_deliveries(limit=100)}
-        numbers = [[a.number for a in await store.list_attempts(i)] for i in ids]
-    finally:
-        await store.close()
+    sizes: list[int] = []
+    store.observe_commits(lambda kind, seconds, writes: kind == "results" and sizes.append(writes))
+    ids = [await ingest_one(store, n) for n in range(60)]
+    await store.claim_due(T0, 100, 60)
+    await asyncio.gather(
+        *(store.record_delivered(attempt(i, code=200, error=None)) for i in ids[:30]),
+        *(store.record_retry(attempt(i), T0 + 60) for i in ids[30:50]),
+        *(store.record_dead(attempt(i, code=400), i, "400 bad request") for i in ids[50:]),
+    )
+    by_id = {d.id: d for d in await store.list_deliveries(limit=100)}
+    numbers = [[a.number for a in await store.list_attempts(i)] for i in ids]
     assert sum(sizes) == 60
     assert len(sizes) < 10
     assert [by_id[i].status for i in ids] == ["delivered"] * 30 + ["failed"] * 20 + ["dead"] * 10
@@ -905,6 +906,45 @@ async def test_one_bad_result_in_a_batch_fails_alone(store):
     assert await store.list_attempts("dlv_gone") == []
 
 
+async def test_two_results_for_one_delivery_in_a_batch_apply_in_turn(store, monkeypatch):
+    """Two results for the same delivery committed together are recorded as if one after the
+    other: two numbered attempts, the attempt count 2, the second's state (on PostgreSQL by the
+    batch itself, not its one-by-one fallback)."""
+    if isinstance(store, PostgresStore):
+        monkeypatch.setattr(store, "_record_alone", forbidden("the batch fell back"))
+    dlv = await ingest_one(store)
+    await store.claim_due(T0, 10, 60)
+    moved = await asyncio.gather(
+        store.record_retry(attempt(dlv), T0 + 60),
+        store.record_dead(attempt(dlv, T0 + 1, code=400), dlv, "400 bad request"),
+    )
+    assert moved == [True, True]
+    (d,) = await store.list_deliveries()
+    assert (d.status, d.attempts, d.last_error) == ("dead", 2, "400 bad request")
+    numbers = [(a.number, a.outcome) for a in await store.list_attempts(dlv)]
+    assert numbers == [(1, "failed"), (2, "dead")]
+
+
+@postgres_only
+async def test_postgres_a_result_the_database_refuses_fails_alone(store):
+    """A result whose row PostgreSQL refuses (a NUL in its error text) fails for its caller
+    only: the batch is recorded again one result per transaction, and the others stick."""
+    ids = [await ingest_one(store, n) for n in range(3)]
+    await store.claim_due(T0, 10, 60)
+    results = await asyncio.gather(
+        store.record_delivered(attempt(ids[0], code=200, error=None)),
+        store.record_retry(attempt(ids[1], error="bad\x00text"), T0 + 60),
+        store.record_retry(attempt(ids[2]), T0 + 60),
+        return_exceptions=True,
+    )
+    assert (results[0], results[2]) == (True, True)
+    assert isinstance(results[1], StoreError)
+    assert f"record failed for delivery {ids[1]}: " in str(results[1])
+    by_id = {d.id: d for d in await store.list_deliveries()}
+    assert [by_id[i].status for i in ids] == ["delivered", "pending", "failed"]
+    assert [len(await store.list_attempts(i)) for i in ids] == [1, 0, 1]
+
+
 async def test_a_result_batch_that_cannot_commit_fails_each_caller_by_name(tmp_path):
     """When the database cannot write (here another process holds its write lock), every result
     in the batch gets a StoreUnavailableError naming its own delivery, and none is recorded."""
@@ -931,7 +971,6 @@ async def test_a_result_batch_that_cannot_commit_fails_each_caller_by_name(tmp_p
     assert statuses == {"pending"}
 
 
-@sqlite_only
 async def test_close_records_results_still_waiting(make_store):
     """close() lets queued results commit first: a send that happened is not forgotten."""
     store = make_store()

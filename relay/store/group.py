@@ -4,8 +4,8 @@ Every write submitted while a commit is in progress (or in the same turn of the 
 the next batch: one transaction and one sync for all of them. Each caller is answered only when
 the commit holding its write is durable, with its own outcome. The batch size follows the load (a
 lone write is not delayed by any timer), and one batch is in flight at a time. Stores use one
-``GroupCommit`` per kind of write: ingests (an event with its deliveries) and, on SQLite, the
-results of delivery attempts.
+``GroupCommit`` per kind of write: ingests (an event with its deliveries) and the results of
+delivery attempts.
 
 The store supplies ``commit(batch)``: it writes the batch and returns one outcome per item, in
 order: the item's result, or the ``StoreError`` of an item that failed on its own. If ``commit``

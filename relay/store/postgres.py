@@ -6,7 +6,9 @@ that simply expires (``lease_s``), after which any replica claims the delivery a
 compare the callers' clocks, so replicas must keep them in sync (NTP). Deduplication is the unique
 key events (source, message_id): a racing second ingest of one message waits for the first to
 commit and is then DUPLICATE. Ingest uses group commit (``relay.store.group``): the events that
-arrive together are written by one statement, in one round trip and one commit.
+arrive together are written by one statement, in one round trip and one commit. Attempt results
+that arrive together share one transaction too (its rows locked in id order, so two replicas'
+batches cannot deadlock).
 
 Times are Unix seconds in ``double precision``, bodies ``bytea``; text columns use the "C"
 collation so that ordering and globs compare bytes as SQLite does. Tables are created unqualified,
@@ -76,13 +78,16 @@ class PostgresStore(RecordsResults):
         self._connect_timeout = max(2, round(timeout_s))  # libpq: whole seconds, at least 2
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
         self._ingests = GroupCommit(self._commit, busy_s=timeout_s)
+        self._results: GroupCommit[ResultChange, bool] = GroupCommit(
+            self._commit_results, busy_s=timeout_s
+        )
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
 
     def observe_commits(self, observe: Callable[[str, float, int], None]) -> None:
-        """Ingest only: each attempt's result here is its own short transaction."""
         self._ingests.observe = partial(observe, "ingest")
+        self._results.observe = partial(observe, "results")
 
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Connect and check the schema: an empty database gets it unless ``create`` is false; an
@@ -116,6 +121,7 @@ class PostgresStore(RecordsResults):
     async def close(self) -> None:
         """Finish queued ingests, then close the pool."""
         await self._ingests.drain()
+        await self._results.drain()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -265,25 +271,33 @@ class PostgresStore(RecordsResults):
             return [ClaimedDelivery(*row) for row in await cursor.fetchall()]
 
     async def _apply(self, change: ResultChange) -> bool:
-        async with self._cursor(change.describe()) as cursor:
-            await cursor.execute(f"{q.ATTEMPT_COUNTS} FOR UPDATE", (change.delivery_id,))
-            row, update = change.writes(await cursor.fetchone())
-            if row is not None:
-                await cursor.execute(
-                    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
-                    " status_code, error, outcome) VALUES (%(delivery_id)s, %(number)s,"
-                    " %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s, %(outcome)s)",
-                    row,
-                )
-            if update is not None:
-                await cursor.execute(
-                    "UPDATE deliveries SET status = %s, attempts = %s, lease_until = NULL,"
-                    " next_attempt_at = COALESCE(%s::double precision, next_attempt_at),"
-                    " last_error = %s, updated_at = %s,"
-                    " delivered_at = COALESCE(%s::double precision, delivered_at) WHERE id = %s",
-                    update,
-                )
-            return update is not None
+        """Group commit, as for ingest: the results that arrive together (a sink's concurrent
+        sends finishing) are recorded by one transaction."""
+        return await self._results.submit(change)
+
+    async def _commit_results(self, batch: Sequence[ResultChange]) -> list[bool | StoreError]:
+        """The batch in one transaction of three statements: lock and read every delivery, add
+        the attempts, move the deliveries (``ResultChange.writes`` decides what each writes). A
+        result for a delivery that is gone fails alone. If the transaction fails for a reason
+        other than "cannot commit now", each result is recorded in a transaction of its own, so
+        one that the database refuses fails alone."""
+        try:
+            async with self._cursor("record results") as cursor:
+                return await _record_all(cursor, batch)
+        except StoreUnavailableError:
+            raise
+        except StoreError:
+            return [await self._record_alone(change) for change in batch]
+
+    async def _record_alone(self, change: ResultChange) -> bool | StoreError:
+        try:
+            async with self._cursor(change.describe()) as cursor:
+                (outcome,) = await _record_all(cursor, [change])
+        except StoreUnavailableError:
+            raise
+        except StoreError as exc:
+            return exc
+        return outcome
 
     async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
         await self._write("release leases", q.RELEASE, (list(delivery_ids), lease, lease))
@@ -380,3 +394,34 @@ class PostgresStore(RecordsResults):
             " WHERE d.event_id = events.id AND d.status NOT IN ('delivered', 'dead'))"
         )
         return await self._write("purge events", query, (older_than,))
+
+
+async def _record_all(cursor: _Cursor, batch: Sequence[ResultChange]) -> list[bool | StoreError]:
+    """Inside a transaction: what ``PostgresStore._commit_results`` describes. Several results
+    for one delivery are applied in turn, each seeing the ones before it."""
+    ids = sorted({change.delivery_id for change in batch})
+    await cursor.execute(q.ATTEMPT_COUNTS, (ids,))
+    found = {row[0]: list(row[1:]) for row in await cursor.fetchall()}
+    outcomes: list[bool | StoreError] = []
+    attempts: list[dict[str, Any]] = []
+    updates: list[tuple[Any, ...]] = []
+    for change in batch:
+        state = found.get(change.delivery_id)  # attempts, last attempt number, lease
+        try:
+            row, update = change.writes(state)
+        except StoreError as exc:
+            outcomes.append(exc)
+            continue
+        assert state is not None
+        if row is not None:
+            attempts.append(row)
+            state[1] = row["number"]
+        if update is not None:
+            updates.append(update)
+            state[0], state[2] = update[1], None
+        outcomes.append(update is not None)
+    if attempts:
+        await cursor.executemany(q.INSERT_ATTEMPT, attempts)
+    if updates:
+        await cursor.executemany(q.UPDATE_DELIVERY, updates)
+    return outcomes

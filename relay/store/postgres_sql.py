@@ -115,9 +115,23 @@ def where(filters: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
 
 # The delivery's attempts in its current retry budget (reset by a replay), the number of the
 # last attempt recorded for it ever (attempt numbers keep counting across replays), and its lease.
+# For a batch of results: each delivery's id first, the rows locked in id order (so that two
+# replicas' batches take their locks in the same order: no deadlock).
 ATTEMPT_COUNTS = (
-    "SELECT d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
-    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d WHERE d.id = %s"
+    "SELECT d.id, d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
+    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d"
+    " WHERE d.id = ANY(%s::text[]) ORDER BY d.id FOR UPDATE OF d"
+)
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
+    " outcome) VALUES (%(delivery_id)s, %(number)s, %(started_at)s, %(duration_ms)s,"
+    " %(status_code)s, %(error)s, %(outcome)s)"
+)
+# The parameters of ResultChange.delivery_update.
+UPDATE_DELIVERY = (
+    "UPDATE deliveries SET status = %s, attempts = %s, lease_until = NULL,"
+    " next_attempt_at = COALESCE(%s::double precision, next_attempt_at), last_error = %s,"
+    " updated_at = %s, delivered_at = COALESCE(%s::double precision, delivered_at) WHERE id = %s"
 )
 # As SQLite's: the last two parameters are the lease twice, or NULL twice (ResultChange.holds).
 RELEASE = (
