@@ -78,9 +78,9 @@ class PostgresStore(RecordsResults):
         self._connect_timeout = max(2, round(timeout_s))  # libpq: whole seconds, at least 2
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
         self._ingests = GroupCommit(self._commit, busy_s=timeout_s)
-        self._results: GroupCommit[ResultChange, bool] = GroupCommit(
-            self._commit_results, busy_s=timeout_s
-        )
+        # No busy_s for results: one queued behind a slow commit waits for its turn, as on
+        # SQLite, rather than fail (its delivery would then be sent again once its lease ends).
+        self._results: GroupCommit[ResultChange, bool] = GroupCommit(self._commit_results)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
