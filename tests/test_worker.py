@@ -468,9 +468,10 @@ async def test_error_texts_are_redacted(make_harness: Callable[..., Harness]) ->
 async def test_an_error_text_holding_nul_is_recorded(
     backend: str, config: Config, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """A receiver's answer may hold a NUL, which PostgreSQL's text cannot: the attempt is
-    recorded with it shown as \\x00 (on both stores alike), so the delivery is retried on
-    schedule instead of its record failing and the send repeating every lease."""
+    """An error text may hold a NUL (which PostgreSQL's text cannot) or a lone surrogate
+    (which neither store can encode): the attempt is recorded with them shown as \\x00 and
+    \\udcff, on both stores alike, so the delivery is retried on schedule instead of its record
+    failing and the send repeating every lease."""
     store: Store = (
         SQLiteStore(tmp_path / "relay.db")
         if backend == "sqlite"
@@ -478,7 +479,8 @@ async def test_an_error_text_holding_nul_is_recorded(
     )
     await store.open()
     try:
-        h = harness_on(store, config)(alpha=ScriptedSink([retryable("post: 500: bad\x00body")]))
+        sink = ScriptedSink([retryable("post: 500: bad\x00body \udcff")])
+        h = harness_on(store, config)(alpha=sink)
         dlv = await h.add("to-alpha", "alpha")
         assert await h.run_due() == 1
         record = await h.delivery(dlv)
@@ -486,7 +488,7 @@ async def test_an_error_text_holding_nul_is_recorded(
     finally:
         await store.close()
     assert (record.status, record.attempts) == ("failed", 1)
-    assert record.last_error == attempt.error == "post: 500: bad\\x00body"
+    assert record.last_error == attempt.error == "post: 500: bad\\x00body \\udcff"
 
 
 class FlakyStore(SQLiteStore):

@@ -356,9 +356,13 @@ class Worker:
 
     @staticmethod
     def _clean(text: str, runtime: Runtime) -> str:
-        """An error text as stored and logged: secrets redacted, a NUL shown as ``\\x00``
-        (PostgreSQL's text cannot hold one, and the record would fail), clipped."""
-        return redact(text, runtime.config.secret_values).replace("\x00", "\\x00")[:MAX_ERROR_CHARS]
+        """An error text as stored and logged: secrets redacted, clipped, and storable: a NUL
+        (which PostgreSQL's text cannot hold) shown as ``\\x00``, a lone surrogate (which no
+        database can encode) as ``\\udcff``. Either would make the record fail, and the
+        delivery would be sent again each time its lease ended."""
+        text = redact(text, runtime.config.secret_values)
+        text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+        return text[:MAX_ERROR_CHARS]
 
 
 def _rule_gone(claimed: ClaimedDelivery) -> str:
