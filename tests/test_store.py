@@ -1166,6 +1166,29 @@ def test_sqlite_users_do_not_import_psycopg():
 # PostgreSQL specifics: several replicas (one pool each) on one database.
 
 
+async def test_postgres_connections_use_tcp_keepalives_unless_the_url_says(postgres_url):
+    """Every pooled connection has TCP keepalives (30 s idle, 3 probes 10 s apart), so one to a
+    server that vanished without closing it fails in about a minute; the URL's own values win."""
+
+    async def parameters(url: str) -> dict[str, str]:
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            async with store._cursor("look", transaction=False) as cursor:
+                return cursor.connection.info.get_parameters()
+        finally:
+            await store.close()
+
+    default = await parameters(postgres_url)
+    assert {k: default.get(k) for k in ("keepalives_idle", "keepalives_count")} == {
+        "keepalives_idle": "30",
+        "keepalives_count": "3",
+    }
+    assert default.get("connect_timeout") == "10"
+    chosen = await parameters(f"{postgres_url}&keepalives_idle=5&connect_timeout=3")
+    assert (chosen.get("keepalives_idle"), chosen.get("connect_timeout")) == ("5", "3")
+
+
 @postgres_only
 async def test_postgres_replicas_claim_each_due_delivery_exactly_once(make_store):
     """Two replicas with four claimers each race over 200 due deliveries: each delivery is

@@ -32,6 +32,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from relay.errors import StoreError, StoreUnavailableError
@@ -58,6 +59,13 @@ _MIGRATIONS = POSTGRES_STEPS
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+# A dead peer is given up on after 30 s idle + 3 unanswered probes 10 s apart.
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 class PostgresStore(RecordsResults):
@@ -100,7 +108,7 @@ class PostgresStore(RecordsResults):
             min_size=self._min_size,
             max_size=self._max_size,
             timeout=self._timeout_s,
-            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
+            kwargs={"autocommit": True, **self._connection_options()},
             # No check per checkout (a round trip each): a connection that broke while idle
             # fails its statement, which is a StoreUnavailableError (503, the sender retries),
             # and the pool replaces it.
@@ -113,6 +121,18 @@ class PostgresStore(RecordsResults):
             await pool.close()
             raise self._translate(exc, f"open PostgreSQL store {self.url}") from exc
         self._pool = pool
+
+    def _connection_options(self) -> dict[str, Any]:
+        """libpq options for every connection: ``connect_timeout`` from ``timeout_s``, and TCP
+        keepalives, so that a connection to a server that vanished without closing it (a
+        failover, a dropped route) fails in about a minute rather than after the system's two
+        hours, while a statement waits on it. The URL's own values win."""
+        try:
+            given = conninfo_to_dict(self._url)
+        except psycopg.Error:
+            given = {}  # connecting reports the malformed URL, with its password hidden
+        options = {"connect_timeout": self._connect_timeout, **_KEEPALIVES}
+        return {name: value for name, value in options.items() if name not in given}
 
     async def upgrade(self) -> tuple[int, int]:
         """Create or upgrade the schema to SCHEMA_VERSION. Returns the (from, to) versions."""
@@ -131,7 +151,7 @@ class PostgresStore(RecordsResults):
         what = f"{'upgrade' if upgrade else 'open'} PostgreSQL store {self.url}"
         try:
             async with await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=self._connect_timeout
+                self._url, autocommit=True, **self._connection_options()
             ) as conn:
                 found = await q.schema_version(conn)
                 if not plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
