@@ -27,6 +27,7 @@ COMMIT_WRITES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
 OUTCOMES = ("delivered", "dead")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+WORKER_STAGES = ("claim", "sweep", "tick", "delivery")
 
 
 def status_class(status: int | None) -> str:
@@ -125,6 +126,17 @@ class Metrics:
         )
         for outcome in ("success", "failure"):
             self.reloads.labels(outcome)
+        self.worker_errors = Counter(
+            "relay_worker_errors",
+            "Worker steps that failed, by stage: claim (a sink's claim of due deliveries),"
+            " sweep (dead-lettering deliveries of removed rules and sinks), tick, delivery (an"
+            " attempt whose processing or recording failed: its delivery is tried again once"
+            " its lease ends). Each is also logged as an error.",
+            ["stage"],
+            registry=r,
+        )
+        for stage in WORKER_STAGES:
+            self.worker_errors.labels(stage)
 
     def prepare(self, config: Config) -> None:
         """Create every label combination the config can produce, at zero."""
@@ -159,7 +171,11 @@ class Metrics:
         counter.inc()
 
     def observe_delivery(self, kind: str, fields: dict[str, Any], now: float) -> None:
-        """Called by the worker: kind is delivered, retry, dead (after an attempt) or circuit."""
+        """Called by the worker: kind is delivered, retry, dead (after an attempt), circuit, or
+        error (a step that failed, ``fields["stage"]``)."""
+        if kind == "error":
+            self.worker_errors.labels(str(fields.get("stage", ""))).inc()
+            return
         sink, rule = str(fields.get("sink", "")), str(fields.get("rule", ""))
         if kind == "circuit":
             self.circuit.labels(sink).set(float(fields.get("state", 0)))

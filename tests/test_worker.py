@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -19,7 +20,13 @@ import pytest
 from relay.app import build_sinks
 from relay.config import Config, load_config
 from relay.delivery.worker import Runtime, Worker
-from relay.errors import DeliveryError, PermanentError, RetryableError, StoreUnavailableError
+from relay.errors import (
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    StoreError,
+    StoreUnavailableError,
+)
 from relay.ids import idempotency_key
 from relay.sinks.base import Message, Sink
 from relay.sinks.client import make_http_client
@@ -33,6 +40,7 @@ from relay.store import (
     SQLiteStore,
     Store,
 )
+from relay.store.base import ResultChange
 from relay.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.anyio
@@ -513,20 +521,55 @@ class FlakyStore(SQLiteStore):
 async def test_store_failure_while_sweeping_orphans_does_not_stop_the_worker(
     tmp_path: Path, config: Config
 ) -> None:
-    """A store that cannot commit during the orphan sweep is logged; tick still delivers."""
+    """A store that cannot commit during the orphan sweep is logged and counted as a worker
+    error of the sweep; tick still delivers."""
     store = FlakyStore(tmp_path / "flaky.db")
     await store.open()
+    observed: list[tuple[str, dict[str, Any]]] = []
     try:
         alpha = ScriptedSink()
         runtime = Runtime(config, {"alpha": alpha, "beta": ScriptedSink()})
         clock = Clock()
-        worker = Worker(store, lambda: runtime, clock=clock)
+        worker = Worker(
+            store, lambda: runtime, clock=clock, observe=lambda k, f: observed.append((k, f))
+        )
         h = Harness(store, config, clock, runtime.sinks, worker, runtime)
         dlv = await h.add("to-alpha", "alpha")
         assert await h.run_due() == 1
         assert (await h.delivery(dlv)).status == "delivered"
     finally:
         await store.close()
+    assert [f for k, f in observed if k == "error"] == [{"stage": "sweep"}]
+
+
+class UnrecordableStore(SQLiteStore):
+    """A store that refuses to record any attempt's result."""
+
+    async def _apply(self, change: ResultChange) -> bool:
+        raise StoreError(f"{change.describe()}: refused")
+
+
+async def test_a_result_that_cannot_be_recorded_is_a_counted_worker_error(
+    tmp_path: Path, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the store refuses an attempt's result, the worker logs "delivery crashed", counts
+    a worker error of stage delivery, and goes on: the delivery keeps its lease, to be tried
+    again when it ends."""
+    store = UnrecordableStore(tmp_path / "relay.db")
+    await store.open()
+    observed: list[tuple[str, dict[str, Any]]] = []
+    try:
+        h = harness_on(store, config)()
+        h.worker.observe = lambda kind, fields: observed.append((kind, fields))
+        dlv = await h.add("to-alpha", "alpha")
+        assert await h.run_due() == 1
+        record = await h.delivery(dlv)
+    finally:
+        await store.close()
+    assert [f for k, f in observed if k == "error"] == [{"stage": "delivery", "sink": "alpha"}]
+    assert "delivery crashed" in caplog.text
+    assert (record.status, record.attempts) == ("pending", 0)
+    assert record.lease_until is not None
 
 
 async def test_failing_sink_trips_the_circuit_and_recovers(

@@ -89,6 +89,7 @@ class Worker:
                 claimed = await self.tick()
             except Exception as exc:  # never let one bad tick end delivery for good
                 log.exception("worker tick failed", extra={"fields": {"error": str(exc)}})
+                self.observe("error", {"stage": "tick"})
                 claimed = 0
             if claimed == 0:
                 with contextlib.suppress(TimeoutError):
@@ -117,6 +118,7 @@ class Worker:
                 )
             except Exception as exc:
                 log.error("claim failed", extra={"fields": {"sink": name, "error": str(exc)}})
+                self.observe("error", {"stage": "claim", "sink": name})
                 batch = []
             if not batch:
                 breaker.release_probe()
@@ -133,6 +135,7 @@ class Worker:
                 total += await self._dead_letter_orphans(runtime, now)
             except Exception as exc:  # a locked store must not end the worker: try next time
                 log.error("orphan sweep failed", extra={"fields": {"error": str(exc)}})
+                self.observe("error", {"stage": "sweep"})
         return total
 
     def _breaker(self, sink: str, settings: CircuitSettings) -> CircuitBreaker:
@@ -226,10 +229,11 @@ class Worker:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.release([claimed.id], lease=claimed.lease_until))
             raise
-        except Exception as exc:  # a bug must not kill the worker; the lease will expire
+        except Exception as exc:  # a bug, or the store failing: the lease will expire
             log.exception(
                 "delivery crashed", extra={"fields": {"delivery_id": claimed.id, "error": str(exc)}}
             )
+            self.observe("error", {"stage": "delivery", "sink": claimed.sink})
         finally:
             slots.busy -= 1
             breaker = self._breakers.get(claimed.sink)

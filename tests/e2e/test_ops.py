@@ -198,6 +198,7 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
             "relay_config_reloads": "counter",
             "relay_store_commit_seconds": "histogram",
             "relay_store_commit_writes": "histogram",
+            "relay_worker_errors": "counter",
         }.items()
     )
     for sink, rule in (
@@ -212,6 +213,8 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
             )
             assert before[key] == 0
     assert before[("relay_store_commit_seconds_count", frozenset({("kind", "ingest")}))] == 0
+    for stage in ("claim", "sweep", "tick", "delivery"):
+        assert value(before, "relay_worker_errors_total", stage=stage) == 0
     assert value(before, "relay_config_reloads_total", outcome="success") == 1
     assert value(before, "relay_config_last_reload_success") == 1
     assert abs(value(before, "relay_config_last_reload_timestamp_seconds") - time.time()) < 60
@@ -291,6 +294,7 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
     assert 0 < moved(f"{commit_s}_sum", kind="ingest") < 10
     assert moved(f"{writes}_sum", kind="results") == 5
     assert 1 <= moved(f"{commit_s}_count", kind="results") <= 5
+    assert sum(moved("relay_worker_errors_total", stage=s) for s in ("claim", "delivery")) == 0
     latency = "relay_delivery_latency_seconds"
     assert moved(f"{latency}_count", sink="email") == 1
     assert moved(f"{latency}_count", sink="slack-signups") == 1
