@@ -16,7 +16,6 @@ import re
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -141,10 +140,8 @@ def delivery_rows(rows: Sequence[DeliveryRecord], now: float) -> list[list[str]]
 
 async def show_events(store: Store, args: argparse.Namespace) -> int:
     events = await store.list_events(type_glob=args.type, since=args.since, limit=args.limit)
-    counts = [
-        Counter(d.status.value for d in await store.list_deliveries(event_id=e.id, limit=1000))
-        for e in events
-    ]
+    by_event = await store.count_deliveries([e.id for e in events])
+    counts = [by_event.get(e.id, {}) for e in events]
     if args.json:
         _dump([_json(e, deliveries=dict(c)) for e, c in zip(events, counts, strict=True)])
         return 0

@@ -399,6 +399,24 @@ async def test_list_events_filters_by_type_glob_and_time(store):
     assert [e.type for e in await store.list_events(limit=1)] == ["user.deleted"]
 
 
+async def test_count_deliveries_counts_each_events_deliveries_by_status_in_one_call(store):
+    """count_deliveries: per event asked for, its deliveries by status; an event without
+    deliveries (or not stored) is absent; more than a chunk of ids (SQLite binds 500 at a time)
+    is counted whole."""
+    busy, quiet = event(1), event(2)
+    await store.ingest(busy, [delivery(busy.id, i) for i in range(3)])
+    await store.ingest(quiet, [])
+    claimed = await store.claim_due(T0, 10, 60)
+    assert len(claimed) == 3
+    await store.record_delivered(attempt(claimed[0].id, code=200, error=None))
+    await store.record_dead(attempt(claimed[1].id, code=400), claimed[1].id, "400")
+    asked = [*(f"evt_missing_{n}" for n in range(600)), quiet.id, busy.id]
+    assert await store.count_deliveries(asked) == {
+        busy.id: {"delivered": 1, "dead": 1, "pending": 1}
+    }
+    assert await store.count_deliveries([]) == {}
+
+
 async def test_list_deliveries_filters(store):
     """list_deliveries filters by status, sink, rule, event, created_at >= since and limit."""
     a, b = event(1, at=T0), event(2, at=T0 + 10)

@@ -284,6 +284,10 @@ class Store(Protocol):
 
         An unknown ``status`` raises ValueError."""
 
+    async def count_deliveries(self, event_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        """For each of ``event_ids`` that has deliveries, how many it has in each status (one
+        query for all of them)."""
+
     async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
         """Every attempt of one delivery, in order (number 1, 2, ...)."""
 

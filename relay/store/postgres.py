@@ -380,6 +380,16 @@ class PostgresStore(RecordsResults):
         rows = await self._fetch("list deliveries", query, [*params, limit])
         return [DeliveryRecord(*with_status(row, 6)) for row in rows]
 
+    async def count_deliveries(self, event_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        query = sql.SQL(
+            "SELECT event_id, status, count(*) FROM deliveries"
+            " WHERE event_id = ANY(%s::text[]) GROUP BY event_id, status"
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for event_id, status, n in await self._fetch("count deliveries", query, (list(event_ids),)):
+            counts.setdefault(event_id, {})[status] = n
+        return counts
+
     async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
         select = sql.SQL("SELECT {} FROM attempts WHERE delivery_id = %s ORDER BY number")
         query = select.format(q.ATTEMPT_COLS)

@@ -343,6 +343,19 @@ class SQLiteStore(RecordsResults):
         rows = await self._fetch("list deliveries", sql, [*params, limit])
         return [DeliveryRecord(*with_status(row, 6)) for row in rows]
 
+    async def count_deliveries(self, event_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        ids = list(event_ids)
+        for start in range(0, len(ids), 500):  # SQLite binds at most 32,766 parameters
+            chunk = ids[start : start + 500]
+            sql = (
+                "SELECT event_id, status, COUNT(*) FROM deliveries"  # noqa: S608 (constants only)
+                f" WHERE event_id IN ({', '.join('?' * len(chunk))}) GROUP BY event_id, status"
+            )
+            for event_id, status, n in await self._fetch("count deliveries", sql, chunk):
+                counts.setdefault(event_id, {})[status] = n
+        return counts
+
     async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
         sql = _select(f"{_ATTEMPT_COLS} FROM attempts", ["delivery_id = ?"], "ORDER BY number")
         rows = await self._fetch(f"list attempts of {delivery_id}", sql, [delivery_id])
