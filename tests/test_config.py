@@ -143,6 +143,11 @@ def test_shipped_config_loads(project: Project) -> None:
         ),
         ("version: 1", "version: 2", ["rules.yaml:1:10: version: Input should be 1"]),
         (
+            "    url: http://127.0.0.1:9/x\n",
+            "    url: http://127.0.0.1:9/x\n    rate_limit_per_s: 0\n",
+            ["rules.yaml:14:23: rate_limit_per_s: Input should be greater than 0"],
+        ),
+        (
             '        to: "{{ primary_email(data) }}"\n',
             "",
             ["rules.yaml:18:9: missing required key 'to'"],

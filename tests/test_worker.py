@@ -71,6 +71,10 @@ sinks:
     type: http
     url: http://127.0.0.1:9/gamma
     timeout_s: 0.2
+  delta:
+    type: http
+    url: http://127.0.0.1:9/delta
+    rate_limit_per_s: 2
 rules:
   - name: to-alpha
     events: user.created
@@ -85,6 +89,10 @@ rules:
     events: session.created
     send:
       - sink: gamma
+  - name: to-delta
+    events: organization.created
+    send:
+      - sink: delta
   - name: nickname
     events: user.updated
     send:
@@ -211,12 +219,17 @@ def harness_on(store: Store, config: Config) -> Callable[..., Harness]:
     succeed)."""
 
     def make(
-        *, alpha: Sink | None = None, beta: Sink | None = None, gamma: Sink | None = None
+        *,
+        alpha: Sink | None = None,
+        beta: Sink | None = None,
+        gamma: Sink | None = None,
+        delta: Sink | None = None,
     ) -> Harness:
         sinks: dict[str, Sink] = {
             "alpha": alpha or ScriptedSink(),
             "beta": beta or ScriptedSink(),
             "gamma": gamma or ScriptedSink(),
+            "delta": delta or ScriptedSink(),
         }
         runtime = Runtime(config, sinks, loaded_at=T0)
         clock = Clock()
@@ -417,6 +430,56 @@ async def test_per_sink_concurrency_without_head_of_line_blocking(
     assert [(await h.delivery(d)).status for d in slow] == ["delivered"] * 5
     assert beta.max_in_flight == 2
     assert sorted(m.delivery_id for m in beta.sent) == sorted(slow)
+
+
+async def test_a_sink_with_a_rate_limit_starts_no_more_attempts_than_it_allows(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """rate_limit_per_s 2 (concurrency 4): a backlog of 7 starts 2 at once (a second's worth),
+    then one every half second, and two again after a long quiet spell, never more."""
+    delta = ScriptedSink()
+    h = make_harness(delta=delta)
+    ids = [await h.add("to-delta", "delta", type="organization.created") for _ in range(7)]
+    started = [await h.run_due(), await h.run_due()]
+    h.clock.now += 0.5
+    started.append(await h.run_due())
+    h.clock.now += 0.25
+    started.append(await h.run_due())
+    h.clock.now += 0.25
+    started.append(await h.run_due())
+    h.clock.now += 60
+    started += [await h.run_due(), await h.run_due()]
+    assert started == [2, 0, 1, 0, 1, 2, 0]
+    h.clock.now += 0.5
+    assert await h.run_due() == 1
+    assert len(delta.messages) == 7
+    assert {(await h.delivery(d)).status for d in ids} == {"delivered"}
+
+
+async def test_a_429_with_retry_after_pauses_the_whole_sink_without_tripping_its_circuit(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A 429 with Retry-After: 30 holds back every delivery of that sink, not only the one that
+    got it, for 30 s; then they all go. Such 429s are the upstream pacing the sink, so six in a
+    row do not open its circuit (five failures would)."""
+    limited = [RetryableError("429 slow down", status=429, retry_after_s=30)]
+    alpha = ScriptedSink(limited * 6)
+    h = make_harness(alpha=alpha)
+    first = await h.add("to-alpha", "alpha")
+    assert await h.run_due() == 1  # answered 429: the sink is paused for 30 s
+    later = [await h.add("to-alpha", "alpha") for _ in range(2)]
+    assert await h.run_due() == 0
+    h.clock.now += 29.9
+    assert await h.run_due() == 0
+    h.clock.now += 0.1
+    assert await h.run_due() == 3  # the two held back and the first's retry: three 429s
+    assert len(alpha.messages) == 4
+    h.clock.now += 30
+    assert await h.run_due() == 3  # two more 429s (six in a row), then a success
+    assert len(alpha.messages) == 7
+    assert h.worker.circuit_states()["alpha"].name == "CLOSED"
+    statuses = sorted([(await h.delivery(d)).status for d in [first, *later]])
+    assert statuses in (["delivered", "failed", "failed"], ["dead", "delivered", "failed"])
 
 
 async def test_delivery_to_removed_sink_is_dead_with_reason(

@@ -1,9 +1,11 @@
 """The worker: claim due deliveries, render, send, record — with per-sink concurrency.
 
-Each sink has its own concurrency budget, and the worker claims work per sink only while that
-sink has free slots, so a slow or failing sink never holds back the others. A delivery is leased
-while it is being worked on; if the process dies, the lease expires (or, for the single embedded
-worker, is dropped at start) and the delivery is attempted again with the same idempotency key.
+Each sink has its own concurrency budget, and the worker claims work per sink only while that sink
+has free slots, its pace allows (``relay.delivery.pacing``: a rate limit, a pause after a 429) and
+its circuit is not open, so a slow or failing sink never holds back the others. A delivery is
+leased while it is being worked on; if the process dies, the lease expires (or, for the single
+embedded worker, is dropped at start) and the delivery is attempted again with the same idempotency
+key.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from relay import logs
 from relay.config import Config
 from relay.delivery.breaker import CircuitBreaker, CircuitSettings, CircuitState
+from relay.delivery.pacing import Pace
 from relay.delivery.policy import next_delay
 from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
 from relay.secret import redact
@@ -34,6 +37,7 @@ ORPHAN_CHECK_S = 30.0  # how often to look for deliveries whose sink was removed
 # them for up to UNKNOWN_GRACE_S, looking again every UNKNOWN_RETRY_S; after that it is dead.
 UNKNOWN_GRACE_S = 15 * 60.0
 UNKNOWN_RETRY_S = 5.0
+MAX_PAUSE_S = 300.0  # a 429's Retry-After pauses its whole sink for this long at most
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Worker:
     observe: Observer = field(default=lambda kind, fields: None)
     _slots: dict[str, _Slots] = field(default_factory=dict)
     _breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    _paces: dict[str, Pace] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: bool = False
@@ -105,8 +110,10 @@ class Worker:
             slots = self._slots.setdefault(name, _Slots(spec.settings.concurrency))
             slots.limit = spec.settings.concurrency
             breaker = self._breaker(name, spec.settings.circuit)
+            pace = self._paces.setdefault(name, Pace())
+            pace.rate_per_s = spec.settings.rate_limit_per_s  # a reload may have changed it
             before = breaker.state
-            free = breaker.allowance(now, slots.limit - slots.busy)
+            free = breaker.allowance(now, pace.allowance(now, slots.limit - slots.busy))
             if breaker.state is not before:
                 self._report_circuit(name, breaker, before)
             if free <= 0:
@@ -123,6 +130,7 @@ class Worker:
             if not batch:
                 breaker.release_probe()
                 continue
+            pace.spend(len(batch))
             for claimed in batch:
                 slots.busy += 1
                 task = asyncio.create_task(self._process(claimed, slots))
@@ -153,6 +161,23 @@ class Worker:
         before = breaker.record_success() if error is None else breaker.record_failure(self.clock())
         if breaker.state is not before:
             self._report_circuit(sink, breaker, before)
+
+    def _slow_down(self, sink: str, error: DeliveryError | None) -> bool:
+        """A 429 that says how long to wait pauses the whole sink that long (up to MAX_PAUSE_S;
+        the delivery itself waits the full Retry-After). Returns whether it was such a 429:
+        the upstream pacing the sink, not failing, so it does not count for the circuit."""
+        if not (
+            isinstance(error, RetryableError)
+            and error.status == 429
+            and error.retry_after_s is not None
+        ):
+            return False
+        pause_s = min(max(error.retry_after_s, 0.0), MAX_PAUSE_S)
+        pace = self._paces.setdefault(sink, Pace())
+        if pace.pause(self.clock() + pause_s):
+            fields = {"sink": sink, "pause_s": round(pause_s, 1)}
+            logs.emit(log, logging.WARNING, "sink rate-limited: paused", fields)
+        return True
 
     def _report_circuit(self, sink: str, breaker: CircuitBreaker, before: CircuitState) -> None:
         level = logging.WARNING if breaker.state is CircuitState.OPEN else logging.INFO
@@ -290,7 +315,8 @@ class Worker:
                 else f"{send.sink}: unexpected {type(exc).__name__}: {exc}"
             )
         duration_ms = (time.monotonic() - t0) * 1000
-        self._track_circuit(send.sink, error)
+        if not self._slow_down(send.sink, error):
+            self._track_circuit(send.sink, error)
         number = claimed.attempts + 1
         fields = {
             "delivery_id": claimed.id,

@@ -55,6 +55,7 @@ class SinkSettings(BaseModel):
     retry: RetrySettings = RetrySettings()
     circuit: CircuitSettings = CircuitSettings()
     concurrency: int = Field(default=4, ge=1, le=256)
+    rate_limit_per_s: float | None = Field(default=None, gt=0, le=10_000)
     timeout_s: float = Field(default=10.0, gt=0, le=300)
 
 
