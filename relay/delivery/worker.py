@@ -1,11 +1,10 @@
 """The worker: claim due deliveries, render, send, record — with per-sink concurrency.
 
-Each sink has its own concurrency budget, and the worker claims work per sink only while that sink
-has free slots, its pace allows (``relay.delivery.pacing``: a rate limit, a pause after a 429) and
-its circuit is not open, so a slow or failing sink never holds back the others. A delivery is
-leased while it is being worked on; if the process dies, the lease expires (or, for the single
-embedded worker, is dropped at start) and the delivery is attempted again with the same idempotency
-key.
+Each sink has its own gate (``relay.delivery.gate``: its free slots, its pace and its circuit), and
+the worker claims work per sink only as far as that gate allows, so a slow, rate-limited or failing
+sink never holds back the others. A delivery is leased while it is being worked on; if the process
+dies, the lease expires (or, for the single embedded worker, is dropped at start) and the delivery
+is attempted again with the same idempotency key.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from typing import Any
 
 from relay import logs
 from relay.config import Config
-from relay.delivery.breaker import CircuitBreaker, CircuitSettings, CircuitState
-from relay.delivery.pacing import Pace
+from relay.delivery.breaker import CircuitState
+from relay.delivery.gate import GateChange, SinkGate
 from relay.delivery.policy import next_delay
 from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
 from relay.secret import redact
@@ -37,7 +36,6 @@ ORPHAN_CHECK_S = 30.0  # how often to look for deliveries whose sink was removed
 # them for up to UNKNOWN_GRACE_S, looking again every UNKNOWN_RETRY_S; after that it is dead.
 UNKNOWN_GRACE_S = 15 * 60.0
 UNKNOWN_RETRY_S = 5.0
-MAX_PAUSE_S = 300.0  # a 429's Retry-After pauses its whole sink for this long at most
 
 
 @dataclass
@@ -48,12 +46,6 @@ class Runtime:
     config: Config
     sinks: dict[str, Sink]
     loaded_at: float = 0.0
-
-
-@dataclass
-class _Slots:
-    limit: int
-    busy: int = 0
 
 
 Observer = Callable[[str, dict[str, Any]], None]
@@ -67,9 +59,7 @@ class Worker:
     poll_s: float = 0.5
     lease_margin_s: float = 60.0
     observe: Observer = field(default=lambda kind, fields: None)
-    _slots: dict[str, _Slots] = field(default_factory=dict)
-    _breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
-    _paces: dict[str, Pace] = field(default_factory=dict)
+    _gates: dict[str, SinkGate] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: bool = False
@@ -107,15 +97,14 @@ class Worker:
         total = 0
         known_rules = [rule.name for rule in runtime.config.rules]  # the rest: see the sweep
         for name, spec in runtime.config.sinks.items():
-            slots = self._slots.setdefault(name, _Slots(spec.settings.concurrency))
-            slots.limit = spec.settings.concurrency
-            breaker = self._breaker(name, spec.settings.circuit)
-            pace = self._paces.setdefault(name, Pace())
-            pace.rate_per_s = spec.settings.rate_limit_per_s  # a reload may have changed it
-            before = breaker.state
-            free = breaker.allowance(now, pace.allowance(now, slots.limit - slots.busy))
-            if breaker.state is not before:
-                self._report_circuit(name, breaker, before)
+            gate = self._gates.get(name)
+            if gate is None:
+                gate = self._gates[name] = SinkGate(spec.settings)
+            gate.configure(spec.settings)
+            before = gate.breaker.state
+            free = gate.allowance(now)
+            if gate.breaker.state is not before:
+                self._gate_report(name, GateChange(circuit_from=before))
             if free <= 0:
                 continue
             lease_s = spec.settings.timeout_s + self.lease_margin_s
@@ -128,12 +117,11 @@ class Worker:
                 self.observe("error", {"stage": "claim", "sink": name})
                 batch = []
             if not batch:
-                breaker.release_probe()
+                gate.unused()
                 continue
-            pace.spend(len(batch))
+            gate.started(len(batch))
             for claimed in batch:
-                slots.busy += 1
-                task = asyncio.create_task(self._process(claimed, slots))
+                task = asyncio.create_task(self._process(claimed, gate))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             total += len(batch)
@@ -146,40 +134,21 @@ class Worker:
                 self.observe("error", {"stage": "sweep"})
         return total
 
-    def _breaker(self, sink: str, settings: CircuitSettings) -> CircuitBreaker:
-        breaker = self._breakers.setdefault(sink, CircuitBreaker(settings))
-        breaker.settings = settings  # a reload may have changed them
-        return breaker
-
     def circuit_states(self) -> dict[str, CircuitState]:
-        return {name: b.state for name, b in self._breakers.items()}
+        return {name: gate.breaker.state for name, gate in self._gates.items()}
 
-    def _track_circuit(self, sink: str, error: DeliveryError | None) -> None:
-        breaker = self._breakers.get(sink)
-        if breaker is None or isinstance(error, PermanentError):
+    def _gate_report(self, sink: str, change: GateChange) -> None:
+        """Log (and count) what an attempt's outcome changed at its sink's gate."""
+        gate = self._gates.get(sink)
+        if gate is None:
             return
-        before = breaker.record_success() if error is None else breaker.record_failure(self.clock())
-        if breaker.state is not before:
-            self._report_circuit(sink, breaker, before)
-
-    def _slow_down(self, sink: str, error: DeliveryError | None) -> bool:
-        """A 429 that says how long to wait pauses the whole sink that long (up to MAX_PAUSE_S;
-        the delivery itself waits the full Retry-After). Returns whether it was such a 429:
-        the upstream pacing the sink, not failing, so it does not count for the circuit."""
-        if not (
-            isinstance(error, RetryableError)
-            and error.status == 429
-            and error.retry_after_s is not None
-        ):
-            return False
-        pause_s = min(max(error.retry_after_s, 0.0), MAX_PAUSE_S)
-        pace = self._paces.setdefault(sink, Pace())
-        if pace.pause(self.clock() + pause_s):
-            fields = {"sink": sink, "pause_s": round(pause_s, 1)}
+        if change.paused_s is not None:
+            fields = {"sink": sink, "pause_s": round(change.paused_s, 1)}
             logs.emit(log, logging.WARNING, "sink rate-limited: paused", fields)
-        return True
-
-    def _report_circuit(self, sink: str, breaker: CircuitBreaker, before: CircuitState) -> None:
+        before = change.circuit_from
+        if before is None:
+            return
+        breaker = gate.breaker
         level = logging.WARNING if breaker.state is CircuitState.OPEN else logging.INFO
         state = breaker.state.name.lower().replace("_", "-")
         fields = {
@@ -247,7 +216,7 @@ class Worker:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _process(self, claimed: ClaimedDelivery, slots: _Slots) -> None:
+    async def _process(self, claimed: ClaimedDelivery, gate: SinkGate) -> None:
         try:
             await self.deliver(claimed)
         except asyncio.CancelledError:
@@ -260,10 +229,7 @@ class Worker:
             )
             self.observe("error", {"stage": "delivery", "sink": claimed.sink})
         finally:
-            slots.busy -= 1
-            breaker = self._breakers.get(claimed.sink)
-            if breaker is not None and breaker.state is CircuitState.HALF_OPEN:
-                breaker.release_probe()  # the probe ended without a verdict (e.g. dead early)
+            gate.finished()
             self._wake.set()
 
     async def deliver(self, claimed: ClaimedDelivery) -> None:
@@ -315,8 +281,9 @@ class Worker:
                 else f"{send.sink}: unexpected {type(exc).__name__}: {exc}"
             )
         duration_ms = (time.monotonic() - t0) * 1000
-        if not self._slow_down(send.sink, error):
-            self._track_circuit(send.sink, error)
+        gate = self._gates.get(send.sink)
+        if gate is not None:
+            self._gate_report(send.sink, gate.record(self.clock(), error))
         number = claimed.attempts + 1
         fields = {
             "delivery_id": claimed.id,
