@@ -222,7 +222,9 @@ def test_each_upstream_fault_is_retried_or_final_as_it_should_be(
         assert len(keys[sinks_rows[sink]["idempotency_key"]]) == len(attempts[sink])
     # the 429 storm: every retry of a delivery came at least Retry-After (1 s) after its 429
     storm_rows = [r for r in rows if r["sink"] == "storm"]
-    assert {(r["status"], r["attempts"]) for r in storm_rows} == {("delivered", 3)}
+    # (a 429 also pauses the whole sink, so the retries need not go in rounds of four)
+    assert {r["status"] for r in storm_rows} == {"delivered"}
+    assert sum(r["attempts"] for r in storm_rows) == 3 * storm  # the 8 429s and 4 successes
     gaps = [
         later.at - earlier.at
         for tries in upstream.by_key("/storm").values()
