@@ -388,6 +388,33 @@ def test_circuit_breaker_opens_on_a_failing_sink_and_recovers_with_it(
     )
 
 
+def test_a_rate_limited_sink_paces_a_bulk_import(
+    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+) -> None:
+    """A bulk import (20 user.created at once) to an email sink with rate_limit_per_s: 5: the
+    first 5 go at once (a second's worth), the rest at about 5 a second, so the 20th reaches
+    Resend about 3 s after the first (without pacing, all 20 arrive within a fraction of a
+    second); no second holds more than 10; all are delivered."""
+    sink = (
+        "  email:\n    type: resend\n    api_key: ${RESEND_API_KEY}\n"
+        f"    from: Acme <hello@acme.example>\n    base_url: {upstream.url}/resend\n"
+        "    concurrency: 8\n    rate_limit_per_s: 5\n"
+    )
+    rules = rule_for("email", "user.created", "welcome-email.yaml")
+    project = new_project(tmp_path, upstream, f"version: 1\nsinks:\n{sink}rules:\n{rules}")
+    relay = fleet.start(project)
+    for n in range(20):
+        assert relay.post(user_created(project, n)).status_code == 200
+    arrived = [r.at for r in upstream.wait_for("/resend/emails", 20, timeout_s=20)]
+    rows = project.db.wait_idle(timeout_s=20)
+    spread = arrived[-1] - arrived[0]
+    print(f"\nbulk import paced at 5/s: 20 emails over {spread:.1f} s")
+    assert {r["status"] for r in rows} == {"delivered"}
+    assert len(rows) == 20
+    assert spread >= 2.5  # (20 - 5) / 5 = 3 s, less slack for the first request's latency
+    assert max(sum(1 for t in arrived if first <= t < first + 1.0) for first in arrived) <= 10
+
+
 def test_circuit_gauge_reads_half_open_while_the_probe_is_in_flight(
     tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
 ) -> None:
