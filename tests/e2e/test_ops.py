@@ -465,6 +465,13 @@ def test_sigterm_during_a_slow_attempt_leaves_it_due_and_a_restart_delivers_it(
     assert len(upstream.requests(MEMBERSHIP_PATH)) == 2
 
 
+# the headers of a webhook of 100 bytes, and its first 9: a sender that then stalls
+HALF_A_WEBHOOK = (
+    f"POST {SOURCE_PATH} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+    'Content-Length: 100\r\n\r\n{"type": '
+).encode()
+
+
 def test_sigterm_with_a_stalled_request_in_flight_exits_within_the_grace(
     project: E2EProject, fleet: Fleet
 ) -> None:
@@ -474,10 +481,7 @@ def test_sigterm_with_a_stalled_request_in_flight_exits_within_the_grace(
     relay = fleet.start(with_env(project, RELAY_SHUTDOWN_GRACE_S="1"))
     assert relay.proc is not None
     with socket.create_connection(("127.0.0.1", relay.port)) as stalled:
-        stalled.sendall(
-            f"POST {SOURCE_PATH} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
-            'Content-Length: 100\r\n\r\n{"type": '.encode()
-        )
+        stalled.sendall(HALF_A_WEBHOOK)
         time.sleep(0.3)
         started = time.monotonic()
         relay.signal(signal.SIGTERM)
@@ -500,10 +504,7 @@ def test_a_sender_that_stalls_mid_body_gets_a_408_and_the_connection_is_closed(
     event is not stored, and the relay goes on accepting webhooks."""
     relay = fleet.start(with_env(project, RELAY_BODY_TIMEOUT_S="1"))
     with socket.create_connection(("127.0.0.1", relay.port)) as stalled:
-        stalled.sendall(
-            f"POST {SOURCE_PATH} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
-            'Content-Length: 100\r\n\r\n{"type": '.encode()
-        )
+        stalled.sendall(HALF_A_WEBHOOK)
         stalled.settimeout(10)
         started = time.monotonic()
         received = b""
