@@ -100,7 +100,8 @@ class Worker:
             gate = self._gates.get(name)
             if gate is None:
                 gate = self._gates[name] = SinkGate(spec.settings)
-            gate.configure(spec.settings)
+            else:
+                gate.configure(spec.settings)  # a reload may have changed them
             before = gate.breaker.state
             free = gate.allowance(now)
             if gate.breaker.state is not before:
