@@ -20,6 +20,8 @@ happen, with ``raise ... from exc``, so callers only ever handle this tree.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -108,3 +110,10 @@ class RetryableError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """A failure that retrying cannot fix: the delivery is dead-lettered with this reason."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string: for error texts
+    about names people mistype."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -23,14 +23,15 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from relay import logs
-from relay.config import Config, Source
+from relay.config import Config, SourceSpec
 from relay.errors import EventShapeError, StoreError, VerificationError
 from relay.ids import idempotency_key, new_id
+from relay.metrics import Metrics
 from relay.rules import match
 from relay.settings import BODY_TIMEOUT_S
 from relay.sources import base as sources
 from relay.sources.base import InboundEvent
-from relay.store.base import IngestOutcome, NewDelivery, NewEvent, Store
+from relay.store.base import IngestOutcome, NewDelivery, NewEvent, Queue
 
 log = logging.getLogger("relay.ingest")
 
@@ -150,21 +151,21 @@ class IngestEndpoint:
     def __init__(
         self,
         config: Callable[[], Config],
-        store: Store,
+        store: Queue,
         clock: Callable[[], float],
         on_stored: Callable[[], None] = lambda: None,
-        observe: Callable[[str, str, str], None] = lambda source, type_, outcome: None,
+        metrics: Metrics | None = None,
         body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
-        self.observe = observe
+        self.metrics = Metrics() if metrics is None else metrics
         self._deadlines = BodyDeadlines(body_timeout_s)
-        self._built: dict[int, tuple[Source, sources.Source]] = {}
+        self._built: dict[int, tuple[SourceSpec, sources.Source]] = {}
 
-    def _source(self, source: Source) -> sources.Source:
+    def _source(self, source: SourceSpec) -> sources.Source:
         cached = self._built.get(id(source))
         if cached is None or cached[0] is not source:
             if len(self._built) > 64:
@@ -240,7 +241,7 @@ class IngestEndpoint:
         return _answer(200, "accepted", event_id=stored[0][0], deliveries=deliveries)
 
     async def _store(
-        self, config: Config, source: Source, event: InboundEvent
+        self, config: Config, source: SourceSpec, event: InboundEvent
     ) -> tuple[str, int] | None:
         """Store one event with its deliveries: (event id, deliveries), or None if a duplicate."""
         now = self.clock()
@@ -266,14 +267,14 @@ class IngestEndpoint:
         except StoreError as exc:
             fields.update(error=str(exc), outcome="store_unavailable")
             log.error("store cannot commit", extra={"fields": fields})
-            self.observe(source.name, event.type, "store_unavailable")
+            self.metrics.received(source.name, event.type, "store_unavailable")
             raise
         fields["type"] = event.type
         if outcome is IngestOutcome.DUPLICATE:
-            self.observe(source.name, event.type, "duplicate")
+            self.metrics.received(source.name, event.type, "duplicate")
             logs.emit(log, logging.INFO, "duplicate event", {**fields, "outcome": "duplicate"})
             return None
-        self.observe(source.name, event.type, "accepted")
+        self.metrics.received(source.name, event.type, "accepted")
         fields.update(
             event_id=event_id,
             deliveries=len(deliveries),
@@ -284,7 +285,7 @@ class IngestEndpoint:
         return event_id, len(deliveries)
 
     def _reject(self, source: str, reason: str, status: int, detail: str) -> Answer:
-        self.observe(source, "", f"rejected:{reason}")
+        self.metrics.rejected(source, reason)
         fields = {"source": source, "reason": reason, "detail": detail, "outcome": "rejected"}
         logs.emit(log, logging.INFO, "request rejected", fields)
         return _answer(status, "rejected", reason=detail)

@@ -1,5 +1,9 @@
 """Prometheus metrics with stable ``relay_*`` names, on a registry owned by one app.
 
+Callers say what happened through typed methods (``delivered(sink, rule, latency_s)``,
+``rejected(source, reason)``, ``worker_failed("claim")``, ...), so a renamed outcome is a type
+error, not a silent zero on a dashboard.
+
 Deliveries count notifications (one per event, rule and send, counted once at its final outcome);
 attempts are counted separately. Label values for configured sinks and rules are created up
 front, so dashboards and alerts see zeros instead of missing series.
@@ -7,7 +11,8 @@ front, so dashboards and alerts see zeros instead of missing series.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal, get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,16 +23,15 @@ from prometheus_client import (
     generate_latest,
 )
 
-from relay.config import Config
-from relay.store.base import QueueStats
-
+EventOutcome = Literal["accepted", "duplicate", "store_unavailable"]
+WorkerStage = Literal["claim", "sweep", "tick", "delivery"]
 # A group commit: one fsync, typically 0.5-5 ms; tens of ms or more mean a stalled disk.
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 COMMIT_WRITES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
 OUTCOMES = ("delivered", "dead")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
-WORKER_STAGES = ("claim", "sweep", "tick", "delivery")
+WORKER_STAGES: tuple[WorkerStage, ...] = get_args(WorkerStage)
 
 
 def status_class(status: int | None) -> str:
@@ -41,7 +45,7 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: *_created series only add noise here
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self._event_counters: dict[tuple[str, str, str], Any] = {}
+        self._event_counters: dict[tuple[str, str, str, str], Any] = {}
         self.events = Counter(
             "relay_events_received",
             "Webhook requests by source, event type and outcome "
@@ -138,65 +142,84 @@ class Metrics:
         for stage in WORKER_STAGES:
             self.worker_errors.labels(stage)
 
-    def prepare(self, config: Config) -> None:
-        """Create every label combination the config can produce, at zero."""
-        for rule in config.rules:
-            for send in rule.sends:
-                for outcome in OUTCOMES:
-                    self.deliveries.labels(send.sink, rule.name, outcome)
-        for sink in config.sinks:
+    def prepare(
+        self, sinks: Iterable[str], sends: Iterable[tuple[str, str]], sources: Iterable[str]
+    ) -> None:
+        """Create every label combination a config can produce, at zero: its ``sinks``, its
+        ``sends`` as (rule, sink) pairs, and its ``sources``."""
+        for rule, sink in sends:
+            for outcome in OUTCOMES:
+                self.deliveries.labels(sink, rule, outcome)
+        for sink in sinks:
             for cls in STATUS_CLASSES:
                 self.attempts.labels(sink, cls)
             self.retries.labels(sink)
             self.latency.labels(sink)
             self.circuit.labels(sink)
-        for source in config.sources:
+        for source in sources:
             self.events.labels(source, "", "rejected", "bad_signature")
 
-    def observe_commit(self, kind: str, seconds: float, writes: int) -> None:
+    # --- the store ------------------------------------------------------------------------------
+
+    def commit(self, kind: str, seconds: float, writes: int) -> None:
         """Once per group commit (not per event): the label lookups cost nothing that matters."""
         self.commit_seconds.labels(kind).observe(seconds)
         self.commit_writes.labels(kind).observe(writes)
 
-    def observe_event(self, source: str, event_type: str, outcome: str) -> None:
-        key = (source, event_type, outcome)
+    # --- ingest ---------------------------------------------------------------------------------
+
+    def received(self, source: str, event_type: str, outcome: EventOutcome) -> None:
+        """One event of a request: accepted, a duplicate, or not stored (the store failed)."""
+        self._event(source, event_type, outcome, "")
+
+    def rejected(self, source: str, reason: str) -> None:
+        """A request refused before any event was stored; ``reason`` is a short code."""
+        self._event(source, "", "rejected", reason)
+
+    def _event(self, source: str, event_type: str, outcome: str, reason: str) -> None:
+        key = (source, event_type, outcome, reason)
         counter = self._event_counters.get(key)
         if counter is None:  # labels() costs a lock and a few checks: done once per key
             if len(self._event_counters) > 10_000:
                 self._event_counters.clear()
-            kind, _, reason = outcome.partition(":")
-            counter = self._event_counters[key] = self.events.labels(
-                source, event_type, kind, reason
-            )
+            counter = self._event_counters[key] = self.events.labels(*key)
         counter.inc()
 
-    def observe_delivery(self, kind: str, fields: dict[str, Any], now: float) -> None:
-        """Called by the worker: kind is delivered, retry, dead (after an attempt), circuit, or
-        error (a step that failed, ``fields["stage"]``)."""
-        if kind == "error":
-            self.worker_errors.labels(str(fields.get("stage", ""))).inc()
-            return
-        sink, rule = str(fields.get("sink", "")), str(fields.get("rule", ""))
-        if kind == "circuit":
-            self.circuit.labels(sink).set(float(fields.get("state", 0)))
-            return
-        if "attempt" in fields and ("status" in fields or kind == "delivered"):
-            status = 200 if kind == "delivered" else fields.get("status")
-            self.attempts.labels(sink, status_class(status)).inc()
-        if kind == "retry":
-            self.retries.labels(sink).inc()
-            return
-        self.deliveries.labels(sink, rule, kind).inc()
-        received = fields.get("received_at")
-        if kind == "delivered" and isinstance(received, float):
-            self.latency.labels(sink).observe(max(now - received, 0.0))
+    # --- the worker -----------------------------------------------------------------------------
 
-    def observe_queue(self, stats: QueueStats) -> None:
-        self.queue_due.set(stats.due)
-        self.queue_pending.set(stats.pending_total)
-        self.queue_oldest_due_age.set(stats.oldest_due_age_s or 0.0)
+    def attempted(self, sink: str, status: int | None) -> None:
+        """An attempt's answer: its HTTP status, or None when there was none (a timeout)."""
+        self.attempts.labels(sink, status_class(status)).inc()
 
-    def observe_reload(self, ok: bool, when: float) -> None:
+    def delivered(self, sink: str, rule: str, latency_s: float) -> None:
+        """A delivery delivered, ``latency_s`` after its event was received."""
+        self.deliveries.labels(sink, rule, "delivered").inc()
+        self.latency.labels(sink).observe(max(latency_s, 0.0))
+
+    def retried(self, sink: str) -> None:
+        """An attempt failed and its delivery is due again later."""
+        self.retries.labels(sink).inc()
+
+    def dead(self, sink: str, rule: str) -> None:
+        """A delivery dead-lettered (a permanent error, or its attempts used up)."""
+        self.deliveries.labels(sink, rule, "dead").inc()
+
+    def circuit_changed(self, sink: str, state: int) -> None:
+        """A sink's circuit moved: 0 closed, 1 open, 2 half-open."""
+        self.circuit.labels(sink).set(float(state))
+
+    def worker_failed(self, stage: WorkerStage) -> None:
+        """A worker step failed (also logged as an error)."""
+        self.worker_errors.labels(stage).inc()
+
+    # --- the queue and config -------------------------------------------------------------------
+
+    def queue(self, due: int, pending: int, oldest_due_age_s: float | None) -> None:
+        self.queue_due.set(due)
+        self.queue_pending.set(pending)
+        self.queue_oldest_due_age.set(oldest_due_age_s or 0.0)
+
+    def reloaded(self, ok: bool, when: float) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
         self.reload_success.set(1 if ok else 0)
         if ok:

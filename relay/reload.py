@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay.config import Config, Mode, load_config
+from relay.config.samples import load_samples, render_all
 from relay.errors import ConfigError, Diagnostic
-from relay.samples import load_samples, render_all
 from relay.settings import Settings
 
 log = logging.getLogger("relay.reload")

@@ -1,9 +1,13 @@
-"""A string that never shows itself in a repr, a log line or an error text."""
+"""A string that never shows itself in a repr, a log line or an error text; the settings field
+that holds one; and redaction of secrets out of texts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 
 
 class Secret:
@@ -30,6 +34,33 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def _to_secret(value: object) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return Secret(value)
+
+
+SecretStr = Annotated[
+    Secret, BeforeValidator(_to_secret), PlainSerializer(lambda s: repr(s), return_type=str)
+]
+"""The one settings field type for a secret (an API key, a signing secret, a URL holding a token):
+redacted in every repr, log and error. Its model needs ``arbitrary_types_allowed``. A field whose
+value has a form to check adds ``checked(...)``: ``Annotated[SecretStr, checked(parse_key)]``."""
+
+
+def checked(check: Callable[[str], object]) -> AfterValidator:
+    """A validator for a ``SecretStr`` field: ``check(value)`` raises ValueError (whose text must
+    never quote the value) when the secret is malformed."""
+
+    def run(secret: Secret) -> Secret:
+        check(secret.reveal())
+        return secret
+
+    return AfterValidator(run)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -149,7 +149,7 @@ def test_preview_of_non_json_is_a_clear_error(
 def test_every_clerk_example_is_routed_sanely(project: Project) -> None:
     """All of Clerk's published examples preview without error; each matches the expected rules."""
     from relay.config import load_config
-    from relay.samples import preview
+    from relay.config.samples import preview
     from tests.conftest import CLERK_EVENTS
 
     config = load_config(project.rules, project.templates, env=TEST_ENV)

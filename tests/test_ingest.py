@@ -19,8 +19,8 @@ from relay.config import Config, load_config
 from relay.ingest import IngestEndpoint
 from relay.secret import Secret
 from relay.settings import Settings
+from relay.sources.signing import sign
 from relay.store.sqlite import SQLiteStore
-from relay.verify import sign
 from tests.conftest import ROOT, TEST_ENV, TEST_SECRET
 
 pytestmark = pytest.mark.anyio

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from relay.config import Config, load_config
 from relay.ingest import IngestEndpoint
 from relay.secret import Secret
+from relay.sources.signing import sign
 from relay.store.sqlite import SQLiteStore
-from relay.verify import sign
 from tests.conftest import ROOT, TEST_ENV, TEST_SECRET
 
 NOW = 1_800_000_000

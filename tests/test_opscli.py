@@ -259,8 +259,8 @@ def test_replay_dead_delivery_keeps_key_and_history(
 
     async def claim_twice(store: SQLiteStore) -> tuple[list[str], list[str]]:
         now = time.time()
-        first = await store.claim_due(now, 10, 60, sinks=["email"])
-        second = await store.claim_due(now, 10, 60, sinks=["email"])
+        first = await store.claim_due(now, 10, 60, sink="email")
+        second = await store.claim_due(now, 10, 60, sink="email")
         return [c.idempotency_key for c in first], [c.id for c in second]
 
     assert at_store(db, claim_twice) == (["key-1-0"], [])

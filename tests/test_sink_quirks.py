@@ -147,9 +147,12 @@ def test_slack_settings_need_exactly_one_mode(settings: dict[str, Any], message_
         ({"method": "GET"}, "Input should be 'POST', 'PUT', 'PATCH' or 'DELETE'"),
         ({"headers": {"Content-Type": "text/plain"}}, "Content-Type is set by relay"),
         ({"headers": {"X-Token": "abc\r\nX-Evil: 1"}}, "the value of X-Token holds a line break"),
-        ({"signing_secret": "not-a-whsec-secret"}, "must start with whsec_"),
-        ({"signing_secret": "whsec_!!!"}, "the part after whsec_ is not valid base64"),
-        ({"signing_secret": "whsec_c2hvcnQ="}, "the key is 5 bytes, expected 24 to 64"),
+        ({"signing_secret": "not-a-whsec-secret"}, "signing secret must start with 'whsec_'"),
+        ({"signing_secret": "whsec_!!!"}, "signing secret is not valid base64 after 'whsec_'"),
+        (
+            {"signing_secret": "whsec_c2hvcnQ="},
+            "signing secret is too short (5 bytes; expected at least 16, Clerk's are 24)",
+        ),
     ],
 )
 def test_http_settings_are_checked_at_load(settings: dict[str, Any], message_text: str) -> None:

@@ -36,9 +36,9 @@ from relay.ingest import IngestEndpoint
 from relay.secret import Secret
 from relay.sources import klaviyo
 from relay.sources.base import InboundEvent, Source, SourceContext, load_source_types
+from relay.sources.signing import sign as svix_sign
 from relay.store.base import IngestOutcome, NewDelivery, NewEvent
 from relay.store.sqlite import SQLiteStore
-from relay.verify import sign as svix_sign
 from tests.conftest import ROOT, TEST_ENV, TEST_SECRET
 
 NOW = 1_800_000_000

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from relay import cli
+import relay.cli as cli
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store import (
     Attempt,
@@ -178,17 +178,19 @@ async def test_claimed_delivery_carries_the_event(store):
 
 
 async def test_claim_due_filters_by_sink(store):
-    """With ``sinks``, only deliveries to those sinks are claimed; an empty set claims nothing."""
+    """With ``sink``, only deliveries to that sink are claimed."""
     e = event()
     sinks = ["slack", "email", "http"]
     await store.ingest(e, [delivery(e.id, i, sink=s) for i, s in enumerate(sinks)])
-    assert await store.claim_due(T0, 10, 60, sinks=set()) == []
-    claimed = await store.claim_due(T0, 10, 60, sinks={"email", "http"})
-    assert sorted(c.sink for c in claimed) == ["email", "http"]
+    assert await store.claim_due(T0, 10, 60, sink="other") == []
+    (claimed,) = await store.claim_due(T0, 10, 60, sink="email")
+    assert claimed.sink == "email"
+    assert sorted(c.sink for c in await store.claim_due(T0, 10, 60)) == ["http", "slack"]
 
 
-async def test_claim_due_filters_by_rule_and_excludes(store):
-    """``rules`` claims only those rules; ``exclude_sinks`` / ``exclude_rules`` claim the rest."""
+async def test_claim_due_filters_by_rule_and_orphans_are_the_rest(store):
+    """``rules`` claims only those rules; ``claim_orphans`` claims what has a sink or a rule
+    outside the ones given, and nothing else."""
     e = event()
     await store.ingest(
         e,
@@ -196,13 +198,17 @@ async def test_claim_due_filters_by_rule_and_excludes(store):
             delivery(e.id, 0, sink="email", rule="welcome"),
             delivery(e.id, 1, sink="slack", rule="alert"),
             delivery(e.id, 2, sink="gone", rule="old"),
+            delivery(e.id, 3, sink="email", rule="removed"),
         ],
     )
     (known,) = await store.claim_due(T0, 10, 60, rules=["welcome"])
     assert known.rule == "welcome"
-    (orphan,) = await store.claim_due(T0, 10, 60, exclude_sinks=["email", "slack"])
-    assert orphan.sink == "gone"
-    assert await store.claim_due(T0, 10, 60, exclude_rules=["welcome", "old"]) != []
+    assert await store.claim_due(T0, 10, 60, rules=[]) == []
+    orphans = await store.claim_orphans(
+        T0, 10, 60, sinks=["email", "slack"], rules=["welcome", "alert", "old"]
+    )
+    assert sorted((c.sink, c.rule) for c in orphans) == [("email", "removed"), ("gone", "old")]
+    assert await store.claim_orphans(T0 + 1, 10, 60, sinks=["slack"], rules=["alert"]) == []
 
 
 async def test_defer_makes_a_delivery_due_later_without_an_attempt(store):

@@ -1,4 +1,4 @@
-"""Specification of inbound Svix signature verification (relay.verify)."""
+"""Specification of inbound Svix signature verification (relay.sources.signing)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from svix.webhooks import Webhook
 
 from relay.errors import VerificationError
 from relay.secret import Secret
-from relay.verify import SvixVerifier, VerifiedMessage, parse_signing_secret, sign
+from relay.sources.signing import SvixVerifier, VerifiedMessage, parse_signing_secret, sign
 
 # Svix's documented test vectors, byte for byte (FACTS.md section 1).
 VECTORS = [

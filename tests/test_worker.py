@@ -12,12 +12,10 @@ import textwrap
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
-from relay.app import build_sinks
 from relay.config import Config, load_config
 from relay.delivery.worker import Runtime, Worker
 from relay.errors import (
@@ -28,6 +26,8 @@ from relay.errors import (
     StoreUnavailableError,
 )
 from relay.ids import idempotency_key
+from relay.lifespan import build_sinks
+from relay.metrics import WORKER_STAGES, Metrics
 from relay.sinks.base import Message, Sink
 from relay.sinks.client import make_http_client
 from relay.store import (
@@ -40,8 +40,8 @@ from relay.store import (
     SQLiteStore,
     Store,
 )
-from relay.store.base import ResultChange
 from relay.store.postgres import PostgresStore
+from relay.store.results import ResultChange
 
 pytestmark = pytest.mark.anyio
 
@@ -563,22 +563,13 @@ async def test_an_error_text_holding_nul_is_recorded(
 
 
 class FlakyStore(SQLiteStore):
-    """A store whose orphan sweep (a claim excluding the configured sinks or rules) cannot
+    """A store whose orphan sweep (a claim of the deliveries of unknown sinks or rules) cannot
     commit."""
 
-    async def claim_due(
-        self,
-        now: float,
-        limit: int,
-        lease_s: float,
-        sinks: Collection[str] | None = None,
-        exclude_sinks: Collection[str] | None = None,
-        rules: Collection[str] | None = None,
-        exclude_rules: Collection[str] | None = None,
+    async def claim_orphans(
+        self, now: float, limit: int, lease_s: float, sinks: Collection[str], rules: Collection[str]
     ) -> list[ClaimedDelivery]:
-        if exclude_sinks is not None or exclude_rules is not None:
-            raise StoreUnavailableError("claim due deliveries: database is locked")
-        return await super().claim_due(now, limit, lease_s, sinks, exclude_sinks, rules)
+        raise StoreUnavailableError("claim due deliveries: database is locked")
 
 
 async def test_store_failure_while_sweeping_orphans_does_not_stop_the_worker(
@@ -588,21 +579,19 @@ async def test_store_failure_while_sweeping_orphans_does_not_stop_the_worker(
     error of the sweep; tick still delivers."""
     store = FlakyStore(tmp_path / "flaky.db")
     await store.open()
-    observed: list[tuple[str, dict[str, Any]]] = []
+    metrics = Metrics()
     try:
         alpha = ScriptedSink()
         runtime = Runtime(config, {"alpha": alpha, "beta": ScriptedSink()})
         clock = Clock()
-        worker = Worker(
-            store, lambda: runtime, clock=clock, observe=lambda k, f: observed.append((k, f))
-        )
+        worker = Worker(store, lambda: runtime, clock=clock, metrics=metrics)
         h = Harness(store, config, clock, runtime.sinks, worker, runtime)
         dlv = await h.add("to-alpha", "alpha")
         assert await h.run_due() == 1
         assert (await h.delivery(dlv)).status == "delivered"
     finally:
         await store.close()
-    assert [f for k, f in observed if k == "error"] == [{"stage": "sweep"}]
+    assert worker_errors(metrics) == {"claim": 0, "sweep": 1, "tick": 0, "delivery": 0}
 
 
 class UnrecordableStore(SQLiteStore):
@@ -620,16 +609,14 @@ async def test_a_result_that_cannot_be_recorded_is_a_counted_worker_error(
     again when it ends."""
     store = UnrecordableStore(tmp_path / "relay.db")
     await store.open()
-    observed: list[tuple[str, dict[str, Any]]] = []
     try:
         h = harness_on(store, config)()
-        h.worker.observe = lambda kind, fields: observed.append((kind, fields))
         dlv = await h.add("to-alpha", "alpha")
         assert await h.run_due() == 1
         record = await h.delivery(dlv)
     finally:
         await store.close()
-    assert [f for k, f in observed if k == "error"] == [{"stage": "delivery", "sink": "alpha"}]
+    assert worker_errors(h.worker.metrics) == {"claim": 0, "sweep": 0, "tick": 0, "delivery": 1}
     assert "delivery crashed" in caplog.text
     assert (record.status, record.attempts) == ("pending", 0)
     assert record.lease_until is not None
@@ -802,3 +789,12 @@ async def test_a_stalled_attempt_cannot_undo_a_delivery_made_after_its_lease(
     (lost,) = [r for r in caplog.records if getattr(r, "fields", {}).get("outcome") == "lease_lost"]
     assert lost.fields["delivery_id"] == dlv  # type: ignore[attr-defined]
     assert lost.fields["result"] == "retry"  # type: ignore[attr-defined]
+
+
+def worker_errors(metrics: Metrics) -> dict[str, float]:
+    """``relay_worker_errors_total`` by stage."""
+    return {
+        stage: metrics.registry.get_sample_value("relay_worker_errors_total", {"stage": stage})
+        or 0.0
+        for stage in WORKER_STAGES
+    }

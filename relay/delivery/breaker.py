@@ -12,15 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class CircuitSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    failure_threshold: int = Field(default=5, ge=1, le=1000)
-    cooldown_s: float = Field(default=30.0, gt=0, le=3600)
-    max_cooldown_s: float = Field(default=600.0, gt=0, le=24 * 3600)
+from relay.sinks.base import CircuitSettings
 
 
 class CircuitState(enum.IntEnum):

@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay import logs
-from relay.config import Config
+from relay.config import Config, SinkSpec
 from relay.delivery.breaker import CircuitState
 from relay.delivery.gate import GateChange, SinkGate
 from relay.delivery.policy import next_delay
 from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
+from relay.metrics import Metrics
+from relay.rules import Send
 from relay.secret import redact
 from relay.sinks.base import Message, Sink
-from relay.store.base import Attempt, ClaimedDelivery, Store
+from relay.store.base import Attempt, ClaimedDelivery, Queue
 
 log = logging.getLogger("relay.worker")
 MAX_ERROR_CHARS = 1000
@@ -48,17 +50,33 @@ class Runtime:
     loaded_at: float = 0.0
 
 
-Observer = Callable[[str, dict[str, Any]], None]
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a claimed delivery goes under the current config: its send, and the sink (and its
+    spec) that send names."""
+
+    send: Send
+    sink: Sink
+    spec: SinkSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt went: ``error`` None when it was delivered."""
+
+    started: float  # Unix seconds
+    duration_ms: float
+    error: DeliveryError | None
 
 
 @dataclass
 class Worker:
-    store: Store
+    store: Queue
     runtime: Callable[[], Runtime]
     clock: Callable[[], float] = time.time
     poll_s: float = 0.5
     lease_margin_s: float = 60.0
-    observe: Observer = field(default=lambda kind, fields: None)
+    metrics: Metrics = field(default_factory=Metrics)
     _gates: dict[str, SinkGate] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -84,7 +102,7 @@ class Worker:
                 claimed = await self.tick()
             except Exception as exc:  # never let one bad tick end delivery for good
                 log.exception("worker tick failed", extra={"fields": {"error": str(exc)}})
-                self.observe("error", {"stage": "tick"})
+                self.metrics.worker_failed("tick")
                 claimed = 0
             if claimed == 0:
                 with contextlib.suppress(TimeoutError):
@@ -110,12 +128,10 @@ class Worker:
                 continue
             lease_s = spec.settings.timeout_s + self.lease_margin_s
             try:
-                batch = await self.store.claim_due(
-                    now, free, lease_s, sinks=[name], rules=known_rules
-                )
+                batch = await self.store.claim_due(now, free, lease_s, sink=name, rules=known_rules)
             except Exception as exc:
                 log.error("claim failed", extra={"fields": {"sink": name, "error": str(exc)}})
-                self.observe("error", {"stage": "claim", "sink": name})
+                self.metrics.worker_failed("claim")
                 batch = []
             if not batch:
                 gate.unused()
@@ -132,7 +148,7 @@ class Worker:
                 total += await self._dead_letter_orphans(runtime, now)
             except Exception as exc:  # a locked store must not end the worker: try next time
                 log.error("orphan sweep failed", extra={"fields": {"error": str(exc)}})
-                self.observe("error", {"stage": "sweep"})
+                self.metrics.worker_failed("sweep")
         return total
 
     def circuit_states(self) -> dict[str, CircuitState]:
@@ -159,21 +175,23 @@ class Worker:
             "consecutive_failures": breaker.failures,
         }
         log.log(level, f"circuit {state}", extra={"fields": fields})
-        self.observe("circuit", {"sink": sink, "state": int(breaker.state)})
+        self.metrics.circuit_changed(sink, int(breaker.state))
 
     async def _dead_letter_orphans(self, runtime: Runtime, now: float) -> int:
         """Deliveries for a rule or sink this config does not have: dead with a reason when it
         was removed, left to another replica when it is newer (see ``_unknown``)."""
-        lease_s = self.lease_margin_s
-        by_sink = await self.store.claim_due(now, 100, lease_s, exclude_sinks=runtime.config.sinks)
-        for claimed in by_sink:
-            reason = f"sink '{claimed.sink}' is no longer configured in rules.yaml"
+        config = runtime.config
+        known_rules = [rule.name for rule in config.rules]
+        orphans = await self.store.claim_orphans(
+            now, 100, self.lease_margin_s, sinks=list(config.sinks), rules=known_rules
+        )
+        for claimed in orphans:
+            if claimed.sink not in config.sinks:
+                reason = f"sink '{claimed.sink}' is no longer configured in rules.yaml"
+            else:
+                reason = _rule_gone(claimed)
             await self._unknown(claimed, runtime, reason)
-        known_rules = [rule.name for rule in runtime.config.rules]
-        by_rule = await self.store.claim_due(now, 100, lease_s, exclude_rules=known_rules)
-        for claimed in by_rule:
-            await self._unknown(claimed, runtime, _rule_gone(claimed))
-        return len(by_sink) + len(by_rule)
+        return len(orphans)
 
     async def _unknown(self, claimed: ClaimedDelivery, runtime: Runtime, reason: str) -> None:
         """A delivery whose rule or sink is not in this replica's config: removed (dead, with
@@ -228,113 +246,149 @@ class Worker:
             log.exception(
                 "delivery crashed", extra={"fields": {"delivery_id": claimed.id, "error": str(exc)}}
             )
-            self.observe("error", {"stage": "delivery", "sink": claimed.sink})
+            self.metrics.worker_failed("delivery")
         finally:
             gate.finished()
             self._wake.set()
 
     async def deliver(self, claimed: ClaimedDelivery) -> None:
-        """One attempt for one claimed delivery, recorded with its outcome."""
+        """One attempt for one claimed delivery, recorded with its outcome: find where it goes
+        now, render its message, send it once, record what happened."""
         runtime = self.runtime()
+        target = await self._resolve(claimed, runtime)
+        if target is None:
+            return
+        message = await self._render(claimed, target, runtime)
+        if message is None:
+            return
+        outcome = await self._attempt(message, target)
+        await self._record(claimed, target, outcome, runtime)
+
+    async def _resolve(self, claimed: ClaimedDelivery, runtime: Runtime) -> Target | None:
+        """The delivery's send and sink in the current config; None when either is gone (it
+        is then dead, or left to a replica with newer rules)."""
         rule = next((r for r in runtime.config.rules if r.name == claimed.rule), None)
         if rule is None or claimed.send_index >= len(rule.sends):
             await self._unknown(claimed, runtime, _rule_gone(claimed))
-            return
+            return None
         send = rule.sends[claimed.send_index]
         sink = runtime.sinks.get(send.sink)
         spec = runtime.config.sinks.get(send.sink)
         if sink is None or spec is None:
             await self._dead(claimed, None, f"sink '{send.sink}' is no longer configured")
-            return
-        started = self.clock()
-        t0 = time.monotonic()
+            return None
+        return Target(send, sink, spec)
+
+    async def _render(
+        self, claimed: ClaimedDelivery, target: Target, runtime: Runtime
+    ) -> Message | None:
+        """The message to send; None when the template fails (the delivery is then dead: a
+        retry would render the same)."""
         try:
             event = json.loads(claimed.body)
-            message = Message(
+            return Message(
                 delivery_id=claimed.id,
                 idempotency_key=claimed.idempotency_key,
                 event_id=claimed.message_id,
                 event_type=claimed.event_type,
                 rule=claimed.rule,
-                sink=send.sink,
-                payload=send.render(event),
+                sink=target.send.sink,
+                payload=target.send.render(event),
                 event=event,
             )
         except TemplateError as exc:
-            attempt = Attempt(
-                claimed.id, started, 0.0, None, self._clean(f"template: {exc}", runtime)
-            )
-            await self._dead(claimed, attempt, attempt.error or "template error")
-            return
+            error = self._clean(f"template: {exc}", runtime)
+            attempt = Attempt(claimed.id, self.clock(), 0.0, None, error)
+            await self._dead(claimed, attempt, error or "template error")
+            return None
+
+    async def _attempt(self, message: Message, target: Target) -> Outcome:
+        """Send once, within the attempt's deadline; the sink's gate hears how it went."""
+        started, t0 = self.clock(), time.monotonic()
+        name, timeout_s = target.send.sink, target.spec.settings.timeout_s
         error: DeliveryError | None = None
-        deadline_s = self.attempt_deadline_s(spec.settings.timeout_s)
+        deadline_s = self.attempt_deadline_s(timeout_s)
         deadline = asyncio.timeout(deadline_s)
         try:
             async with deadline:
-                await sink.send(message)
+                await target.sink.send(message)
         except DeliveryError as exc:
             error = exc
         except Exception as exc:
             error = RetryableError(
-                f"{send.sink}: the attempt did not finish within {deadline_s:g} s (timeout_s"
-                f" {spec.settings.timeout_s:g} s bounds each wait, this deadline the whole attempt)"
+                f"{name}: the attempt did not finish within {deadline_s:g} s (timeout_s"
+                f" {timeout_s:g} s bounds each wait, this deadline the whole attempt)"
                 if deadline.expired()
-                else f"{send.sink}: unexpected {type(exc).__name__}: {exc}"
+                else f"{name}: unexpected {type(exc).__name__}: {exc}"
             )
         duration_ms = (time.monotonic() - t0) * 1000
-        gate = self._gates.get(send.sink)
+        gate = self._gates.get(name)
         if gate is not None:
-            self._gate_report(send.sink, gate.record(self.clock(), error))
+            self._gate_report(name, gate.record(self.clock(), error))
+        self.metrics.attempted(name, 200 if error is None else error.status)
+        return Outcome(started, duration_ms, error)
+
+    async def _record(
+        self, claimed: ClaimedDelivery, target: Target, outcome: Outcome, runtime: Runtime
+    ) -> None:
+        """Record the attempt: delivered, due again after the retry policy's delay, or dead."""
         number = claimed.attempts + 1
         fields = {
             "delivery_id": claimed.id,
             "event_id": claimed.event_id,
             "svix_id": claimed.message_id,
             "rule": claimed.rule,
-            "sink": send.sink,
-            "sink_type": spec.type.name,
+            "sink": target.send.sink,
+            "sink_type": target.spec.type.name,
             "attempt": number,
-            "duration_ms": round(duration_ms, 1),
+            "duration_ms": round(outcome.duration_ms, 1),
             "received_at": claimed.received_at,
         }
-        lease = claimed.lease_until
+        lease, error = claimed.lease_until, outcome.error
         if error is None:
-            attempt = Attempt(claimed.id, started, duration_ms, 200, None)
-            self._report(
+            attempt = Attempt(claimed.id, outcome.started, outcome.duration_ms, 200, None)
+            if self._report(
                 await self.store.record_delivered(attempt, lease=lease), "delivered", fields
-            )
+            ):
+                latency_s = self.clock() - claimed.received_at
+                self.metrics.delivered(target.send.sink, claimed.rule, latency_s)
             return
         text = self._clean(str(error), runtime)
-        attempt = Attempt(claimed.id, started, duration_ms, error.status, text)
-        delay = next_delay(spec.settings.retry, number, error)
+        attempt = Attempt(claimed.id, outcome.started, outcome.duration_ms, error.status, text)
+        delay = next_delay(target.spec.settings.retry, number, error)
         fields.update(status=error.status, error=text)
         if delay is None:
             why = (
                 "permanent error"
                 if isinstance(error, PermanentError)
-                else (f"gave up after {number} attempts")
+                else f"gave up after {number} attempts"
             )
             moved = await self.store.record_dead(attempt, claimed.id, f"{why}: {text}", lease=lease)
-            self._report(moved, "dead", fields)
+            if self._report(moved, "dead", fields):
+                self.metrics.dead(target.send.sink, claimed.rule)
         else:
             moved = await self.store.record_retry(attempt, self.clock() + delay, lease=lease)
-            self._report(moved, "retry", {**fields, "retry_in_s": round(delay, 1)})
+            if self._report(moved, "retry", {**fields, "retry_in_s": round(delay, 1)}):
+                self.metrics.retried(target.send.sink)
 
-    def _report(self, moved: bool, outcome: str, fields: dict[str, Any]) -> None:
-        """Log and count the outcome, if it moved the delivery. If not, the attempt outlived its
+    def _report(self, moved: bool, outcome: str, fields: dict[str, Any]) -> bool:
+        """Log the outcome if it moved the delivery (and say so: the caller counts it). If not,
+        the attempt outlived its
         claim's lease (the process stalled past it, say) and the delivery has been claimed again
         (or replayed) since: the attempt is in its history, the delivery is left to whoever
         holds it now, and this is only logged. If such an attempt delivered, the receiver may
         get the message twice, with the same idempotency key."""
         if moved:
-            self._emit(outcome, fields)
-            return
+            level = logging.WARNING if outcome == "dead" else logging.INFO
+            logs.emit(log, level, f"delivery {outcome}", {**fields, "outcome": outcome})
+            return True
         logs.emit(
             log,
             logging.WARNING,
             "attempt outlived its lease: kept in the history, the delivery left to its new claim",
             {**fields, "result": outcome, "outcome": "lease_lost"},
         )
+        return False
 
     async def _dead(self, claimed: ClaimedDelivery, attempt: Attempt | None, reason: str) -> None:
         moved = await self.store.record_dead(attempt, claimed.id, reason, lease=claimed.lease_until)
@@ -345,12 +399,8 @@ class Worker:
             "error": reason,
             "attempt": claimed.attempts + 1,
         }
-        self._report(moved, "dead", fields)
-
-    def _emit(self, outcome: str, fields: dict[str, Any]) -> None:
-        level = logging.WARNING if outcome == "dead" else logging.INFO
-        logs.emit(log, level, f"delivery {outcome}", {**fields, "outcome": outcome})
-        self.observe(outcome, fields)
+        if self._report(moved, "dead", fields):
+            self.metrics.dead(claimed.sink, claimed.rule)
 
     @staticmethod
     def _clean(text: str, runtime: Runtime) -> str:

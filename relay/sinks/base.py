@@ -12,28 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field
 
-from relay.delivery.breaker import CircuitSettings
 from relay.plugins import load_plugins
-from relay.secret import Secret
+from relay.secret import SecretStr as SecretStr  # re-exported: a sink's settings use it
 
 
-def _to_secret(value: object) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return Secret(value)
+class CircuitSettings(BaseModel):
+    """Per-sink circuit breaker (``relay.delivery.breaker``): how many retryable failures in a
+    row open it, and for how long."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-SecretStr = Annotated[
-    Secret, BeforeValidator(_to_secret), PlainSerializer(lambda s: repr(s), return_type=str)
-]
-"""A settings field holding a secret: redacted in every repr, log and error."""
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+    max_cooldown_s: float = Field(default=600.0, gt=0, le=24 * 3600)
 
 
 class RetrySettings(BaseModel):

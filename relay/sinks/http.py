@@ -1,4 +1,5 @@
-"""The outbound HTTP sink: JSON to one configured URL, optionally signed as a Standard Webhook.
+"""The outbound HTTP sink: JSON to one configured URL, optionally signed as a Standard Webhook
+(``relay.sources.signing``: the same scheme, and the same rule for the secret, as inbound).
 
 The URL comes only from settings, never from event data. Redirects are never followed (a 3xx is a
 permanent failure), at most 64 KiB of an answer is read, and error texts show the URL without its
@@ -7,10 +8,6 @@ userinfo or query, and no header value (any of them may be a credential).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import re
 import time
@@ -24,8 +21,9 @@ from relay.errors import PermanentError
 from relay.secret import Secret
 from relay.sinks import httpcheck
 from relay.sinks.base import Message, SecretStr, SinkContext, SinkSettings, SinkType, TemplateField
+from relay.sources.signing import decode_secret, sign_with, signing_key
 
-__all__ = ["SINK", "HttpSettings", "HttpSink", "sign"]
+__all__ = ["SINK", "HttpSettings", "HttpSink"]
 
 # Headers relay sets itself; a configured header may not replace them.
 RESERVED_HEADERS = frozenset(
@@ -75,28 +73,8 @@ class HttpSettings(SinkSettings):
     @classmethod
     def _check_signing_secret(cls, value: Secret | None) -> Secret | None:
         if value is not None:
-            signing_key(value.reveal())
+            decode_secret(value.reveal())  # its ValueError never quotes the secret
         return value
-
-
-def signing_key(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret (24 to 64 bytes), or ValueError saying why."""
-    if not secret.startswith("whsec_"):
-        raise ValueError("must start with whsec_")
-    try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except binascii.Error:
-        raise ValueError("the part after whsec_ is not valid base64") from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError(f"the key is {len(key)} bytes, expected 24 to 64")
-    return key
-
-
-def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The Standard Webhooks ``webhook-signature`` value for one request."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode("ascii")
 
 
 class HttpSink:
@@ -111,9 +89,7 @@ class HttpSink:
         self._settings = settings
         self._http = context.http
         self._clock = clock
-        self._key = (
-            signing_key(settings.signing_secret.reveal()) if settings.signing_secret else None
-        )
+        self._key = signing_key(settings.signing_secret) if settings.signing_secret else None
         url = httpx.URL(settings.url)
         self._what = f"{_VERBS[settings.method]} {httpcheck.display_url(url)}"
         secrets = [v.reveal() for v in settings.headers.values()]
@@ -140,7 +116,7 @@ class HttpSink:
             timestamp = int(self._clock())
             headers["webhook-id"] = message.idempotency_key
             headers["webhook-timestamp"] = str(timestamp)
-            headers["webhook-signature"] = sign(
+            headers["webhook-signature"] = sign_with(
                 self._key, message.idempotency_key, timestamp, content
             )
         return headers

@@ -14,18 +14,14 @@ import re
 import sqlite3
 import threading
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import psycopg
-from psycopg.errors import ReadOnlySqlTransaction
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from relay.errors import DeliveryError, PermanentError, RetryableError
+from relay.errors import DeliveryError, PermanentError, RetryableError, did_you_mean
 from relay.secret import Secret, redact
 from relay.sinks.base import Message, SecretStr, SendFields, SinkContext, SinkSettings, SinkType
-from relay.suggest import did_you_mean
 
 __all__ = ["SINK", "SqlSendFields", "SqlSettings", "SqlSink", "parse_statement"]
 
@@ -35,9 +31,12 @@ _TOKEN = re.compile(  # comments and blanks, a :: cast, :name, ;, quoted text, o
     r"|'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|[^'\"\-/:;%\s]+|."
 )
 _SQLITE_RETRY = {5, 6, 7, 10, 13, 14, 15}  # BUSY LOCKED NOMEM IOERR FULL CANTOPEN PROTOCOL
-# cannot connect, connection lost, pool timeout, deadlock, serialisation, shutdown, failover
-_PG_RETRY = (psycopg.OperationalError, psycopg.InterfaceError, ReadOnlySqlTransaction)
-PgPool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
+
+if TYPE_CHECKING:  # psycopg is imported when a PostgreSQL sink is built: `relay check` needs none
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    PgPool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
 
 
 def parse_statement(sql: str) -> tuple[tuple[str, ...], str]:
@@ -110,7 +109,20 @@ class SqlSink:
         self._lock, self._thread_lock = asyncio.Lock(), threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pool: PgPool | None = None
+        self._errors: tuple[type[Exception], ...] = (sqlite3.Error,)  # the drivers' errors
+        self._retryable: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+        self._pool_timeout: type[Exception] | None = None
         if self._path is None:  # opened on the first send; min_size 0: idle connections close
+            import psycopg
+            from psycopg.errors import ReadOnlySqlTransaction
+            from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+            self._errors = (sqlite3.Error, psycopg.Error)
+            # cannot connect, connection lost, pool timeout, deadlock, serialisation, shutdown,
+            # failover
+            self._retryable = (psycopg.OperationalError, psycopg.InterfaceError,
+                               ReadOnlySqlTransaction)  # fmt: skip
+            self._pool_timeout = PoolTimeout
             kwargs = {"autocommit": True, "connect_timeout": max(2, round(settings.timeout_s))}
             self._pool = AsyncConnectionPool(
                 url, kwargs=kwargs, min_size=0, max_idle=300.0, open=False, name="relay-sql",
@@ -134,7 +146,7 @@ class SqlSink:
             else:
                 async with self._lock:  # one statement at a time on the one connection
                     await self._sqlite(sql, values)
-        except (sqlite3.Error, psycopg.Error) as exc:
+        except self._errors as exc:
             raise self._translate(exc, what, values) from exc
 
     async def _sqlite(self, sql: str, values: Mapping[str, Any]) -> None:
@@ -187,12 +199,12 @@ class SqlSink:
         """Classify a driver error; its text keeps one line, without secrets or parameter values."""
         detail = str(exc).strip().split("\n")[0]
         sqlite_code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-        retry = isinstance(exc, _PG_RETRY) or (
-            isinstance(exc, sqlite3.OperationalError) and sqlite_code in _SQLITE_RETRY
+        retry = isinstance(exc, self._retryable) and (
+            not isinstance(exc, sqlite3.Error) or sqlite_code in _SQLITE_RETRY
         )
         if sqlstate := getattr(exc, "sqlstate", None):
             detail += f" (SQLSTATE {sqlstate})"
-        if isinstance(exc, PoolTimeout):
+        if self._pool_timeout is not None and isinstance(exc, self._pool_timeout):
             detail = f"no connection within {self._settings.timeout_s:g} s (is it reachable?)"
         detail = redact(detail, self._secrets)
         for value in values.values():

@@ -23,11 +23,11 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field
 
 from relay.errors import EventShapeError, VerificationError
 from relay.plugins import load_plugins
-from relay.secret import Secret
+from relay.secret import Secret, SecretStr, checked
 
 MAX_ID_CHARS = 256
 _ID_RE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces or control characters
@@ -159,17 +159,7 @@ def parse_raw_secret(value: str, *, min_chars: int = 16) -> Secret:
     return Secret(value)
 
 
-def _raw_secret(value: object) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return parse_raw_secret(value)
-
-
-RawSecret = Annotated[
-    Secret, BeforeValidator(_raw_secret), PlainSerializer(lambda s: repr(s), return_type=str)
-]
+RawSecret = Annotated[SecretStr, checked(parse_raw_secret)]
 """A settings field holding a shared HMAC secret used as is (``parse_raw_secret``)."""
 
 

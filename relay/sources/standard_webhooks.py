@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer, field_validator
+from pydantic import field_validator
 
-from relay.secret import Secret
+from relay.secret import SecretStr, checked
 from relay.sources.base import (
     InboundEvent,
     SourceContext,
@@ -22,35 +22,13 @@ from relay.sources.base import (
     SourceType,
     blank_to_none,
 )
+from relay.sources.signing import check_unprefixed_secret, prefixed
 from relay.sources.svix import SvixSettings, SvixSource
-from relay.verify import SECRET_PREFIX, parse_signing_secret
 
-__all__ = ["SOURCE", "StandardWebhooksSettings", "StandardWebhooksSource", "signing_secret"]
+__all__ = ["SOURCE", "StandardWebhooksSettings", "StandardWebhooksSource"]
 
-
-def signing_secret(secret: Secret) -> Secret:
-    """The secret in ``whsec_`` form, as ``relay.verify`` takes it."""
-    value = secret.reveal()
-    return secret if value.startswith(SECRET_PREFIX) else Secret(SECRET_PREFIX + value)
-
-
-def _secret(value: object) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    if value.startswith(SECRET_PREFIX) or not value or value != value.strip():
-        parse_signing_secret(value)  # says what is wrong, never quoting the value
-    elif value[0] in "'\"" or value[-1] in "'\"":
-        raise ValueError("signing secret is wrapped in quotes; remove the quotes")
-    else:
-        parse_signing_secret(SECRET_PREFIX + value)
-    return Secret(value)
-
-
-StandardSecret = Annotated[
-    Secret, BeforeValidator(_secret), PlainSerializer(lambda s: repr(s), return_type=str)
-]
+StandardSecret = Annotated[SecretStr, checked(check_unprefixed_secret)]
+"""A ``whsec_...`` secret, or its base64 part alone (as some senders show it)."""
 
 
 class StandardWebhooksSettings(SourceSettings):
@@ -69,8 +47,8 @@ class StandardWebhooksSource:
         previous = settings.previous_secret
         svix = SvixSettings.model_construct(
             path=settings.path,
-            secret=signing_secret(settings.secret),
-            previous_secret=None if previous is None else signing_secret(previous),
+            secret=prefixed(settings.secret),
+            previous_secret=None if previous is None else prefixed(previous),
         )
         self._inner = SvixSource(svix, context, header_prefixes=("webhook",))
 

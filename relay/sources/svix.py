@@ -3,8 +3,8 @@
 The request is one event: the body is its envelope (``{"type": ..., "data": ...}``) and the
 ``svix-id`` header its id, the same on every retry and replay of a message. ``webhook-*`` header
 names are read too (the ``svix-*`` name wins per header). Signature checks are
-``relay.verify.SvixVerifier``'s: ``{id}.{timestamp}.{raw body}``, HMAC-SHA256, base64, any ``v1``
-entry matching the secret or the previous one, timestamp within ±300 s.
+``relay.sources.signing.SvixVerifier``'s: ``{id}.{timestamp}.{raw body}``, HMAC-SHA256, base64,
+any ``v1`` entry matching the secret or the previous one, timestamp within ±300 s.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer, field_validator
+from pydantic import field_validator
 
-from relay import clerk
-from relay.secret import Secret
+from relay.secret import SecretStr, checked
+from relay.sources import clerk
 from relay.sources.base import (
     InboundEvent,
     SourceContext,
@@ -24,7 +24,7 @@ from relay.sources.base import (
     blank_to_none,
     parse_envelope,
 )
-from relay.verify import SvixVerifier, parse_signing_secret
+from relay.sources.signing import SvixVerifier, parse_signing_secret
 
 __all__ = ["RESEND_EVENT_TYPES", "SOURCE", "SigningSecret", "SvixSettings", "SvixSource"]
 
@@ -40,17 +40,7 @@ RESEND_EVENT_TYPES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _signing_secret(value: object) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return parse_signing_secret(value)  # its ValueError never quotes the secret
-
-
-SigningSecret = Annotated[
-    Secret, BeforeValidator(_signing_secret), PlainSerializer(lambda s: repr(s), return_type=str)
-]
+SigningSecret = Annotated[SecretStr, checked(parse_signing_secret)]
 """A ``whsec_...`` signing secret, checked when rules.yaml loads; redacted everywhere."""
 
 

@@ -1,4 +1,6 @@
-"""The durable store: events, deliveries and attempts behind one narrow interface."""
+"""The durable store: events, deliveries and attempts, behind a contract narrow by caller
+(``relay.store.base``: ``Queue`` for ingest and the worker, ``DeliveryLog`` for the CLI and
+metrics). ``open_store`` picks the backend a database URL names."""
 
 from pathlib import Path
 
@@ -6,12 +8,14 @@ from relay.store.base import (
     Attempt,
     AttemptRecord,
     ClaimedDelivery,
+    DeliveryLog,
     DeliveryRecord,
     DeliveryStatus,
     EventRecord,
     IngestOutcome,
     NewDelivery,
     NewEvent,
+    Queue,
     QueueStats,
     Store,
 )
@@ -21,12 +25,14 @@ __all__ = [
     "Attempt",
     "AttemptRecord",
     "ClaimedDelivery",
+    "DeliveryLog",
     "DeliveryRecord",
     "DeliveryStatus",
     "EventRecord",
     "IngestOutcome",
     "NewDelivery",
     "NewEvent",
+    "Queue",
     "QueueStats",
     "SQLiteStore",
     "Store",

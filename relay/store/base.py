@@ -1,4 +1,6 @@
-"""The store interface. Ingest and the worker talk only to this; backends implement it.
+"""The store's records and its contract, narrow by caller: the ``Queue`` that ingest and the
+worker use, and the ``DeliveryLog`` that the CLI and ``/metrics`` read; a ``Store`` is both.
+Backends implement it (``relay.store.sqlite``, ``relay.store.postgres``).
 
 Times are Unix seconds (floats) passed in by the caller, so tests drive the clock.
 
@@ -13,12 +15,9 @@ Life of a delivery::
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
-
-from relay.errors import StoreError
 
 
 class IngestOutcome(enum.Enum):
@@ -86,119 +85,28 @@ class Attempt:
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ResultChange:
-    """What recording one result changes: an attempt row (if there was an attempt) and the
-    delivery's new state. ``updated_at`` is when the attempt ended; without one, the wall clock.
-    """
+class Lifecycle(Protocol):
+    """Opening and closing a store; every caller does this."""
 
-    delivery_id: str
-    attempt: Attempt | None
-    status: DeliveryStatus
-    next_attempt_at: float | None
-    last_error: str | None
-    updated_at: float
-    delivered_at: float | None
-    lease: float | None = None  # the claim's lease_until, when the result is a claim's
-
-    def holds(self, lease_until: float | None) -> bool:
-        """Whether this result may move the delivery, whose lease is now ``lease_until``: always
-        without a lease of its own, else only while the claim's lease is still the delivery's."""
-        return self.lease is None or lease_until == self.lease
-
-    def writes(
-        self, found: Sequence[Any] | None
-    ) -> tuple[dict[str, Any] | None, tuple[Any, ...] | None]:
-        """What recording this result writes, given what the store read of its delivery under
-        the write lock, ``(attempts, last attempt number, lease_until)`` or None: the attempt's
-        row (None without an attempt) and the delivery's update (None if this change no longer
-        holds its lease). A delivery that is gone is a StoreError."""
-        if found is None:
-            raise StoreError(f"{self.describe()}: no such delivery")
-        attempts, last_number, lease_until = found
-        row = self.attempt_row(last_number) if self.attempt is not None else None
-        return row, self.delivery_update(attempts) if self.holds(lease_until) else None
-
-    def describe(self) -> str:
-        """What this write is, for errors (as ``PendingIngest.describe``)."""
-        return f"record {self.status} for delivery {self.delivery_id}"
-
-    def attempt_row(self, last_number: int) -> dict[str, Any]:
-        """The attempt's row, numbered after the last attempt ever recorded for the delivery."""
-        assert self.attempt is not None
-        return {**asdict(self.attempt), "number": last_number + 1, "outcome": self.status.value}
-
-    def delivery_update(self, attempts_so_far: int) -> tuple[Any, ...]:
-        """status, attempts, next_attempt_at, last_error, updated_at, delivered_at, id."""
-        attempts = attempts_so_far + 1 if self.attempt is not None else attempts_so_far
-        return (
-            self.status.value,
-            attempts,
-            self.next_attempt_at,
-            self.last_error,
-            self.updated_at,
-            self.delivered_at,
-            self.delivery_id,
-        )
-
-
-class RecordsResults:
-    """``record_delivered``, ``record_retry`` and ``record_dead`` for a store that implements
-    ``_apply(change)``: add the attempt and move the delivery, in one transaction."""
-
-    async def record_delivered(self, attempt: Attempt, *, lease: float | None = None) -> bool:
-        status = DeliveryStatus.DELIVERED
-        return await self._record(attempt.delivery_id, attempt, status, None, None, lease)
-
-    async def record_retry(
-        self, attempt: Attempt, next_attempt_at: float, *, lease: float | None = None
-    ) -> bool:
-        status, error = DeliveryStatus.FAILED, attempt.error
-        return await self._record(
-            attempt.delivery_id, attempt, status, next_attempt_at, error, lease
-        )
-
-    async def record_dead(
-        self, attempt: Attempt | None, delivery_id: str, reason: str, *, lease: float | None = None
-    ) -> bool:
-        if attempt is not None and attempt.delivery_id != delivery_id:
-            raise ValueError(f"attempt is for {attempt.delivery_id}, not {delivery_id}")
-        return await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason, lease)
-
-    async def _record(
-        self,
-        delivery_id: str,
-        attempt: Attempt | None,
-        status: DeliveryStatus,
-        next_attempt_at: float | None,
-        last_error: str | None,
-        lease: float | None,
-    ) -> bool:
-        a = attempt
-        updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
-        delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
-        return await self._apply(
-            ResultChange(
-                delivery_id, a, status, next_attempt_at, last_error, updated_at, delivered_at, lease
-            )
-        )
-
-    async def _apply(self, change: ResultChange) -> bool:
-        """Add the attempt (if any); move the delivery if ``change.holds`` its lease. Returns
-        whether it moved."""
-        raise NotImplementedError
-
-
-class Store(Protocol):
     async def open(self, create: bool = True, *, upgrade: bool = False) -> None:
         """Connect. An empty database gets the schema unless ``create`` is false (then it is a
         StoreError); an older schema is a StoreError unless ``upgrade`` (run `relay db upgrade`).
         """
 
-    async def upgrade(self) -> tuple[int, int]:
-        """Create or upgrade the schema; returns the (from, to) versions."""
-
     async def close(self) -> None: ...
+
+
+class Queue(Lifecycle, Protocol):
+    """What ingest and the worker use: store events with their deliveries, claim the due ones,
+    record each attempt's result.
+
+    The worker passes ``lease`` (its claim's ``lease_until``) to the calls that change a claimed
+    delivery. Then the delivery moves only if that lease is still the delivery's: if it has passed
+    and another claim has taken the delivery (or that claim has finished, or it was replayed
+    since), the attempt is kept in the history and the delivery is left to whoever holds it now.
+    ``record_*`` return whether the delivery moved. Without ``lease`` (tests, tools) it always
+    moves.
+    """
 
     def observe_commits(self, observe: Callable[[str, float, int], None]) -> None:
         """Have ``observe(kind, seconds, writes)`` called after each group commit (kind
@@ -215,22 +123,19 @@ class Store(Protocol):
         now: float,
         limit: int,
         lease_s: float,
-        sinks: Collection[str] | None = None,
-        exclude_sinks: Collection[str] | None = None,
+        sink: str | None = None,
         rules: Collection[str] | None = None,
-        exclude_rules: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries (pending/failed, next_attempt_at <= now, no live
-        lease), oldest due first, optionally only for ``sinks`` / ``rules``, or not for
-        ``exclude_sinks`` / ``exclude_rules``.
+        lease), oldest due first: of one ``sink`` (any when None), of the ``rules`` given (any
+        when None). A lease expires at now + lease_s."""
 
-        A lease expires at now + lease_s."""
-
-    # The worker passes ``lease`` (its claim's ``lease_until``) to the calls below. Then the
-    # delivery moves only if that lease is still the delivery's: if it has passed and another
-    # claim has taken the delivery (or that claim has finished, or it was replayed since), the
-    # attempt is kept in the history and the delivery is left to whoever holds it now. record_*
-    # return whether the delivery moved. Without ``lease`` (tests, tools) it always moves.
+    async def claim_orphans(
+        self, now: float, limit: int, lease_s: float, sinks: Collection[str], rules: Collection[str]
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries whose sink is not one of ``sinks`` or whose rule
+        is not one of ``rules``: the work of a removed sink or rule (or, during a rolling deploy,
+        of one only newer replicas know)."""
 
     async def record_delivered(self, attempt: Attempt, *, lease: float | None = None) -> bool:
         """Record a successful attempt; the delivery becomes delivered and its lease is dropped."""
@@ -259,8 +164,10 @@ class Store(Protocol):
         replica that does not know the delivery's rule yet leaves it to one that does). With
         ``lease``, only while it is still the delivery's lease."""
 
-    # Reads and operations for the CLI and metrics. They never change what a worker holds, except
-    # ``replay``, which only touches deliveries that are not in flight.
+
+class DeliveryLog(Lifecycle, Protocol):
+    """What the CLI and ``/metrics`` read (and ``replay`` writes). None of it changes what a worker
+    holds: ``replay`` only touches deliveries that are not in flight."""
 
     async def get_event(self, id_or_message_id: str) -> EventRecord | None:
         """The event with this relay id or, failing that, this sender message id (svix-id)."""
@@ -299,7 +206,7 @@ class Store(Protocol):
         ones under a live lease are left alone."""
 
     async def queue_stats(self, now: float) -> QueueStats:
-        """How much work is waiting, for metrics and ``relay status``."""
+        """How much work is waiting, for metrics and ``/readyz``."""
 
     async def purge(self, older_than: float) -> int:
         """Delete events received before ``older_than`` whose deliveries are all final
@@ -307,6 +214,13 @@ class Store(Protocol):
 
         Events are the deduplication record: a purged message id is accepted again. The caller
         must keep at least 28 hours (Svix retries a message for up to ~28 h)."""
+
+
+class Store(Queue, DeliveryLog, Protocol):
+    """A whole store, as ``open_store`` makes one: both roles, and its schema."""
+
+    async def upgrade(self) -> tuple[int, int]:
+        """Create or upgrade the schema; returns the (from, to) versions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +254,13 @@ class DeliveryRecord:
     updated_at: float
     delivered_at: float | None  # when it was last delivered
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> DeliveryRecord:
+        """From a stored row: its columns in field order, the status as text."""
+        values = list(row)
+        values[6] = DeliveryStatus(values[6])
+        return cls(*values)
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
@@ -355,6 +276,13 @@ class AttemptRecord:
     error: str | None
     outcome: DeliveryStatus
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> AttemptRecord:
+        """From a stored row: its columns in field order, the outcome as text."""
+        values = list(row)
+        values[7] = DeliveryStatus(values[7])
+        return cls(*values)
+
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
@@ -363,11 +291,3 @@ class QueueStats:
     due: int  # claimable now: pending/failed, next_attempt_at <= now, no live lease
     pending_total: int  # not final (pending or failed): due or not, leased or not
     oldest_due_age_s: float | None  # now - the earliest next_attempt_at among the due ones
-
-
-def with_status(row: Sequence[Any], index: int) -> list[Any]:
-    """A row read from a store, its ``index``-th column (a status text) as a DeliveryStatus:
-    what DeliveryRecord and AttemptRecord take."""
-    values = list(row)
-    values[index] = DeliveryStatus(values[index])
-    return values

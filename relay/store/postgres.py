@@ -48,12 +48,10 @@ from relay.store.base import (
     NewDelivery,
     NewEvent,
     QueueStats,
-    RecordsResults,
-    ResultChange,
-    with_status,
 )
 from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, POSTGRES_STEPS, plan
+from relay.store.results import RecordsResults, ResultChange
 
 _MIGRATIONS = POSTGRES_STEPS
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -263,28 +261,34 @@ class PostgresStore(RecordsResults):
         now: float,
         limit: int,
         lease_s: float,
-        sinks: Collection[str] | None = None,
-        exclude_sinks: Collection[str] | None = None,
+        sink: str | None = None,
         rules: Collection[str] | None = None,
-        exclude_rules: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
         """Rows locked by another replica's claim in progress are skipped, not waited for."""
         only = []
-        if sinks is not None:
-            only.append(sql.SQL(" AND sink = ANY(%(sinks)s::text[])"))
-        if exclude_sinks:
-            only.append(sql.SQL(" AND sink <> ALL(%(exclude)s::text[])"))
+        if sink is not None:
+            only.append(sql.SQL(" AND sink = %(sink)s"))
         if rules is not None:
             only.append(sql.SQL(" AND rule = ANY(%(rules)s::text[])"))
-        if exclude_rules:
-            only.append(sql.SQL(" AND rule <> ALL(%(exclude_rules)s::text[])"))
-        query = sql.SQL(q.CLAIM).format(due=sql.SQL(q.DUE), sinks=sql.Composed(only))
-        chosen = {
-            "sinks": list(sinks or ()),
-            "exclude": list(exclude_sinks or ()),
-            "rules": list(rules or ()),
-            "exclude_rules": list(exclude_rules or ()),
-        }
+        chosen = {"sink": sink, "rules": list(rules or ())}
+        return await self._claim(now, limit, lease_s, sql.Composed(only), chosen)
+
+    async def claim_orphans(
+        self, now: float, limit: int, lease_s: float, sinks: Collection[str], rules: Collection[str]
+    ) -> list[ClaimedDelivery]:
+        only = sql.SQL(" AND (sink <> ALL(%(sinks)s::text[]) OR rule <> ALL(%(rules)s::text[]))")
+        chosen = {"sinks": list(sinks), "rules": list(rules)}
+        return await self._claim(now, limit, lease_s, only, chosen)
+
+    async def _claim(
+        self,
+        now: float,
+        limit: int,
+        lease_s: float,
+        only: sql.Composable,
+        chosen: dict[str, Any],
+    ) -> list[ClaimedDelivery]:
+        query = sql.SQL(q.CLAIM).format(due=sql.SQL(q.DUE), only=only)
         params = {"now": now, "until": now + lease_s, "limit": limit, **chosen}
         async with self._cursor("claim due deliveries") as cursor:
             await cursor.execute(query, params)
@@ -378,7 +382,7 @@ class PostgresStore(RecordsResults):
         select = sql.SQL("SELECT {} FROM deliveries{} ORDER BY created_at DESC, id LIMIT %s")
         query = select.format(q.DELIVERY_COLS, where)
         rows = await self._fetch("list deliveries", query, [*params, limit])
-        return [DeliveryRecord(*with_status(row, 6)) for row in rows]
+        return [DeliveryRecord.from_row(row) for row in rows]
 
     async def count_deliveries(self, event_ids: Collection[str]) -> dict[str, dict[str, int]]:
         query = sql.SQL(
@@ -394,7 +398,7 @@ class PostgresStore(RecordsResults):
         select = sql.SQL("SELECT {} FROM attempts WHERE delivery_id = %s ORDER BY number")
         query = select.format(q.ATTEMPT_COLS)
         rows = await self._fetch(f"list attempts of {delivery_id}", query, (delivery_id,))
-        return [AttemptRecord(*with_status(row, 7)) for row in rows]
+        return [AttemptRecord.from_row(row) for row in rows]
 
     async def replay(self, delivery_ids: Collection[str], now: float) -> int:
         query = (

@@ -33,7 +33,7 @@ ATTEMPT_COLS = sql.SQL(
 )
 DUE = "next_attempt_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
 CLAIM = """WITH due AS (
-    SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND {due}{sinks}
+    SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND {due}{only}
     ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE deliveries d SET lease_until = %(until)s, updated_at = %(now)s FROM due

@@ -37,12 +37,10 @@ from relay.store.base import (
     NewDelivery,
     NewEvent,
     QueueStats,
-    RecordsResults,
-    ResultChange,
-    with_status,
 )
 from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
+from relay.store.results import RecordsResults, ResultChange
 
 T = TypeVar("T")
 
@@ -250,24 +248,35 @@ class SQLiteStore(RecordsResults):
         now: float,
         limit: int,
         lease_s: float,
-        sinks: Collection[str] | None = None,
-        exclude_sinks: Collection[str] | None = None,
+        sink: str | None = None,
         rules: Collection[str] | None = None,
-        exclude_rules: Collection[str] | None = None,
     ) -> list[ClaimedDelivery]:
         clauses, params = list(_CLAIMABLE), list[object]([now, now])
-        for column, op, values in (
-            ("d.sink", "IN", sinks),
-            ("d.sink", "NOT IN", exclude_sinks),
-            ("d.rule", "IN", rules),
-            ("d.rule", "NOT IN", exclude_rules),
-        ):
-            if values is not None and (op == "IN" or values):
-                clauses.append(f"{column} {op} ({', '.join('?' * len(values))})")
-                params.extend(values)
-        params.append(limit)
+        if sink is not None:
+            clauses.append("d.sink = ?")
+            params.append(sink)
+        if rules is not None:
+            clauses.append(f"d.rule IN ({', '.join('?' * len(rules))})")
+            params.extend(rules)
+        return await self._claim(now, limit, lease_s, clauses, params)
+
+    async def claim_orphans(
+        self, now: float, limit: int, lease_s: float, sinks: Collection[str], rules: Collection[str]
+    ) -> list[ClaimedDelivery]:
+        clauses, params = list(_CLAIMABLE), list[object]([now, now, *sinks, *rules])
+        clauses.append(
+            f"(d.sink NOT IN ({', '.join('?' * len(sinks))})"
+            f" OR d.rule NOT IN ({', '.join('?' * len(rules))}))"
+        )
+        return await self._claim(now, limit, lease_s, clauses, params)
+
+    async def _claim(
+        self, now: float, limit: int, lease_s: float, clauses: list[str], params: list[object]
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due rows matching ``clauses``, oldest due first."""
         head = f"{_CLAIM_COLS} FROM deliveries d JOIN events e ON e.id = d.event_id"
         sql = _select(head, clauses, "ORDER BY d.next_attempt_at, d.id LIMIT ?")
+        params = [*params, limit]
 
         def run(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
             with writes.transaction(conn):
@@ -341,7 +350,7 @@ class SQLiteStore(RecordsResults):
         tail = "ORDER BY created_at DESC, id LIMIT ?"
         sql = _select(f"{_DELIVERY_COLS} FROM deliveries", clauses, tail)
         rows = await self._fetch("list deliveries", sql, [*params, limit])
-        return [DeliveryRecord(*with_status(row, 6)) for row in rows]
+        return [DeliveryRecord.from_row(row) for row in rows]
 
     async def count_deliveries(self, event_ids: Collection[str]) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -359,7 +368,7 @@ class SQLiteStore(RecordsResults):
     async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
         sql = _select(f"{_ATTEMPT_COLS} FROM attempts", ["delivery_id = ?"], "ORDER BY number")
         rows = await self._fetch(f"list attempts of {delivery_id}", sql, [delivery_id])
-        return [AttemptRecord(*with_status(row, 7)) for row in rows]
+        return [AttemptRecord.from_row(row) for row in rows]
 
     async def replay(self, delivery_ids: Collection[str], now: float) -> int:
         sql = (

@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from relay.errors import StoreError, StoreUnavailableError
-from relay.store.base import IngestOutcome, NewDelivery, NewEvent, ResultChange
+from relay.store.base import IngestOutcome, NewDelivery, NewEvent
 from relay.store.group import PendingIngest, Write
+from relay.store.results import ResultChange
 
 T = TypeVar("T")
 Writes = TypeVar("Writes", bound=Write)

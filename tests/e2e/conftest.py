@@ -36,7 +36,7 @@ import httpx
 import pytest
 
 from relay.secret import Secret
-from relay.verify import sign
+from relay.sources.signing import sign
 from tests.conftest import ROOT, TEST_SECRET
 
 RESEND_API_KEY = "re_e2e_test_key_0123456789"

@@ -5,10 +5,9 @@ each sink type's own settings model), rules, patterns, conditions, templates and
 compiles every template once. ``relay check`` and ``relay serve`` load through the same function;
 only the severity of an unset environment variable differs (warning for check, error for serve).
 
-This module holds the pydantic models of ``rules.yaml``, the runtime types (``Source``,
-``SinkSpec``, ``Config``), ``load_config`` and its loader. The loader compiles each rule's sends
-(send fields and message templates) through a ``relay.sends.SendCompiler``, created once per load.
-That module also holds ``SendModel`` (one ``send:`` entry), which is re-exported here.
+The models of the file and the runtime specs are in ``relay.config.model``. The loader compiles
+each rule's sends (send fields and message templates) through a ``relay.config.sends.SendCompiler``,
+created once per load.
 """
 
 from __future__ import annotations
@@ -16,87 +15,26 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from relay import yamlfile
-from relay.errors import ConfigError, Diagnostic, TemplateError
+from relay.config import yamlfile
+from relay.config.model import Config, Mode, RuleModel, RulesFileModel, SinkSpec, SourceSpec
+from relay.config.sends import SendCompiler
+from relay.errors import ConfigError, Diagnostic, TemplateError, did_you_mean
 from relay.rules import Condition, Rule, valid_pattern
 from relay.secret import Secret, secret_fragments, url_credentials
-from relay.sends import SendCompiler
-from relay.sends import SendModel as SendModel  # re-exported: relay.config.SendModel
-from relay.sinks.base import SinkSettings, SinkType, load_sink_types
-from relay.sources import base as sources
-from relay.sources.base import SourceSettings, SourceType, load_source_types
-from relay.suggest import did_you_mean
+from relay.sinks.base import SinkType, load_sink_types
+from relay.sources.base import SourceType, load_source_types
 from relay.templates import Environments
 
-Mode = Literal["check", "serve", "dry-run"]
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_SOURCES = {
     "clerk": {"path": "/webhooks/clerk", "secret": "${CLERK_WEBHOOK_SIGNING_SECRET}"}
 }
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RuleModel(_Model):
-    name: str
-    events: str | list[str]
-    when: str | None = None
-    send: list[SendModel] = Field(min_length=1)
-
-
-class RulesFileModel(_Model):
-    version: Literal[1] = 1
-    sources: dict[str, dict[str, Any]] = Field(min_length=1)
-    sinks: dict[str, dict[str, Any]]
-    rules: list[RuleModel]
-
-
-@dataclass(frozen=True)
-class Source:
-    """A configured source: its type and validated settings; ``build`` makes the ready verifier.
-
-    ``complete`` is False only under ``relay check`` when one of its ${VARS} is unset: the settings
-    were taken as written (for the summary and send-test's message) and it cannot be built.
-    """
-
-    name: str
-    path: str
-    type: SourceType
-    settings: SourceSettings
-    max_body_bytes: int
-    complete: bool = True
-
-    def build(self, clock: Callable[[], float]) -> sources.Source:
-        assert self.complete, f"source '{self.name}' has unset variables"
-        return self.type.build(self.settings, sources.SourceContext(clock=clock))
-
-
-@dataclass(frozen=True)
-class SinkSpec:
-    name: str
-    type: SinkType
-    settings: SinkSettings
-
-
-@dataclass(frozen=True)
-class Config:
-    """A validated, compiled configuration: what ``serve`` runs and ``check`` vouches for."""
-
-    sources: Mapping[str, Source]
-    sinks: Mapping[str, SinkSpec]
-    rules: tuple[Rule, ...]
-    warnings: tuple[Diagnostic, ...] = ()
-    secret_values: frozenset[str] = field(default_factory=frozenset, repr=False)
-    """Every secret in the config (signing secrets, API keys, URLs with tokens), for redaction."""
 
 
 def load_config(
@@ -234,8 +172,8 @@ class _Loader:
             return True
         return whole and any(u[: len(path)] == path for u in self.doc.unresolved)
 
-    def _sources(self, model: RulesFileModel) -> dict[str, Source] | None:
-        sources: dict[str, Source] = {}
+    def _sources(self, model: RulesFileModel) -> dict[str, SourceSpec] | None:
+        sources: dict[str, SourceSpec] = {}
         paths: dict[str, str] = {}
         for name, raw in model.sources.items():
             base = ("sources", name)
@@ -262,7 +200,7 @@ class _Loader:
             if path in RESERVED_PATHS:
                 self.doc.error((*base, "path"), f"path {path} is reserved for relay itself")
             self._collect_secrets(settings)
-            sources[name] = Source(
+            sources[name] = SourceSpec(
                 name, path, source_type, settings, settings.max_body_bytes, complete
             )
         return sources

@@ -1,45 +1,42 @@
-"""Ops commands over the delivery log: ``events``, ``event``, ``deliveries`` and ``replay``.
+"""``relay replay``: deliver again, by id or in bulk.
 
-They read (and replay writes) the same store ``relay serve`` writes, while it runs: SQLite in WAL
-mode allows another process. Each command opens the store, queries, prints and closes; none
-creates a database. Tables are for people (errors cut to the terminal's width); ``--json`` output
-is for scripts and holds everything, times as UTC ISO-8601.
-
-This module holds their arguments, the store each runs against, and ``replay``; the three that
-only read, and the tables, times and JSON all four print, are in ``relay.logview``.
+Replay writes the store ``relay serve`` runs on, while it runs: it only touches deliveries that are
+not in flight, and a running ``relay serve`` picks them up (they are due at once).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from relay.errors import StoreError
-from relay.logview import (
-    BULK_LIMIT,
-    DELIVERY_HEADERS,
-    delivery_rows,
-    emit,
-    fail,
-    parse_since,
-    positive,
-    show_deliveries,
-    show_event,
-    show_events,
-    table,
-    term_width,
-)
-from relay.settings import Settings
-from relay.store import SQLiteStore, open_store
-from relay.store.base import DeliveryRecord, DeliveryStatus, Store
+from relay.cli._format import BULK_LIMIT, DELIVERY_HEADERS, delivery_rows, emit, table, term_width
+from relay.cli._shared import add_database_arg, add_json_arg, fail, with_store
+from relay.cli.log import add_filters
+from relay.store.base import DeliveryLog, DeliveryRecord, DeliveryStatus
 
-Job = Callable[[Store, argparse.Namespace], Awaitable[int]]
+
+def register(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.description = REPLAY_NOTE
+    add_database_arg(parser)
+    add_json_arg(parser)
+    ids_help = "a delivery id (dlv_...), or an event's (evt_/msg_...): its failed and dead ones"
+    parser.add_argument("ids", nargs="*", metavar="ID", help=ids_help)
+    parser.add_argument("--all", action="store_true", help="with an event id: delivered ones too")
+    parser.add_argument("--dead", action="store_true", help="bulk: the dead deliveries matching")
+    parser.add_argument(
+        "--failed", action="store_true", help="bulk: the failed deliveries matching"
+    )
+    parser.add_argument("--sink", metavar="NAME", help="bulk: only this sink")
+    parser.add_argument("--rule", metavar="NAME", help="bulk: only this rule")
+    add_filters(parser, "bulk: only deliveries created", limit=False)
+    parser.add_argument("--yes", "-y", action="store_true", help="replay without asking")
+    parser.set_defaults(handler=with_store(parser, replay, _check))
+
+
 CHUNK = 500  # delivery ids per replay transaction
 SAMPLE = 10  # rows shown before a bulk replay asks
 PROGRESS_OVER = 100  # a bulk replay of more shows a progress bar (on a terminal)
@@ -51,7 +48,7 @@ REPLAY_NOTE = (
 )
 
 
-async def replay(store: Store, args: argparse.Namespace) -> int:
+async def replay(store: DeliveryLog, args: argparse.Namespace) -> int:
     if args.dead or args.failed:
         selected: list[DeliveryRecord] = []
         for status in [s for s, on in (("dead", args.dead), ("failed", args.failed)) if on]:
@@ -120,7 +117,7 @@ def _confirm(count: int, yes: bool) -> bool:
     return yes
 
 
-async def _apply(store: Store, ids: list[str], named: set[str]) -> tuple[int, list[str]]:
+async def _apply(store: DeliveryLog, ids: list[str], named: set[str]) -> tuple[int, list[str]]:
     """Replay in chunks, with a progress bar for a big batch on a terminal. Returns how many were
     replayed and which of the ``named`` ids (replayed one by one, to tell) were not."""
     now, done, count, missed = time.time(), 0, 0, []
@@ -142,7 +139,7 @@ async def _apply(store: Store, ids: list[str], named: set[str]) -> tuple[int, li
     return count, missed
 
 
-def _check_replay(args: argparse.Namespace) -> str | None:
+def _check(args: argparse.Namespace) -> str | None:
     bulk, filters = args.dead or args.failed, args.sink or args.rule or args.since is not None
     problems = [
         (bulk and args.ids, "give delivery/event ids or --dead/--failed, not both"),
@@ -151,75 +148,3 @@ def _check_replay(args: argparse.Namespace) -> str | None:
         (bulk and args.all, "--all is for event ids"),
     ]
     return next((message for wrong, message in problems if wrong), None)
-
-
-def _handler(parser: argparse.ArgumentParser, job: Job, check: Callable[..., str | None]) -> Any:
-    def handle(args: argparse.Namespace) -> int:
-        problem = check(args)
-        if problem:
-            parser.error(problem)
-        try:
-            store = open_store(args.database or Settings.from_env().database_url)
-        except ValueError as exc:
-            return fail(f"database URL: {exc}", 2)
-        if isinstance(store, SQLiteStore) and not store.path.exists():  # open() would create it
-            where = f"{store.path} (is RELAY_DATABASE_URL right? `relay serve` creates it)"
-            return fail(f"no database at {where}")
-
-        async def run() -> int:
-            await store.open(create=False)  # reading the log never creates a database
-            try:
-                return await job(store, args)
-            finally:
-                await store.close()
-
-        try:
-            return asyncio.run(run())
-        except StoreError as exc:
-            return fail(str(exc))
-
-    return handle
-
-
-def register(sub: Any) -> None:
-    """Add ``events``, ``event``, ``deliveries`` and ``replay`` to ``sub`` (argparse subparsers)."""
-
-    def add(name: str, job: Job, **kwargs: Any) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
-        url_help = "store URL (default: $RELAY_DATABASE_URL or sqlite:///relay.db)"
-        parser.add_argument("--database", metavar="URL", help=url_help)
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
-        check = _check_replay if job is replay else lambda args: None
-        parser.set_defaults(handler=_handler(parser, job, check))
-        return parser
-
-    def filters(parser: argparse.ArgumentParser, what: str, limit: bool = True) -> None:
-        since_help = f"{what} since T: 30s, 15m, 1h, 2d ago, or an ISO-8601 time (default UTC)"
-        parser.add_argument("--since", type=parse_since, metavar="T", help=since_help)
-        if limit:
-            parser.add_argument("--limit", type=positive, default=50, metavar="N", help="(50)")
-
-    events = add("events", show_events, help="list received events, newest first")
-    events.add_argument("--type", metavar="T", help="an event type or glob (user.*)")
-    filters(events, "received")
-
-    event = add("event", show_event, help="show an event, its deliveries and their attempts")
-    event.add_argument("id", metavar="ID", help="relay event id (evt_...) or svix id (msg_...)")
-    event.add_argument("--body", action="store_true", help="also print the stored JSON body")
-
-    dlv = add("deliveries", show_deliveries, help="list deliveries, newest first")
-    dlv.add_argument("--status", choices=[s.value for s in DeliveryStatus])
-    dlv.add_argument("--sink", metavar="NAME")
-    dlv.add_argument("--rule", metavar="NAME")
-    filters(dlv, "created")
-
-    rep = add("replay", replay, help="deliver again, by id or in bulk", description=REPLAY_NOTE)
-    ids_help = "a delivery id (dlv_...), or an event's (evt_/msg_...): its failed and dead ones"
-    rep.add_argument("ids", nargs="*", metavar="ID", help=ids_help)
-    rep.add_argument("--all", action="store_true", help="with an event id: delivered ones too")
-    rep.add_argument("--dead", action="store_true", help="bulk: the dead deliveries matching")
-    rep.add_argument("--failed", action="store_true", help="bulk: the failed deliveries matching")
-    rep.add_argument("--sink", metavar="NAME", help="bulk: only this sink")
-    rep.add_argument("--rule", metavar="NAME", help="bulk: only this rule")
-    filters(rep, "bulk: only deliveries created", limit=False)
-    rep.add_argument("--yes", "-y", action="store_true", help="replay without asking")

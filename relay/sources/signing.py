@@ -1,15 +1,22 @@
-"""Verification of inbound Svix-signed webhooks (Clerk, Resend, any Standard Webhooks sender).
+"""The Standard Webhooks / Svix signing scheme, both ways: one module for every use of it.
 
 Scheme (Standard Webhooks v1, symmetric): the sender signs ``{id}.{timestamp}.{raw body}`` with
 HMAC-SHA256, keyed by the base64-decoded part of the ``whsec_...`` secret, and sends
-``svix-signature: v1,<base64> [v1,<base64> ...]``. Any ``v1`` entry matching any configured secret
-(current, or previous while rotating) accepts the request. ``webhook-*`` header names are accepted
-too; per header, the ``svix-*`` name wins when both are present (as in the svix library).
-``header_prefixes=("webhook",)`` reads only the ``webhook-*`` names (a Standard Webhooks sender).
+``svix-signature: v1,<base64> [v1,<base64> ...]`` (or ``webhook-signature``). Used by:
 
-The check is done here, not with ``svix.webhooks.Webhook``, because the svix library has no clock to
-inject and lets hostile headers escape as ``ValueError``s. Every failure of ``SvixVerifier.verify``
-is a ``VerificationError`` with a short reason that never holds a secret or an expected signature.
+- the ``svix`` and ``standard-webhooks`` sources, to verify (``SvixVerifier``): any ``v1`` entry
+  matching any configured secret (current, or previous while rotating) accepts the request.
+  ``webhook-*`` header names are accepted too; per header, the ``svix-*`` name wins when both are
+  present (as in the svix library). ``header_prefixes=("webhook",)`` reads only the ``webhook-*``
+  names (a Standard Webhooks sender);
+- the ``http`` sink, to sign what it sends (``signing_key`` once, ``sign_with`` per request);
+- ``relay send-test``, to sign a sample event as Clerk would (``sign``).
+
+One rule for every secret, inbound or outbound (``decode_secret``): ``whsec_`` + base64 of a key
+of at least ``MIN_KEY_BYTES``. The check is done here, not with ``svix.webhooks.Webhook``, because
+the svix library has no clock to inject and lets hostile headers escape as ``ValueError``s. Every
+failure of ``SvixVerifier.verify`` is a ``VerificationError`` with a short reason that never holds
+a secret or an expected signature.
 """
 
 from __future__ import annotations
@@ -25,7 +32,17 @@ from dataclasses import dataclass
 from relay.errors import VerificationError
 from relay.secret import Secret
 
-__all__ = ["SvixVerifier", "VerifiedMessage", "parse_signing_secret", "sign"]
+__all__ = [
+    "SvixVerifier",
+    "VerifiedMessage",
+    "check_unprefixed_secret",
+    "decode_secret",
+    "parse_signing_secret",
+    "prefixed",
+    "sign",
+    "sign_with",
+    "signing_key",
+]
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 MIN_KEY_BYTES = 16
@@ -47,11 +64,18 @@ def parse_signing_secret(value: str) -> Secret:
     the value was pasted wrongly, and saying so beats guessing. Raises ``ValueError`` with a message
     that never contains the secret.
     """
-    _decode_key(value)
+    decode_secret(value, hint=_SENDER_HINT)
     return Secret(value)
 
 
-def _decode_key(value: str) -> bytes:
+# Where an inbound secret comes from, for the error about a missing prefix.
+_SENDER_HINT = " (copy it from the Clerk dashboard: Webhooks → endpoint → Signing Secret)"
+
+
+def decode_secret(value: str, *, hint: str = "") -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret, or ValueError saying what is wrong (never
+    quoting the value; ``hint`` follows the missing-prefix message). The one rule for a signing
+    secret, inbound or outbound: at least ``MIN_KEY_BYTES``."""
     if not value:
         raise ValueError("signing secret is empty")
     if value != value.strip():
@@ -59,10 +83,7 @@ def _decode_key(value: str) -> bytes:
     if value[0] in "'\"" or value[-1] in "'\"":
         raise ValueError("signing secret is wrapped in quotes; remove the quotes")
     if not value.startswith(SECRET_PREFIX):
-        raise ValueError(
-            "signing secret must start with 'whsec_' (copy it from the Clerk dashboard: "
-            "Webhooks → endpoint → Signing Secret)"
-        )
+        raise ValueError(f"signing secret must start with 'whsec_'{hint}")
     try:
         key = base64.b64decode(value[len(SECRET_PREFIX) :], validate=True)
     except ValueError:  # binascii.Error, or non-ASCII characters
@@ -75,16 +96,42 @@ def _decode_key(value: str) -> bytes:
     return key
 
 
+def check_unprefixed_secret(value: str) -> None:
+    """As ``decode_secret``, but the ``whsec_`` prefix may be left out (some Standard Webhooks
+    senders show only the base64 part); ValueError says what is wrong."""
+    if value.startswith(SECRET_PREFIX) or not value or value != value.strip():
+        decode_secret(value)
+    elif value[0] in "'\"" or value[-1] in "'\"":
+        raise ValueError("signing secret is wrapped in quotes; remove the quotes")
+    else:
+        decode_secret(SECRET_PREFIX + value)
+
+
+def prefixed(secret: Secret) -> Secret:
+    """The secret in ``whsec_`` form, as the verifier and ``sign`` take it."""
+    value = secret.reveal()
+    return secret if value.startswith(SECRET_PREFIX) else Secret(SECRET_PREFIX + value)
+
+
+def signing_key(secret: Secret) -> bytes:
+    """The HMAC key of a checked secret: decode it once, sign with it many times."""
+    return decode_secret(secret.reveal())
+
+
 def _signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> bytes:
     mac = hmac.new(key, f"{message_id}.{timestamp}.".encode(), hashlib.sha256)
     mac.update(body)
     return mac.digest()
 
 
+def sign_with(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    """One ``v1,<base64>`` signature entry for ``body``, with a key from ``signing_key``."""
+    return "v1," + base64.b64encode(_signature(key, message_id, timestamp, body)).decode("ascii")
+
+
 def sign(secret: Secret, message_id: str, timestamp: int, body: bytes) -> str:
     """Sign ``body`` as Svix would; returns one ``v1,<base64>`` signature entry."""
-    digest = _signature(_decode_key(secret.reveal()), message_id, timestamp, body)
-    return "v1," + base64.b64encode(digest).decode("ascii")
+    return sign_with(signing_key(secret), message_id, timestamp, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +161,7 @@ class SvixVerifier:
             raise ValueError("tolerance_s must not be negative")
         if not header_prefixes or not set(header_prefixes) <= {"svix", "webhook"}:
             raise ValueError("header_prefixes must be 'svix' and/or 'webhook'")
-        self._keys = tuple(_decode_key(s.reveal()) for s in secrets)
+        self._keys = tuple(signing_key(s) for s in secrets)
         self._tolerance_s = tolerance_s
         self._clock = clock
         self._prefixes = tuple(header_prefixes)

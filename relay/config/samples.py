@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relay.config import Config
+from relay.config.model import Config
 from relay.errors import Diagnostic, TemplateError
 from relay.rules import Rule
 

@@ -10,34 +10,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
+from relay.cli._shared import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_database_arg, database_url
 from relay.errors import StoreError
-from relay.settings import Settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def register(sub: Any) -> None:
-    """Add ``relay db ...`` to ``sub`` (an argparse subparsers action)."""
-    db = sub.add_parser("db", help="manage the database schema (create, upgrade)")
-    commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+def register(name: str, parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     upgrade = commands.add_parser(
         "upgrade", help="create the schema, or upgrade it to this relay's version"
     )
-    upgrade.add_argument(
-        "--database",
-        metavar="URL",
-        help="database URL (default: $RELAY_DATABASE_URL or sqlite:///relay.db)",
-    )
-    upgrade.set_defaults(handler=cmd_upgrade)
+    add_database_arg(upgrade)
+    upgrade.set_defaults(handler=run_upgrade)
 
 
-def cmd_upgrade(args: argparse.Namespace) -> int:
+def run_upgrade(args: argparse.Namespace) -> int:
     from relay.store import open_store, redact_url
     from relay.store.migrations import Upgradable
 
-    url = args.database or Settings.from_env().database_url
+    url = database_url(args)
     shown = redact_url(url)
     try:
         store = open_store(url)

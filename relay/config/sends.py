@@ -1,12 +1,12 @@
 """A rule's ``send:`` entries → compiled ``Send``s, each message template read and compiled once.
 
-``SendModel`` is one ``send:`` entry as written: a sink, an optional template, and any other keys,
-which are that sink type's send fields. ``SendCompiler`` checks those fields against the sink type's
-``send_fields`` model and compiles them (a literal field is kept as written). It also reads the
-named template from ``templates/`` and compiles each part the sink type allows, and reports missing
-and unknown parts.
+``SendModel`` (in ``relay.config.model``) is one ``send:`` entry as written: a sink, an optional
+template, and any other keys, which are that sink type's send fields. ``SendCompiler`` checks
+those fields against the sink type's ``send_fields`` model and compiles them (a literal field is
+kept as written). It also reads the named template from ``templates/`` and compiles each part the
+sink type allows, and reports missing and unknown parts.
 
-``relay.config``'s loader makes one ``SendCompiler`` per load and calls ``compile`` for each entry
+``relay.config.loader`` makes one ``SendCompiler`` per load and calls ``compile`` for each entry
 of each rule, after the sinks are validated. The loader passes in the rules file's ``Document``,
 the templates folder, the Jinja ``Environments`` (shared with conditions) and its pydantic-error
 ``report``. A problem in the rules file is reported there with its line; one in a template file
@@ -20,25 +20,17 @@ from collections.abc import Callable, Mapping, Set
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from relay import yamlfile
-from relay.errors import Diagnostic, TemplateError
+from relay.config import yamlfile
+from relay.config.model import SendModel
+from relay.errors import Diagnostic, TemplateError, did_you_mean
 from relay.rules import Send
 from relay.sinks.base import SinkType, TemplateField
-from relay.suggest import did_you_mean
 from relay.templates import Environments, TextTemplate, Where, compile_data
 
 Report = Callable[[ValidationError, yamlfile.Path_, list[str]], int]
 """The loader's ``_report``: pydantic errors at a path → located diagnostics; returns how many."""
-
-
-class SendModel(BaseModel):
-    """One ``send:`` entry; keys other than ``sink`` and ``template`` are the sink's send fields."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    sink: str
-    template: str | None = None
 
 
 class SendCompiler:

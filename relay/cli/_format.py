@@ -1,0 +1,130 @@
+"""How the ops commands print: tables for people, ``--json`` for scripts, and times.
+
+Tables are left-aligned, the last column cut to the terminal's width (nothing cut when stdout is not
+a terminal), times in UTC, most with how long ago (``3m ago``). ``--json`` holds every field of a
+record but its raw body, times as UTC ISO-8601 with milliseconds. ``parse_since`` and ``positive``
+are the argparse types of ``--since`` and ``--limit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from relay.store.base import DeliveryRecord, DeliveryStatus, EventRecord
+
+# the most deliveries one query selects: a bulk replay's (run it again for the rest), an event's
+BULK_LIMIT = 100_000
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+DELIVERY_HEADERS = ("ID", "EVENT", "RULE", "SINK", "STATUS", "ATTEMPTS", "UPDATED", "LAST ERROR")
+ATTEMPT_HEADERS = ("#", "TIME", "DURATION MS", "HTTP", "OUTCOME", "ERROR")
+
+
+def parse_since(text: str) -> float:
+    """``30s``, ``15m``, ``1h``, ``2d``, ``1w`` ago, or an ISO-8601 time (UTC unless it says)."""
+    found = _DURATION.fullmatch(text.strip())
+    if found:
+        return time.time() - float(found[1]) * _UNITS[found[2]]
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is neither a duration (30s, 15m, 1h, 2d) nor an ISO-8601 time "
+            "(2024-05-01T12:00:00Z)"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
+
+
+def iso(ts: float | None, *, ms: bool = False) -> str | None:
+    """``2024-05-01T12:00:00Z`` (with milliseconds if ``ms``); None stays None."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds" if ms else "seconds")
+    return moment.replace("+00:00", "Z")
+
+
+def when(ts: float | None, now: float) -> str:
+    """``2024-05-01T12:00:00Z (3m ago)`` or ``... (in 5m)``."""
+    if ts is None:
+        return "-"
+    span = abs(now - ts)
+    unit = next((u for u in "dhm" if span >= _UNITS[u]), "s")
+    hint = f"{int(span // _UNITS[unit])}{unit}"
+    return f"{iso(ts)} ({hint} ago)" if now >= ts else f"{iso(ts)} (in {hint})"
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int | None, indent: str = ""
+) -> list[str]:
+    """Left-aligned columns; given a ``width`` (a terminal), the last column is cut to fit."""
+    cells = [list(headers)] + [[c.replace("\n", " ") for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    if width is not None:
+        room = max(width - len(indent) - sum(widths[:-1]) - 2 * (len(widths) - 1), 20)
+        for row in cells:
+            row[-1] = row[-1] if len(row[-1]) <= room else row[-1][: room - 3] + "..."
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
+
+
+def term_width() -> int | None:
+    """The terminal's width in columns; None when stdout is not a terminal (nothing is cut)."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def emit(lines: Sequence[str], empty: str = "") -> None:
+    """Print ``lines``, or ``empty`` when there are none."""
+    print("\n".join(lines) if lines else empty)
+
+
+def record_json(record: Any, **extra: Any) -> dict[str, Any]:
+    """A record's fields for --json: times as UTC ISO-8601 with milliseconds, no raw body."""
+    fields = asdict(record)
+    fields.pop("body", None)
+    for key in [k for k in fields if k.endswith(("_at", "_until"))]:
+        fields[key] = iso(fields[key], ms=True)
+    return {**fields, **extra}
+
+
+def delivery_json(d: DeliveryRecord, **extra: Any) -> dict[str, Any]:
+    """A delivery for --json; ``next_attempt_at`` only while it waits for one."""
+    return {**record_json(d, **extra), **({} if waiting(d) else {"next_attempt_at": None})}
+
+
+def waiting(d: DeliveryRecord) -> bool:
+    return d.status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+
+
+def event_body(event: EventRecord) -> Any:
+    try:
+        return json.loads(event.body)
+    except ValueError:
+        return event.body.decode("utf-8", "replace")
+
+
+def dump(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def delivery_rows(rows: Sequence[DeliveryRecord], now: float) -> list[list[str]]:
+    """Deliveries as rows under ``DELIVERY_HEADERS``."""
+    return [[d.id, d.event_id, d.rule, d.sink, d.status, str(d.attempts), when(d.updated_at, now),
+             d.last_error or ""] for d in rows]  # fmt: skip

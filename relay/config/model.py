@@ -1,0 +1,89 @@
+"""What ``rules.yaml`` says (pydantic models of the file) and what a load makes of it (the
+validated, compiled ``Config`` that ``relay serve`` runs and ``relay check`` vouches for).
+
+The file models (``RulesFileModel``, ``RuleModel``, ``SendModel``) only check shapes; the loader
+(``relay.config.loader``) validates the rest and builds the specs: ``SourceSpec`` (a source's type
+and settings; ``build`` makes its verifier), ``SinkSpec`` (a sink's type and settings) and the
+compiled rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relay.errors import Diagnostic
+from relay.rules import Rule
+from relay.sinks.base import SinkSettings, SinkType
+from relay.sources import base as sources
+from relay.sources.base import SourceSettings, SourceType
+
+Mode = Literal["check", "serve", "dry-run"]
+
+
+class SendModel(BaseModel):
+    """One ``send:`` entry; keys other than ``sink`` and ``template`` are the sink's send fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    sink: str
+    template: str | None = None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleModel(_Model):
+    name: str
+    events: str | list[str]
+    when: str | None = None
+    send: list[SendModel] = Field(min_length=1)
+
+
+class RulesFileModel(_Model):
+    version: Literal[1] = 1
+    sources: dict[str, dict[str, Any]] = Field(min_length=1)
+    sinks: dict[str, dict[str, Any]]
+    rules: list[RuleModel]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A configured source: its type and validated settings; ``build`` makes the ready verifier.
+
+    ``complete`` is False only under ``relay check`` when one of its ${VARS} is unset: the settings
+    were taken as written (for the summary and send-test's message) and it cannot be built.
+    """
+
+    name: str
+    path: str
+    type: SourceType
+    settings: SourceSettings
+    max_body_bytes: int
+    complete: bool = True
+
+    def build(self, clock: Callable[[], float]) -> sources.Source:
+        assert self.complete, f"source '{self.name}' has unset variables"
+        return self.type.build(self.settings, sources.SourceContext(clock=clock))
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    name: str
+    type: SinkType
+    settings: SinkSettings
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated, compiled configuration: what ``serve`` runs and ``check`` vouches for."""
+
+    sources: Mapping[str, SourceSpec]
+    sinks: Mapping[str, SinkSpec]
+    rules: tuple[Rule, ...]
+    warnings: tuple[Diagnostic, ...] = ()
+    secret_values: frozenset[str] = field(default_factory=frozenset, repr=False)
+    """Every secret in the config (signing secrets, API keys, URLs with tokens), for redaction."""
