@@ -253,58 +253,6 @@ class CpuMeter:
         return (cpu_seconds(self.pid) - self._cpu0) / wall if wall > 0 else 0.0
 
 
-def core_jiffies(cpu: int) -> tuple[int, int]:
-    """(busy, total) jiffies of one CPU so far, from /proc/stat."""
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith(f"cpu{cpu} "):
-                values = [int(v) for v in line.split()[1:]]
-                idle = values[3] + values[4]  # idle + iowait
-                return sum(values) - idle, sum(values)
-    return 0, 0
-
-
-@dataclass
-class CoreMeter:
-    """How busy one CPU was over an interval (all processes), as a fraction."""
-
-    cpu: int
-    _busy0: int = 0
-    _total0: int = 0
-
-    def start(self) -> None:
-        self._busy0, self._total0 = core_jiffies(self.cpu)
-
-    def stop(self) -> float:
-        busy, total = core_jiffies(self.cpu)
-        return (busy - self._busy0) / (total - self._total0) if total > self._total0 else 0.0
-
-
-def other_processes(exclude: set[int]) -> list[str]:
-    """Other processes using noticeable CPU right now (a hint that figures are perturbed)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in exclude:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            a = cpu_seconds(int(entry))
-        except OSError:
-            continue
-        found.append((int(entry), a, cmd))
-    time.sleep(0.5)
-    busy = []
-    for pid, a, cmd in found:
-        try:
-            b = cpu_seconds(pid)
-        except OSError:
-            continue
-        if (b - a) / 0.5 > 0.05 and cmd:
-            busy.append(f"{100 * (b - a) / 0.5:.0f}% {cmd[:100]}")
-    return busy
-
-
 # --- profiling ---
 
 
@@ -693,21 +641,6 @@ def postgres_serving(admin_url: str, clients: set[int]) -> set[int]:
         for pid, port, kind in rows
         if (kind == "client backend" and port in ports) or kind != "client backend"
     }
-
-
-def postgres_pids() -> set[int]:
-    """The PostgreSQL server's processes on this machine (postmaster, backends, WAL writer...):
-    whatever PostgreSQL does for the bench runs here, unpinned, on the same cores."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as f:
-                    if f.read().strip() == "postgres":
-                        found.add(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 class GroupCpuMeter:
