@@ -1,9 +1,10 @@
 """The backlog the delivery and memory benches drain, written in bulk into relay's own schema.
 
 ``backlog_rows`` are exactly the rows the stores' ingest writes for an accepted user.created
-event with one delivery; ``fill_backlog`` inserts them into a SQLite file in one transaction
-(``Database.fill_backlog`` does the same for PostgreSQL, by COPY). Bulk insertion just skips
-the fsyncs per event.
+event with one delivery; ``fill_backlog`` inserts them into a SQLite file in one transaction,
+in the schema ``create_schema`` makes through relay's SQLiteStore (``Database.fill_backlog``
+does the same for PostgreSQL, by COPY). Bulk insertion just skips the fsyncs per event.
+``count_rows`` reads a SQLite file while relay writes it.
 """
 
 from __future__ import annotations
