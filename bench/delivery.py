@@ -40,7 +40,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import _common as c
+from _database import Database, is_postgres, postgres_server, postgres_serving
+from _fixtures import new_secret, relay_env, write_rules
+from _meters import Meters
+from _procs import (
+    BENCH,
+    HOST,
+    LOAD_CPU,
+    PID_SELF,
+    RELAY_BIN,
+    SERVER_CPU,
+    Proc,
+    free_port,
+    http_get_json,
+    pin_self,
+    replica_cpu,
+    taskset,
+    wait_http,
+    workdir,
+)
+from _profile import Profiler
+from _report import commit_latency_ms, cpus_text, describe_relay, fmt_table, median_by_rate
 
 from relay.store import redact_url
 
@@ -63,7 +83,7 @@ class Outcome:
     steady: float | None = None  # deliveries/s between 10% and 90% delivered (the poll's view)
     other_cpu: float | None = None  # the machine's busy time the processes measured leave
     helper_cpu: float | None = None  # the fake sink and this process (the poll)
-    steal: float | None = None  # the hypervisor's (see c.MachineMeter)
+    steal: float | None = None  # the hypervisor's (see MachineMeter)
 
     @property
     def rate(self) -> float:
@@ -74,9 +94,7 @@ class Outcome:
         return sum(self.cpus)
 
     def cpu_text(self) -> str:
-        if len(self.cpus) == 1:
-            return f"{100 * self.cpus[0]:.0f}%"
-        return "+".join(f"{100 * x:.0f}" for x in self.cpus) + f"={100 * self.cpu:.0f}%"
+        return cpus_text(self.cpus)
 
 
 # --- the baseline client (runs as its own pinned process) --------------------------------------
@@ -88,7 +106,7 @@ def load_requests(db_url: str) -> list[tuple[bytes, dict[str, str]]]:
         "SELECT e.body, d.idempotency_key FROM deliveries d JOIN events e"
         " ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.next_attempt_at, d.id"
     )
-    if c.is_postgres(db_url):
+    if is_postgres(db_url):
         import psycopg
 
         with psycopg.connect(db_url, connect_timeout=5) as pg:
@@ -152,17 +170,17 @@ def client_main(args: argparse.Namespace) -> int:
 # --- the bench ----------------------------------------------------------------------------------
 
 
-def run_baseline(db: c.Database, sink_port: int, concurrency: int, tmp: Path) -> Outcome:
-    c.http_get_json(sink_port, "/reset", method="POST")
+def run_baseline(db: Database, sink_port: int, concurrency: int, tmp: Path) -> Outcome:
+    http_get_json(sink_port, "/reset", method="POST")
     argv = [
-        *c.taskset(c.SERVER_CPU),
+        *taskset(SERVER_CPU),
         sys.executable,
         str(Path(__file__).resolve()),
         "--client-only",
         "--db",
         db.url,
         "--url",
-        f"http://{c.HOST}:{sink_port}/hook",
+        f"http://{HOST}:{sink_port}/hook",
         "--concurrency",
         str(concurrency),
     ]
@@ -170,7 +188,7 @@ def run_baseline(db: c.Database, sink_port: int, concurrency: int, tmp: Path) ->
     if done.returncode != 0:
         raise RuntimeError(f"baseline client failed:\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    stats = c.http_get_json(sink_port, "/stats")
+    stats = http_get_json(sink_port, "/stats")
     note = f"sink counted {stats['count']}"
     return Outcome(
         "httpx baseline", result["n"], result["seconds"], result["errors"], [result["cpu"]], note
@@ -191,15 +209,10 @@ def percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.0f}%"
 
 
-def worker_cpu(i: int) -> int:
-    """Worker i runs on CPU i % cores (worker 0 on the server CPU, as a single worker)."""
-    return (c.SERVER_CPU + i) % (os.cpu_count() or 1)
-
-
 def run_relay(
-    db: c.Database,
+    db: Database,
     n: int,
-    sink: c.Proc,
+    sink: Proc,
     sink_port: int,
     concurrency: int,
     tmp: Path,
@@ -209,28 +222,28 @@ def run_relay(
     variant: str = "",
     replicas: int = 1,
 ) -> Outcome:
-    c.http_get_json(sink_port, "/reset", method="POST")
-    rules, templates = c.write_rules(
-        tmp, sink_url=f"http://{c.HOST}:{sink_port}/hook", concurrency=concurrency
+    http_get_json(sink_port, "/reset", method="POST")
+    rules, templates = write_rules(
+        tmp, sink_url=f"http://{HOST}:{sink_port}/hook", concurrency=concurrency
     )
-    env = c.relay_env(db.url, secret, rules, templates)
+    env = relay_env(db.url, secret, rules, templates)
     env["RELAY_SHUTDOWN_GRACE_S"] = "2"
     procs = []
     for i in range(replicas):
-        port = c.free_port()
+        port = free_port()
         if variant:
-            argv = [sys.executable, str(c.BENCH / "relay_variants.py"), variant, "--worker-only"]
+            argv = [sys.executable, str(BENCH / "relay_variants.py"), variant, "--worker-only"]
             argv += ["--port", str(port)]
         else:
-            argv = [str(c.RELAY_BIN), "worker", "--port", str(port)]
+            argv = [str(RELAY_BIN), "worker", "--port", str(port)]
         name = "relay worker" + (f" #{i}" if replicas > 1 else "")
         log = tmp / ("worker.log" if replicas == 1 else f"worker.{i}.log")
-        procs.append(c.Proc(name, argv, cpu=worker_cpu(i), log_path=log, env=env))
+        procs.append(Proc(name, argv, cpu=replica_cpu(i), log_path=log, env=env))
     profilers = []
     if profile:
         for i, proc in enumerate(procs):
             stem = "worker" + (f".{i}" if replicas > 1 else "")
-            profilers.append(c.Profiler(profile, stem, proc.pid, "cpu"))
+            profilers.append(Profiler(profile, stem, proc.pid, "cpu"))
 
     def check_alive() -> None:
         for proc in procs:
@@ -246,21 +259,19 @@ def run_relay(
                 tails = "\n".join(proc.tail() for proc in procs)
                 raise RuntimeError(f"no delivery reached the sink in {timeout_s} s:\n{tails}")
             time.sleep(0.01)
-            stats = c.http_get_json(sink_port, "/stats")
+            stats = http_get_json(sink_port, "/stats")
         for profiler in profilers:
             profiler.start()
-        meters = [c.CpuMeter(proc.pid) for proc in procs]
-        helpers = [c.CpuMeter(c.PID_SELF), c.CpuMeter(sink.pid)]
-        machine = c.MachineMeter()
-        pg = None
+        pg_pids = None
         if db.is_postgres:
-            admin, clients = db.admin_url, {proc.pid for proc in procs} | {c.PID_SELF}
+            admin, clients = db.admin_url, {proc.pid for proc in procs} | {PID_SELF}
             db.count("SELECT 1")  # the poll's connection, open before the PG meter starts
-            pg = c.GroupCpuMeter(lambda: c.postgres_serving(admin, clients))
-            pg.start()
-        for meter in (*meters, *helpers):
-            meter.start()
-        machine.start()
+
+            def pg_pids() -> set[int]:
+                return postgres_serving(admin, clients)
+
+        meters = Meters([proc.pid for proc in procs], [PID_SELF, sink.pid], pg_pids)
+        meters.start()
         delivered = 0
         seen: list[tuple[float, int]] = []  # (time, delivered) at each poll
         while delivered < n:
@@ -271,13 +282,10 @@ def run_relay(
             delivered = n - db.count(UNFINISHED)  # none fail here: the sink answers 200
             seen.append((time.perf_counter(), delivered))
         end = time.time()
-        busy = machine.stop()
-        cpus = [meter.stop() for meter in meters]
-        helper_cpu = sum(meter.stop() for meter in helpers)
-        pg_cpu = pg.stop() if pg else None
+        meters.stop()
         for profiler in profilers:
             profiler.stop()
-        stats = c.http_get_json(sink_port, "/stats")
+        stats = http_get_json(sink_port, "/stats")
         errors = db.count(NOT_OK)
         delivered = db.count(DELIVERED)
         seconds = end - stats["first"]
@@ -287,19 +295,18 @@ def run_relay(
         name = f"relay worker ({variant})" if variant else "relay worker"
         if db.is_postgres:
             name += f" pg x{replicas}"
-        other = max(0.0, busy - sum(cpus) - helper_cpu - (pg_cpu or 0.0))
         return Outcome(
             name,
             delivered,
             seconds,
             errors,
-            cpus,
+            meters.server_cpus,
             note,
-            pg_cpu,
+            meters.pg_cpu if db.is_postgres else None,
             steady_rate(seen, n),
-            other,
-            helper_cpu,
-            machine.steal,
+            meters.other_cpu,
+            meters.helper_cpu,
+            meters.steal,
         )
     finally:
         for proc in procs:
@@ -361,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client_main(args)
     if not 1 <= args.deliveries <= 1_000_000 or not 1 <= args.concurrency <= 256:
         parser.error("--deliveries must be 1..1000000 and --concurrency 1..256")
-    if args.database_url and not c.is_postgres(args.database_url):
+    if args.database_url and not is_postgres(args.database_url):
         parser.error("--database-url must be a postgresql:// URL (the default is SQLite)")
     if not 1 <= args.replicas <= 8:
         parser.error("--replicas must be 1..8")
@@ -371,25 +378,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not targets or targets - {"baseline", "relay"}:
         parser.error("--targets: baseline, relay or both")
     helper_cpu = args.helper_cpu or ("1" if args.replicas == 1 else "any")
-    if helper_cpu == "1":
-        c.pin_self(c.LOAD_CPU)
-    else:
-        c.unpin_self()
-    helpers_on = f"CPU {c.LOAD_CPU}" if helper_cpu == "1" else "any CPU"
+    pin_self(LOAD_CPU if helper_cpu == "1" else None)
+    helpers_on = f"CPU {LOAD_CPU}" if helper_cpu == "1" else "any CPU"
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     cpus = os.cpu_count() or 1
     if args.replicas > 1:
-        workers = ", ".join(f"worker {i} on CPU {worker_cpu(i)}" for i in range(args.replicas))
+        workers = ", ".join(f"worker {i} on CPU {replica_cpu(i)}" for i in range(args.replicas))
     else:
-        workers = f"worker / client on CPU {c.SERVER_CPU}"
+        workers = f"worker / client on CPU {SERVER_CPU}"
     print(
         f"delivery bench: {args.deliveries} deliveries, concurrency {args.concurrency}; "
         f"{workers}, fake sink and this process on {helpers_on} ({cpus} CPUs)"
     )
     if args.database_url:
         print(
-            f"store: {c.postgres_server(args.database_url)} at {redact_url(args.database_url)} "
+            f"store: {postgres_server(args.database_url)} at {redact_url(args.database_url)} "
             f"(unpinned, on the same {cpus} CPUs), {args.replicas} worker(s), each with sink "
             f"concurrency {args.concurrency}"
         )
@@ -398,31 +402,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"note: {args.replicas} workers on {cpus} CPUs: the fake sink, this process and "
             "PostgreSQL share the workers' cores; the CPU columns say who used what"
         )
-    print(c.describe_relay())
-    secret = c.new_secret()
-    with c.workdir(keep=args.keep) as tmp:
-        p50, p90 = c.commit_latency_ms(tmp)
+    print(describe_relay())
+    secret = new_secret()
+    with workdir(keep=args.keep) as tmp:
+        p50, p90 = commit_latency_ms(tmp)
         print(f"disk: one SQLite commit (WAL, synchronous=FULL) takes {p50:.2f} ms (p90 {p90:.2f})")
-        sink_port = c.free_port()
-        sink = c.Proc(
+        sink_port = free_port()
+        sink = Proc(
             "fake sink",
-            [sys.executable, str(c.BENCH / "fake_sink.py"), "--port", str(sink_port)],
-            cpu=c.LOAD_CPU if helper_cpu == "1" else None,
+            [sys.executable, str(BENCH / "fake_sink.py"), "--port", str(sink_port)],
+            cpu=LOAD_CPU if helper_cpu == "1" else None,
             log_path=tmp / "sink.log",
         )
-        c.wait_http(sink, sink_port)
+        wait_http(sink, sink_port)
         runs: dict[str, list[Outcome]] = {}
 
-        def new_backlog(stem: str) -> c.Database:
+        def new_backlog(stem: str) -> Database:
             if args.database_url:
-                db = c.Database.postgres(args.database_url)
+                db = Database.postgres(args.database_url)
             else:
-                db = c.Database.sqlite(tmp / f"{stem}.db")
+                db = Database.sqlite(tmp / f"{stem}.db")
             seconds = db.fill_backlog(args.deliveries)
             print(f"backlog: {args.deliveries} pending deliveries written in {seconds:.1f} s")
             return db
 
-        def done_with(db: c.Database) -> None:
+        def done_with(db: Database) -> None:
             if db.is_postgres and not args.keep:
                 db.drop()
             elif db.path is not None:
@@ -469,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
                 done_with(db)
-        results = {key: sorted(rs, key=lambda o: o.rate)[len(rs) // 2] for key, rs in runs.items()}
+        results = {key: median_by_rate(rs) for key, rs in runs.items()}
     print()
     rows = [
         (
@@ -490,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     headers = ["target", "deliveries", "seconds", "deliveries/s", "10-90%/s", "errors", "CPU"]
     headers.append("PG CPU")
-    print(c.fmt_table([*headers, "sink+poll CPU", "other CPU", "steal", "note"], rows))
+    print(fmt_table([*headers, "sink+poll CPU", "other CPU", "steal", "note"], rows))
     print(
         "(CPU: % of one core while draining; PG: PostgreSQL's backends for the workers and the "
         "bench's poll, and its background processes; sink+poll: the fake sink and this process; "

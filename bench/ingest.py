@@ -37,32 +37,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import statistics
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import _common as c
+from _database import Database, is_postgres, postgres_server, postgres_serving
+from _fixtures import new_secret, relay_env, write_rules
+from _load import make_requests, run_load
+from _meters import Meters
+from _procs import (
+    BENCH,
+    HOST,
+    LOAD_CPU,
+    PID_SELF,
+    RELAY_BIN,
+    SERVER_CPU,
+    Proc,
+    free_port,
+    pin_self,
+    replica_cpu,
+    wait_http,
+    workdir,
+)
+from _profile import Profiler
+from _report import (
+    commit_latency_ms,
+    commit_stats,
+    commit_text,
+    cpus_text,
+    describe_relay,
+    fmt_table,
+    median_by_rate,
+    percentile,
+)
 
-from relay.secret import Secret
 from relay.store import redact_url
-from relay.verify import sign
-
-PATH = "/webhooks/clerk"
-
-
-@dataclass(frozen=True)
-class Request:
-    headers: dict[str, str]
-    body: bytes
-    raw: bytes  # the whole HTTP/1.1 request, for the raw client
 
 
 @dataclass
@@ -81,13 +96,6 @@ class Result:
         return self.events / self.meters.seconds if self.meters.seconds else 0.0
 
     @property
-    def other_cpu(self) -> float:
-        """Busy time of the whole machine (in cores) not explained by the processes measured
-        (the servers, PostgreSQL working for them, this load generator): other processes."""
-        m = self.meters
-        return max(0.0, m.machine - m.server_cpu - m.pg_cpu - m.load_cpu)
-
-    @property
     def cpu_ms_per_event(self) -> float:
         """Server CPU time per event (all its threads, all replicas): the cost that caps one
         core."""
@@ -99,205 +107,7 @@ class Result:
         return 1000 * self.meters.pg_cpu * self.meters.seconds / self.events
 
     def p(self, q: float) -> float:
-        return c.percentile(sorted(self.latencies_ms), q)
-
-
-def make_requests(n: int, secret: str, port: int, tag: str) -> list[Request]:
-    """``n`` distinct, correctly signed user.created requests (signed now: valid for 300 s)."""
-    key = Secret(secret)
-    timestamp = int(time.time())
-    out = []
-    for i, body in enumerate(c.user_created_bodies(n, tag)):
-        msg_id = f"msg_{tag}_{i:08d}_{timestamp}"
-        headers = {
-            "content-type": "application/json",
-            "svix-id": msg_id,
-            "svix-timestamp": str(timestamp),
-            "svix-signature": sign(key, msg_id, timestamp, body),
-        }
-        head = f"POST {PATH} HTTP/1.1\r\nhost: {c.HOST}:{port}\r\ncontent-length: {len(body)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        out.append(Request(headers, body, head.encode() + body))
-    return out
-
-
-# --- load generators ----------------------------------------------------------------------------
-
-
-class RawConnection:
-    """One keep-alive HTTP/1.1 connection over asyncio streams; a request at a time."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(c.HOST, self.port)
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        close = False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-            elif name == b"transfer-encoding":
-                raise RuntimeError("chunked responses are not supported by the raw client")
-        body = await self.reader.readexactly(length) if length else b""
-        if close:
-            await self.close()
-        return status, body
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(OSError):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
-
-
-@dataclass
-class Tally:
-    latencies_ms: list[float] = field(default_factory=list)
-    started: list[float] = field(default_factory=list)  # perf_counter at each request's start
-    errors: int = 0
-    kinds: Counter[str] = field(default_factory=Counter)
-
-    def error(self, text: str) -> None:
-        self.errors += 1
-        self.kinds[text[:120]] += 1
-
-
-async def drive_raw(conns: list[RawConnection], requests: Sequence[Request]) -> Tally:
-    tally = Tally()
-    it = iter(requests)
-    clock = time.perf_counter
-
-    async def worker(conn: RawConnection) -> None:
-        for req in it:
-            t0 = clock()
-            try:
-                status, body = await conn.request(req.raw)
-            except (OSError, asyncio.IncompleteReadError, RuntimeError, ValueError) as exc:
-                tally.error(f"{type(exc).__name__}: {exc}")
-                await conn.close()
-                continue
-            tally.latencies_ms.append((clock() - t0) * 1000)
-            tally.started.append(t0)
-            if status != 200:
-                tally.error(f"{status} {body[:100]!r}")
-
-    await asyncio.gather(*(worker(conn) for conn in conns))
-    return tally
-
-
-async def drive_httpx(
-    client: object, urls: Sequence[str], c_: int, requests: Sequence[Request]
-) -> Tally:
-    import httpx
-
-    assert isinstance(client, httpx.AsyncClient)
-    tally = Tally()
-    it = iter(requests)
-    clock = time.perf_counter
-
-    async def worker(url: str) -> None:
-        for req in it:
-            t0 = clock()
-            try:
-                response = await client.post(url, content=req.body, headers=req.headers)
-            except httpx.HTTPError as exc:
-                tally.error(f"{type(exc).__name__}: {exc}")
-                continue
-            tally.latencies_ms.append((clock() - t0) * 1000)
-            tally.started.append(t0)
-            if response.status_code != 200:
-                tally.error(f"{response.status_code} {response.text[:100]}")
-
-    await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(c_)))
-    return tally
-
-
-@dataclass
-class Meters:
-    """CPU use over the timed phase, as fractions of one core: this process (the load), the
-    server processes (each replica), PostgreSQL's processes working for them (if any), and the
-    whole machine (every process on every CPU)."""
-
-    server_pids: list[int]
-    pg_pids: Callable[[], set[int]] | None = None  # PostgreSQL processes serving the replicas
-    seconds: float = 0.0
-    load_cpu: float = 0.0
-    server_cpus: list[float] = field(default_factory=list)
-    pg_cpu: float = 0.0
-    machine: float = 0.0
-    steal: float = 0.0  # the hypervisor's, in cores: see c.MachineMeter
-
-    def __post_init__(self) -> None:
-        self._me = c.CpuMeter(c.PID_SELF)
-        self._servers = [c.CpuMeter(pid) for pid in self.server_pids]
-        self._pg = c.GroupCpuMeter(self.pg_pids) if self.pg_pids else None
-        self._machine = c.MachineMeter()
-
-    @property
-    def server_cpu(self) -> float:
-        return sum(self.server_cpus)
-
-    def start(self) -> None:
-        if self._pg:
-            self._pg.start()
-        for meter in (self._me, *self._servers):
-            meter.start()
-        self._machine.start()
-        self._t0 = time.perf_counter()
-
-    def stop(self) -> None:
-        self.seconds = time.perf_counter() - self._t0
-        self.machine = self._machine.stop()
-        self.steal = self._machine.steal
-        self.load_cpu = self._me.stop()
-        self.server_cpus = [m.stop() for m in self._servers]
-        self.pg_cpu = self._pg.stop() if self._pg else 0.0
-
-
-async def load(
-    ports: Sequence[int],
-    warmup: Sequence[Request],
-    timed: Sequence[Request],
-    concurrency: int,
-    client: str,
-    meters: Meters,
-    during: Callable[[], None] = lambda: None,
-) -> Tally:
-    """Run the warm-up, then the timed phase (metered); returns the timed phase's tally.
-    Connection i goes to ``ports[i % len(ports)]`` (round-robin over the replicas)."""
-    if client == "raw":
-        conns = [RawConnection(ports[i % len(ports)]) for i in range(concurrency)]
-        await drive_raw(conns, warmup)
-        during()
-        meters.start()
-        tally = await drive_raw(conns, timed)
-        meters.stop()
-        for conn in conns:
-            await conn.close()
-        return tally
-    import httpx
-
-    urls = [f"http://{c.HOST}:{port}{PATH}" for port in ports]
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as hc:
-        await drive_httpx(hc, urls, concurrency, warmup)
-        during()
-        meters.start()
-        tally = await drive_httpx(hc, urls, concurrency, timed)
-        meters.stop()
-    return tally
+        return percentile(sorted(self.latencies_ms), q)
 
 
 # --- targets ------------------------------------------------------------------------------------
@@ -309,15 +119,10 @@ class Target:
     where relay stores (none for the baseline)."""
 
     label: str
-    procs: list[c.Proc]
+    procs: list[Proc]
     ports: list[int]
-    db: c.Database | None = None
-    helpers: list[c.Proc] = field(default_factory=list)  # not measured as the server
-
-
-def replica_cpu(i: int) -> int:
-    """Replica i runs on CPU i % cores (replica 0 on the server CPU, as a single server)."""
-    return (c.SERVER_CPU + i) % (os.cpu_count() or 1)
+    db: Database | None = None
+    helpers: list[Proc] = field(default_factory=list)  # not measured as the server
 
 
 def start_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run: int) -> Target:
@@ -327,47 +132,47 @@ def start_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, ru
     stem = f"{name.replace(':', '-')}.{run}"
     log = tmp / f"{stem}.log"
     path = tmp / f"{stem}.db"
-    port = args.port or c.free_port()
+    port = args.port or free_port()
     if name == "baseline":
-        argv = [py, str(c.BENCH / "baseline_app.py"), "--port", str(port)]
+        argv = [py, str(BENCH / "baseline_app.py"), "--port", str(port)]
         env = {"BENCH_SECRET": secret}
-        proc = c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env)
+        proc = Proc(name, argv, cpu=SERVER_CPU, log_path=log, env=env)
         return Target(name, [proc], [port])
     if name == "naive":
-        argv = [py, str(c.BENCH / "naive_app.py"), "--port", str(port)]
+        argv = [py, str(BENCH / "naive_app.py"), "--port", str(port)]
         env = {"BENCH_SECRET": secret, "BENCH_DB": str(path)}
-        proc = c.Proc(name, argv, cpu=c.SERVER_CPU, log_path=log, env=env)
-        return Target(name, [proc], [port], c.Database.sqlite(path))
+        proc = Proc(name, argv, cpu=SERVER_CPU, log_path=log, env=env)
+        return Target(name, [proc], [port], Database.sqlite(path))
     if name == "relay" or name.startswith("relay:"):
         helpers = []
-        sink_url = f"http://{c.HOST}:9/unused"  # never called with --no-worker
+        sink_url = f"http://{HOST}:9/unused"  # never called with --no-worker
         if args.with_worker:  # deliveries go to a fake sink on the load CPU, as they arrive
-            sink_port = c.free_port()
-            sink_argv = [py, str(c.BENCH / "fake_sink.py"), "--port", str(sink_port)]
+            sink_port = free_port()
+            sink_argv = [py, str(BENCH / "fake_sink.py"), "--port", str(sink_port)]
             helpers.append(
-                c.Proc("fake sink", sink_argv, cpu=c.LOAD_CPU, log_path=tmp / f"{stem}.sink.log")
+                Proc("fake sink", sink_argv, cpu=LOAD_CPU, log_path=tmp / f"{stem}.sink.log")
             )
-            c.wait_http(helpers[0], sink_port)
-            sink_url = f"http://{c.HOST}:{sink_port}/hook"
-        rules, templates = c.write_rules(tmp, sink_url=sink_url)
+            wait_http(helpers[0], sink_port)
+            sink_url = f"http://{HOST}:{sink_port}/hook"
+        rules, templates = write_rules(tmp, sink_url=sink_url)
         if args.database_url:
-            db = c.Database.postgres(args.database_url)
+            db = Database.postgres(args.database_url)
             print(f"  {db.upgrade()}", flush=True)
         else:
-            db = c.Database.sqlite(path)
-        env = c.relay_env(db.url, secret, rules, templates)
+            db = Database.sqlite(path)
+        env = relay_env(db.url, secret, rules, templates)
         procs, ports = [], []
         roles = [] if args.with_worker else ["--no-worker"]
         for i in range(args.replicas):
-            port_i = port if i == 0 else c.free_port()
+            port_i = port if i == 0 else free_port()
             if name == "relay":
-                argv = [str(c.RELAY_BIN), "serve", *roles, "--port", str(port_i)]
+                argv = [str(RELAY_BIN), "serve", *roles, "--port", str(port_i)]
             else:  # an experiment: bench/relay_variants.py VARIANT
                 variant = name.partition(":")[2]
-                argv = [py, str(c.BENCH / "relay_variants.py"), variant, *roles]
+                argv = [py, str(BENCH / "relay_variants.py"), variant, *roles]
                 argv += ["--port", str(port_i)]
             log_i = log if args.replicas == 1 else tmp / f"{stem}.r{i}.log"
-            procs.append(c.Proc(f"{name}#{i}", argv, cpu=replica_cpu(i), log_path=log_i, env=env))
+            procs.append(Proc(f"{name}#{i}", argv, cpu=replica_cpu(i), log_path=log_i, env=env))
             ports.append(port_i)
         return Target(relay_label(name, args), procs, ports, db, helpers)
     raise SystemExit(f"unknown target {name!r} (baseline, naive, relay, relay:VARIANT)")
@@ -389,10 +194,10 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
     if args.profile and name in args.profile_targets:
         for i, proc in enumerate(target.procs):
             stem = f"{name.replace(':', '-')}.{run}" + (f".r{i}" if len(target.procs) > 1 else "")
-            profilers.append(c.Profiler(args.profile, stem, proc.pid, args.profile_mode))
+            profilers.append(Profiler(args.profile, stem, proc.pid, args.profile_mode))
     try:
         for proc, port in zip(target.procs, target.ports, strict=True):
-            c.wait_http(proc, port)
+            wait_http(proc, port)
         tag = f"{run}{int(time.time()) % 100000}"
         # The Host header names the first port; servers here ignore it.
         warmup = make_requests(args.warmup, secret, target.ports[0], tag + "w")
@@ -403,21 +208,21 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
             admin = db.admin_url
 
             def pg_pids() -> set[int]:
-                return c.postgres_serving(admin, pids)
+                return postgres_serving(admin, pids)
 
-        meters = Meters([proc.pid for proc in target.procs], pg_pids)
+        meters = Meters([proc.pid for proc in target.procs], [PID_SELF], pg_pids)
 
         relay = name.startswith("relay")
         commits_before: list[dict[str, float]] = []
 
         def during() -> None:
             if relay:
-                commits_before.extend(c.commit_stats(port) for port in target.ports)
+                commits_before.extend(commit_stats(port) for port in target.ports)
             for profiler in profilers:
                 profiler.start()
 
         tally = asyncio.run(
-            load(target.ports, warmup, timed, args.concurrency, args.client, meters, during)
+            run_load(target.ports, warmup, timed, args.concurrency, args.client, meters, during)
         )
         for profiler in profilers:
             profiler.stop()
@@ -430,8 +235,8 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
                 stored += " (MISMATCH)"
         commits = ""
         if relay:
-            after = [c.commit_stats(port) for port in target.ports]
-            commits = c.commit_text(after, commits_before)
+            after = [commit_stats(port) for port in target.ports]
+            commits = commit_text(after, commits_before)
         first_error = tally.kinds.most_common(1)[0][0] if tally.kinds else ""
         if args.latency_log:
             t_first = min(tally.started, default=0.0)
@@ -462,19 +267,6 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
             db.drop()
 
 
-def server_cpu_text(r: Result) -> str:
-    """The servers' CPU: one figure, or each replica's and their sum."""
-    cpus = r.meters.server_cpus
-    if len(cpus) == 1:
-        return f"{100 * cpus[0]:.0f}%"
-    return "+".join(f"{100 * x:.0f}" for x in cpus) + f"={100 * sum(cpus):.0f}%"
-
-
-def median_result(results: list[Result]) -> Result:
-    """The run with the median throughput."""
-    return sorted(results, key=lambda r: r.rate)[len(results) // 2]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -499,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-targets", default="relay", help="which targets to profile")
     parser.add_argument(
         "--profile-mode",
-        choices=sorted(c.Profiler.MODES),
+        choices=sorted(Profiler.MODES),
         default="cpu",
         help="py-spy samples: cpu (running threads only), wall (idle too: waits, fsync), "
         "gil (threads holding the GIL)",
@@ -539,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.events < 1 or args.concurrency < 1 or args.events > 1_000_000:
         parser.error("--events must be 1..1000000 and --concurrency >= 1")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if args.database_url and not c.is_postgres(args.database_url):
+    if args.database_url and not is_postgres(args.database_url):
         parser.error("--database-url must be a postgresql:// URL (the default is SQLite)")
     if not 1 <= args.replicas <= 8:
         parser.error("--replicas must be 1..8")
@@ -549,25 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     load_cpu = args.load_cpu or ("1" if args.replicas == 1 else "any")
-    if load_cpu == "1":
-        c.pin_self(c.LOAD_CPU)
-    else:
-        c.unpin_self()
-    secret = c.new_secret()
+    pin_self(LOAD_CPU if load_cpu == "1" else None)
+    secret = new_secret()
     cpus = os.cpu_count() or 1
     if args.replicas > 1:
         servers = ", ".join(f"replica {i} on CPU {replica_cpu(i)}" for i in range(args.replicas))
     else:
-        servers = f"server on CPU {c.SERVER_CPU}"
+        servers = f"server on CPU {SERVER_CPU}"
     print(
         f"ingest bench: {args.events} events per target (+{args.warmup} warm-up), "
         f"concurrency {args.concurrency}, client {args.client}; {servers}, "
-        f"load on {'CPU ' + str(c.LOAD_CPU) if load_cpu == '1' else 'any CPU'}"
+        f"load on {'CPU ' + str(LOAD_CPU) if load_cpu == '1' else 'any CPU'}"
         f" ({cpus} CPUs)"
     )
     if args.database_url:
         print(
-            f"relay stores in {c.postgres_server(args.database_url)} at "
+            f"relay stores in {postgres_server(args.database_url)} at "
             f"{redact_url(args.database_url)} (unpinned, on the same {cpus} CPUs), "
             f"{args.replicas} replica(s); baseline and naive are unchanged"
         )
@@ -576,10 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"note: {args.replicas} replicas on {cpus} CPUs: the load generator and PostgreSQL "
             "share the replicas' cores; the CPU columns say who used what"
         )
-    print(c.describe_relay())
+    print(describe_relay())
     runs: dict[str, list[Result]] = {name: [] for name in targets}
-    with c.workdir(keep=args.keep) as tmp:
-        p50, p90 = c.commit_latency_ms(tmp)
+    with workdir(keep=args.keep) as tmp:
+        p50, p90 = commit_latency_ms(tmp)
         print(
             f"disk: one SQLite commit (WAL, synchronous=FULL) takes {p50:.2f} ms "
             f"(p90 {p90:.2f} ms) in {tmp}"
@@ -595,15 +384,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"  {r.rate:,.0f} events/s, p50 {r.p(0.5):.1f} ms, p99 {r.p(0.99):.1f} ms, "
                     f"errors {r.errors}"
                     + (f" ({r.first_error})" if r.first_error else "")
-                    + f"; server CPU {server_cpu_text(r)}"
+                    + f"; server CPU {cpus_text(r.meters.server_cpus)}"
                     + (f", PostgreSQL CPU {100 * r.meters.pg_cpu:.0f}%" if r.meters.pg_pids else "")
-                    + f", load CPU {100 * r.meters.load_cpu:.0f}%"
-                    + f", other load {100 * r.other_cpu:.0f}%, steal {100 * r.meters.steal:.0f}%"
+                    + f", load CPU {100 * r.meters.helper_cpu:.0f}%"
+                    + f", other load {100 * r.meters.other_cpu:.0f}%"
+                    + f", steal {100 * r.meters.steal:.0f}%"
                     + (f"; stored {r.stored}" if r.stored else "")
                     + (f"\n  {r.commits}" if r.commits else ""),
                     flush=True,
                 )
-    results = [median_result(rs) for rs in runs.values()]
+    results = [median_by_rate(rs) for rs in runs.values()]
     print()
     if args.repeat > 1:
         print(f"(median of {args.repeat} runs by throughput)")
@@ -614,13 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r.p(0.5):.1f}",
             f"{r.p(0.99):.1f}",
             r.errors,
-            server_cpu_text(r),
+            cpus_text(r.meters.server_cpus),
             f"{r.cpu_ms_per_event:.2f}",
             f"{100 * r.meters.pg_cpu:.0f}%" if r.meters.pg_pids else "-",
             f"{r.pg_ms_per_event:.2f}" if r.meters.pg_pids else "-",
-            f"{100 * r.other_cpu:.0f}%",
+            f"{100 * r.meters.other_cpu:.0f}%",
             f"{100 * r.meters.steal:.0f}%",
-            f"{100 * r.meters.load_cpu:.0f}%",
+            f"{100 * r.meters.helper_cpu:.0f}%",
         )
         for r in results
     ]
@@ -638,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steal",
         "load CPU",
     ]
-    print(c.fmt_table(headers, rows))
+    print(fmt_table(headers, rows))
     print(
         "(CPU: % of one core over the timed phase; server: every replica's process, all threads; "
         "PG: PostgreSQL's backends for them and its background processes; other: the rest of "
@@ -669,13 +459,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{relay.target} p99: {relay.p(0.99):.1f} ms at {args.concurrency} connections "
             f"({verdict} the <= 25 ms target)"
         )
-    busy = [r.target for r in results if r.meters.load_cpu > 0.85]
+    busy = [r.target for r in results if r.meters.helper_cpu > 0.85]
     if busy:
         print(
             f"warning: the load generator used > 85% of its core for {', '.join(busy)}: "
             "the figures for those may be load-bound, not server-bound"
         )
-    noisy = [r.target for r in results if r.other_cpu > 0.10]
+    noisy = [r.target for r in results if r.meters.other_cpu > 0.10]
     if noisy:
         print(
             f"warning: other processes used > 10% of a CPU during {', '.join(noisy)}: "
@@ -704,10 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "server_cpu_ms_per_event": r.cpu_ms_per_event,
                         "pg_cpu": r.meters.pg_cpu,
                         "pg_cpu_ms_per_event": r.pg_ms_per_event,
-                        "other_cpu": r.other_cpu,
+                        "other_cpu": r.meters.other_cpu,
                         "machine_cpu": r.meters.machine,
                         "steal_cpu": r.meters.steal,
-                        "load_cpu": r.meters.load_cpu,
+                        "load_cpu": r.meters.helper_cpu,
                         "database": "postgresql" if args.database_url else "sqlite",
                         "replicas": args.replicas if r.target.startswith("relay") else 1,
                     }

@@ -32,10 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _common as c
-
-from relay.secret import Secret
-from relay.verify import sign
+from _fixtures import new_secret, relay_env, svix_headers, user_created_bodies, write_rules
+from _procs import HOST, SERVER_CPU, taskset
 
 CONCURRENCY = 32
 WARMUP = 512
@@ -57,8 +55,8 @@ def build_app(target: str, secret: str, tmp: Path) -> Any:
     from relay.store import sqlite_writes
     from relay.store.base import IngestOutcome
 
-    rules, templates = c.write_rules(tmp, sink_url="http://127.0.0.1:9/unused")
-    os.environ.update(c.relay_env(tmp / "relay.db", secret, rules, templates))
+    rules, templates = write_rules(tmp, sink_url="http://127.0.0.1:9/unused")
+    os.environ.update(relay_env(tmp / "relay.db", secret, rules, templates))
     settings = Settings.from_env().with_(worker=False)
     log_file = (tmp / "relay.log").open("w")
     logs.configure("json", stream=log_file)
@@ -76,15 +74,10 @@ def build_app(target: str, secret: str, tmp: Path) -> Any:
 def requests(secret: str, n: int) -> list[tuple[list[tuple[bytes, bytes]], bytes]]:
     now = int(time.time())
     signed = []
-    for i, body in enumerate(c.user_created_bodies(n, "inproc")):
+    for i, body in enumerate(user_created_bodies(n, "inproc")):
         msg_id = f"msg_inproc{i:08d}"
-        headers = {
-            "content-type": "application/json",
-            "content-length": str(len(body)),
-            "svix-id": msg_id,
-            "svix-timestamp": str(now),
-            "svix-signature": sign(Secret(secret), msg_id, now, body),
-        }
+        headers = svix_headers(secret, msg_id, now, body)
+        headers["content-length"] = str(len(body))
         signed.append(([(k.encode(), v.encode()) for k, v in headers.items()], body))
     return signed
 
@@ -106,8 +99,8 @@ async def drive(app: Any, signed: list[tuple[list[tuple[bytes, bytes]], bytes]])
                 "query_string": b"",
                 "root_path": "",
                 "headers": headers,
-                "client": (c.HOST, 50000),
-                "server": (c.HOST, 8000),
+                "client": (HOST, 50000),
+                "server": (HOST, 8000),
             }
             messages = [{"type": "http.request", "body": body, "more_body": False}]
             sent: list[dict[str, Any]] = []
@@ -133,7 +126,7 @@ async def child(target: str, events: int) -> dict[str, float]:
 
 
 async def measure(target: str, events: int, tmp: Path) -> dict[str, float]:
-    secret = c.new_secret()
+    secret = new_secret()
     app = build_app(target, secret, tmp)
     signed = requests(secret, WARMUP + events)
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -159,7 +152,7 @@ async def measure(target: str, events: int, tmp: Path) -> dict[str, float]:
 
 
 def run_child(target: str, events: int) -> dict[str, float]:
-    argv = [*c.taskset(c.SERVER_CPU), sys.executable, __file__, "--child", target]
+    argv = [*taskset(SERVER_CPU), sys.executable, __file__, "--child", target]
     done = subprocess.run(
         [*argv, "--events", str(events)], capture_output=True, text=True, check=False
     )

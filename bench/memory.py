@@ -26,7 +26,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import _common as c
+from _backlog import count_rows, create_schema, fill_backlog
+from _fixtures import new_secret, relay_env, write_rules
+from _meters import proc_status_kb
+from _procs import (
+    BENCH,
+    HOST,
+    LOAD_CPU,
+    RELAY_BIN,
+    SERVER_CPU,
+    Proc,
+    free_port,
+    http_get_json,
+    pin_self,
+    wait_http,
+    workdir,
+)
+from _report import describe_relay, fmt_table
 
 TARGET_MB = 150.0
 
@@ -53,25 +69,23 @@ def run_phase(
     concurrency: int,
     variant: str = "",
 ) -> Phase:
-    rules, templates = c.write_rules(
+    rules, templates = write_rules(
         tmp,
-        sink_url=f"http://{c.HOST}:{sink_port}/hook",
+        sink_url=f"http://{HOST}:{sink_port}/hook",
         concurrency=concurrency,
         timeout_s=120.0,  # the stalled sink's answers must not time out during the phase
     )
-    env = c.relay_env(db, secret, rules, templates)
+    env = relay_env(db, secret, rules, templates)
     env["RELAY_SHUTDOWN_GRACE_S"] = "1"
-    port = c.free_port()
-    argv = [str(c.RELAY_BIN), "serve", "--port", str(port)]
+    port = free_port()
+    argv = [str(RELAY_BIN), "serve", "--port", str(port)]
     if variant:  # an experiment of bench/relay_variants.py
-        argv = [sys.executable, str(c.BENCH / "relay_variants.py"), variant, "--port", str(port)]
-    proc = c.Proc(f"relay ({name})", argv, cpu=c.SERVER_CPU, log_path=tmp / f"{name}.log", env=env)
-    delivered_before = c.count_rows(
-        db, "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
-    )
+        argv = [sys.executable, str(BENCH / "relay_variants.py"), variant, "--port", str(port)]
+    proc = Proc(f"relay ({name})", argv, cpu=SERVER_CPU, log_path=tmp / f"{name}.log", env=env)
+    delivered_before = count_rows(db, "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
     try:
-        c.wait_http(proc, port)
-        start_mb = c.proc_status_kb(proc.pid)["VmRSS"] / 1024
+        wait_http(proc, port)
+        start_mb = proc_status_kb(proc.pid)["VmRSS"] / 1024
         peak_kb = 0
         readyz_ms = 0.0
         t_end = time.monotonic() + seconds
@@ -79,32 +93,32 @@ def run_phase(
         while time.monotonic() < t_end:
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-            status = c.proc_status_kb(proc.pid)
+            status = proc_status_kb(proc.pid)
             peak_kb = max(peak_kb, status["VmRSS"], status.get("VmHWM", 0))
             if time.monotonic() >= next_probe:
                 t0 = time.perf_counter()
-                c.http_get_json(port, "/readyz")
+                http_get_json(port, "/readyz")
                 readyz_ms = max(readyz_ms, (time.perf_counter() - t0) * 1000)
                 next_probe += 2.0
             time.sleep(0.1)
-        status = c.proc_status_kb(proc.pid)
+        status = proc_status_kb(proc.pid)
         peak_kb = max(peak_kb, status["VmRSS"], status.get("VmHWM", 0))
         end_mb = status["VmRSS"] / 1024
     finally:
         proc.stop(grace_s=15.0)
     delivered = (
-        c.count_rows(db, "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
+        count_rows(db, "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
         - delivered_before
     )
     return Phase(name, seconds, start_mb, peak_kb / 1024, end_mb, delivered, readyz_ms)
 
 
-def start_sink(tmp: Path, delay_s: float) -> tuple[c.Proc, int]:
-    port = c.free_port()
-    argv = [sys.executable, str(c.BENCH / "fake_sink.py"), "--port", str(port)]
+def start_sink(tmp: Path, delay_s: float) -> tuple[Proc, int]:
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "fake_sink.py"), "--port", str(port)]
     argv += ["--delay", str(delay_s)]
-    sink = c.Proc(f"sink (delay {delay_s})", argv, cpu=c.LOAD_CPU, log_path=tmp / f"sink{port}.log")
-    c.wait_http(sink, port)
+    sink = Proc(f"sink (delay {delay_s})", argv, cpu=LOAD_CPU, log_path=tmp / f"sink{port}.log")
+    wait_http(sink, port)
     return sink, port
 
 
@@ -124,21 +138,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.pending <= 1_000_000 or not 1 <= args.seconds <= 300:
         parser.error("--pending must be 1..1000000 and --seconds 1..300")
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    c.pin_self(c.LOAD_CPU)
+    pin_self(LOAD_CPU)
     print(
         f"memory bench: {args.pending} pending deliveries, {args.seconds:.0f} s per backlog "
-        f"phase; relay on CPU {c.SERVER_CPU}, sinks and sampling on CPU {c.LOAD_CPU}"
+        f"phase; relay on CPU {SERVER_CPU}, sinks and sampling on CPU {LOAD_CPU}"
     )
-    print(c.describe_relay())
-    secret = c.new_secret()
+    print(describe_relay())
+    secret = new_secret()
     results: list[Phase] = []
-    with c.workdir(keep=args.keep) as tmp:
+    with workdir(keep=args.keep) as tmp:
         _, slow_port = start_sink(tmp, 60.0)
         _, fast_port = start_sink(tmp, 0.0)
         if "idle" in phases:
             print("- idle (empty database) ...", flush=True)
             empty = tmp / "empty.db"
-            c.create_schema(empty)
+            create_schema(empty)
             results.append(
                 run_phase(
                     "idle",
@@ -153,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         db = tmp / "backlog.db"
         if {"stalled", "draining"} & set(phases):
-            took = c.fill_backlog(db, args.pending)
+            took = fill_backlog(db, args.pending)
             size_mb = sum(p.stat().st_size for p in tmp.glob("backlog.db*")) / 2**20
             print(
                 f"backlog: {args.pending} pending deliveries written in {took:.1f} s "
@@ -181,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in results
     ]
     print(
-        c.fmt_table(
+        fmt_table(
             [
                 "phase",
                 "s",
