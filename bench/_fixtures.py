@@ -14,7 +14,7 @@ from pathlib import Path
 from _procs import REPO
 
 from relay.secret import Secret
-from relay.verify import sign
+from relay.sources.signing import sign
 
 SAMPLE_USER_CREATED = REPO / "samples" / "user.created.json"
 

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from relay.errors import VerificationError
 from relay.secret import Secret
-from relay.verify import SvixVerifier
+from relay.sources.signing import SvixVerifier
 
 
 def create_app(secret: str) -> Starlette:

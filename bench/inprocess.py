@@ -49,7 +49,7 @@ def build_app(target: str, secret: str, tmp: Path) -> Any:
 
     from relay import logs
     from relay.app import create_app
-    from relay.cli import load
+    from relay.cli._shared import load
     from relay.settings import Settings
     from relay.store import sqlite as sqlite_store
     from relay.store import sqlite_writes

@@ -28,7 +28,7 @@ from relay.errors import VerificationError
 from relay.ids import idempotency_key, new_id
 from relay.secret import Secret
 from relay.store import SQLiteStore
-from relay.verify import SvixVerifier
+from relay.sources.signing import SvixVerifier
 
 
 def open_db(path: Path) -> sqlite3.Connection:

@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from relay import logs
     from relay.app import create_app
-    from relay.cli import load
+    from relay.cli._shared import load
     from relay.settings import Settings
     from relay.store import open_store
 
