@@ -1,0 +1,39 @@
+"""Each command imports only what it needs: the offline ones start fast and work without a server
+stack or a database driver installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, TEST_ENV
+
+HEAVY = ("uvicorn", "psycopg", "psycopg_pool")
+PROBE = """
+import json, sys
+from relay.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if "." not in m)}))
+"""
+
+
+@pytest.mark.parametrize("command", [["check"], ["preview", "samples/user.created.json"]])
+def test_offline_commands_import_no_server_or_database_driver(command: list[str]) -> None:
+    """``relay check`` and ``relay preview`` run to the end with uvicorn and psycopg unimported."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *command],
+        cwd=ROOT,
+        env={**os.environ, **TEST_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0, done.stderr
+    assert [m for m in HEAVY if m in result["modules"]] == []
+    assert "relay" in result["modules"]
