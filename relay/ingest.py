@@ -9,7 +9,7 @@ duplicates. A body too large (413) or too slow to arrive (408, ``BodyDeadlines``
 before it is read whole, and the connection is closed after the answer.
 
 The endpoint is a plain ASGI app: the hot path builds no Starlette request or response objects
-(see bench/README.md).
+(see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class BodyDeadlines:
     A read still waiting at its deadline is cancelled, and ``read`` turns that cancellation
     (taken back with ``Task.uncancel``) into BodyTimeoutError: the caller answers 408 and the
     connection is closed. A timer per request (``asyncio.timeout``) cost about 10% of an
-    ingest's CPU in ``bench/inprocess.py`` (bench/README.md); here a read costs a dict entry.
+    ingest's CPU in ``bench/inprocess.py`` (bench/RESULTS.md); here a read costs a dict entry.
     Every read has the same timeout, so the reads are in deadline order and the timer is set
     for the first one."""
 

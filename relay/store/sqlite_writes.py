@@ -119,7 +119,7 @@ def _stored_keys(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> set[tu
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """``items`` in chunks of at most 64, so a batch of up to 64 is one statement per table.
     Each statement is a hand-over of the GIL between the store's thread and the event loop and
-    back, which costs the loop more than the statement costs SQLite (bench/README.md); the
+    back, which costs the loop more than the statement costs SQLite (bench/RESULTS.md); the
     texts for every size up to 64 stay prepared in the connection's cache (``STATEMENTS``)."""
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
