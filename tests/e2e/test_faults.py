@@ -25,7 +25,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,25 +34,23 @@ import pytest
 
 from relay.ids import idempotency_key
 from tests.conftest import TEST_SECRET
-from tests.e2e.conftest import (
+from tests.e2e.harness import (
     EMAILS_PATH,
     MEMBERSHIP_PATH,
     RESEND_API_KEY,
     SLACK_PATH,
+    Answer,
+    Drop,
     E2EProject,
+    FakeUpstream,
+    Fleet,
+    RelayProcess,
     free_port,
     make_project,
     new_msg_id,
-    signed_headers,
-)
-from tests.e2e.harness_extra import (
-    Answer,
-    Drop,
-    FaultyUpstream,
-    Fleet,
-    Relay,
-    fleet_for,
     run_cli,
+    signed_headers,
+    user_created,
     value,
     wait_until,
     with_env,
@@ -66,37 +63,14 @@ FAST_RETRY = "{first_backoff_s: 0.2, max_backoff_s: 0.5}"
 NO_BREAKER = "{failure_threshold: 1000}"  # isolate the fault under test from the breaker
 
 
-@pytest.fixture
-def upstream() -> Iterator[FaultyUpstream]:
-    with FaultyUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    with fleet_for(request) as relays:
-        yield relays
-
-
-def new_project(tmp_path: Path, upstream: FaultyUpstream, rules: str, **env: str) -> E2EProject:
-    project = with_env(make_project(tmp_path / "project", upstream), **env)  # type: ignore[arg-type]
+def new_project(tmp_path: Path, upstream: FakeUpstream, rules: str, **env: str) -> E2EProject:
+    project = with_env(make_project(tmp_path / "project", upstream), **env)
     write_rules(project, rules)
     return project
 
 
 def event(type_: str, n: int = 0) -> dict[str, Any]:
     return {"type": type_, "object": "event", "data": {"id": f"obj_{n:04d}"}}
-
-
-def user_created(project: E2EProject, n: int) -> dict[str, Any]:
-    """The shipped user.created sample as a distinct user n (user{n}@example.com)."""
-    body = copy.deepcopy(project.sample("user.created.json"))
-    body["data"]["id"] = f"user_e2e_{n:04d}"
-    body["data"]["first_name"] = f"User{n}"
-    for address in body["data"]["email_addresses"]:
-        if address["id"] == body["data"]["primary_email_address_id"]:
-            address["email_address"] = f"user{n}@example.com"
-    return body
 
 
 def http_sink(name: str, url: str, extra: str = "") -> str:
@@ -118,7 +92,7 @@ def rule_for(sink: str, events: str | None = None, template: str | None = None) 
 
 
 def test_each_upstream_fault_is_retried_or_final_as_it_should_be(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """One relay, one sink per fault. Past the timeout, refused, reset before or in the middle of
     the answer, a Resend 200 that is not JSON: retried with the same Idempotency-Key and then
@@ -174,7 +148,7 @@ def test_each_upstream_fault_is_retried_or_final_as_it_should_be(
     wait_until(
         "two refused attempts", lambda: by_sink()["refused"][0]["attempts"] >= 2, timeout_s=10
     )
-    with FaultyUpstream(port=closed_port) as late:  # the refusing upstream comes up
+    with FakeUpstream(port=closed_port) as late:  # the refusing upstream comes up
         rows = project.db.wait_idle(timeout_s=20)
         assert len(late.requests("/refused")) == 1
     took_s = time.monotonic() - started
@@ -236,7 +210,7 @@ def test_each_upstream_fault_is_retried_or_final_as_it_should_be(
 
 
 def test_healthy_sink_keeps_its_latency_while_others_hang_and_fail(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """Every user.created goes to three sinks: one whose upstream hangs past the timeout, one
     whose upstream answers 503, and Slack, which is healthy. Slack's posts all arrive within a
@@ -299,7 +273,7 @@ def test_healthy_sink_keeps_its_latency_while_others_hang_and_fail(
     )
 
 
-def breaker_project(tmp_path: Path, upstream: FaultyUpstream, circuit: str) -> E2EProject:
+def breaker_project(tmp_path: Path, upstream: FakeUpstream, circuit: str) -> E2EProject:
     sinks = (
         f"  flaky:\n    type: http\n    url: {upstream.url}/flaky\n    concurrency: 2\n"
         f"    retry: {FAST_RETRY}\n    circuit: {circuit}\n"
@@ -308,12 +282,12 @@ def breaker_project(tmp_path: Path, upstream: FaultyUpstream, circuit: str) -> E
     return new_project(tmp_path, upstream, rules)
 
 
-def circuit_lines(relay: Relay, msg: str) -> list[dict[str, Any]]:
+def circuit_lines(relay: RelayProcess, msg: str) -> list[dict[str, Any]]:
     return [line for line in relay.log_lines() if line["msg"] == msg]
 
 
 def test_circuit_breaker_opens_on_a_failing_sink_and_recovers_with_it(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """A sink whose upstream answers 503 to everything, with failure_threshold 3 and cooldown 2 s:
     after 3 failures the circuit opens (gauge 1, a "circuit open" log line), its deliveries wait
@@ -389,7 +363,7 @@ def test_circuit_breaker_opens_on_a_failing_sink_and_recovers_with_it(
 
 
 def test_a_rate_limited_sink_paces_a_bulk_import(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """A bulk import (20 user.created at once) to an email sink with rate_limit_per_s: 5: the
     first 5 go at once (a second's worth), the rest at about 5 a second, so the 20th reaches
@@ -416,7 +390,7 @@ def test_a_rate_limited_sink_paces_a_bulk_import(
 
 
 def test_circuit_gauge_reads_half_open_while_the_probe_is_in_flight(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """The gauge's help says 0 closed, 1 open, 2 half-open: while the one probe is in flight the
     circuit is half-open, and /metrics must say so."""
@@ -431,11 +405,11 @@ def test_circuit_gauge_reads_half_open_while_the_probe_is_in_flight(
 
 
 def test_resend_200_that_is_not_json_is_recorded_as_the_200_it_was(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """A proxy answers Resend's 200 with an HTML page: retrying (same key) is right, but the
     attempt must record what the upstream said (200, not JSON), not a 500 it never sent."""
-    project = make_project(tmp_path / "project", upstream)  # type: ignore[arg-type]
+    project = make_project(tmp_path / "project", upstream)
     upstream.script(EMAILS_PATH, [Answer(200, body=b"<html>hi</html>", content_type="text/html")])
     relay = fleet.start(project)
     assert relay.post(user_created(project, 1)).status_code == 200
@@ -479,7 +453,7 @@ def crash_events(project: E2EProject) -> list[tuple[str, bytes]]:
 
 
 def test_sigkill_at_random_moments_loses_no_acknowledged_event(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """300 events from 4 concurrent clients (each retrying an unacknowledged event with the same
     svix-id, as Svix does) while the relay is SIGKILLed 3-5 times at random moments (seeded),
@@ -488,7 +462,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_event(
     is delivered and arrived upstream; a delivery arrived twice only if a kill cut its attempt
     (same Idempotency-Key, same body); no stored event lacks its deliveries."""
     rng = random.Random(CRASH_SEED)
-    project = make_project(tmp_path / "project", upstream)  # type: ignore[arg-type]
+    project = make_project(tmp_path / "project", upstream)
     for path in (EMAILS_PATH, SLACK_PATH, MEMBERSHIP_PATH):
         upstream.always(path, Answer(200, delay_s=0.1))  # attempts are in flight when it dies
     events = crash_events(project)
@@ -761,8 +735,8 @@ def hits(texts: dict[str, str], secrets: dict[str, str]) -> list[str]:
     ]
 
 
-def secret_project(tmp_path: Path, upstream: FaultyUpstream) -> E2EProject:
-    base = make_project(tmp_path / "project", upstream)  # type: ignore[arg-type]
+def secret_project(tmp_path: Path, upstream: FakeUpstream) -> E2EProject:
+    base = make_project(tmp_path / "project", upstream)
     project = with_env(
         base,
         MEMBERSHIP_SYNC_URL=f"{upstream.url}{MEMBERSHIP_PATH}?token={QUERY_TOKEN}",
@@ -774,7 +748,7 @@ def secret_project(tmp_path: Path, upstream: FaultyUpstream) -> E2EProject:
 
 
 def test_full_run_leaks_no_configured_secret(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """A full run with a secret in every place one can be (signing secrets, an API key, a Slack
     webhook URL, an HTTP sink URL with a token in its query, an Authorization header): upstream
@@ -895,7 +869,7 @@ def test_full_run_leaks_no_configured_secret(
 
 
 def test_an_upstream_quoting_part_of_a_secret_leaks_nothing(
-    tmp_path: Path, upstream: FaultyUpstream, fleet: Fleet
+    tmp_path: Path, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """Upstream errors that quote back only the meaningful part of a secret, as real ones do:
     a proxy's 404 page naming the Slack webhook path, an API's 401 naming the token it got (from

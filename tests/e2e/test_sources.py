@@ -11,6 +11,7 @@ import pytest
 from relay.secret import Secret
 from relay.verify import sign as svix_sign
 from tests.conftest import ROOT, TEST_SECRET
+from tests.e2e.harness import SLACK_PATH, E2EProject, FakeUpstream, RelayProcess
 from tests.sources.helpers import (
     EXAMPLE,
     KLAVIYO_BATCH,
@@ -24,8 +25,6 @@ from tests.sources.helpers import (
 def test_serve_resend_bounce_to_slack_and_klaviyo_batches(tmp_path: Path) -> None:
     """A real relay: a signed Resend bounce becomes a Slack alert naming the address; a Klaviyo
     batch is three events, and its replay stores nothing new."""
-    from tests.e2e.conftest import SLACK_PATH, E2EProject, FakeUpstream, RelayProcess
-
     rules = (EXAMPLE / "rules.yaml").read_text(encoding="utf-8")
     rules = rules.replace("${SLACK_EMAIL_ALERTS_WEBHOOK_URL}", "${SLACK_WEBHOOK_URL}")
     rules = rules.replace(
@@ -33,21 +32,15 @@ def test_serve_resend_bounce_to_slack_and_klaviyo_batches(tmp_path: Path) -> Non
         "    secret: ${KLAVIYO_SECRET}\n\nsinks:", 1
     )  # fmt: skip
 
-    class Project(E2EProject):
-        def env(self) -> dict[str, str]:
-            return {
-                **super().env(),
-                "RESEND_WEBHOOK_SECRET": TEST_SECRET,
-                "KLAVIYO_SECRET": KLAVIYO_SECRET,
-            }
-
     with FakeUpstream() as upstream:
         root = tmp_path / "project"
         (root / "templates").mkdir(parents=True)
         for template in ("email-bounce-alert.yaml",):
             (root / "templates" / template).write_text((ROOT / "templates" / template).read_text())
         (root / "rules.yaml").write_text(rules, encoding="utf-8")
-        relay = RelayProcess(Project(root, upstream)).start()
+        secrets = {"RESEND_WEBHOOK_SECRET": TEST_SECRET, "KLAVIYO_SECRET": KLAVIYO_SECRET}
+        project = E2EProject(root, upstream, extra_env=secrets)
+        relay = RelayProcess(project).start()
         try:
             bounce = (EXAMPLE / "samples" / "email.bounced.json").read_bytes()
             now = int(time.time())
@@ -67,7 +60,7 @@ def test_serve_resend_bounce_to_slack_and_klaviyo_batches(tmp_path: Path) -> Non
                     headers=klaviyo_headers(ts=ts),
                 ).json()
                 assert (answer["events"], answer["duplicates"]) == expected
-            stored = Project(root, upstream).db.events()
+            stored = project.db.events()
             assert sorted(e["message_id"] for e in stored if e["source"] == "klaviyo") == [
                 "7Xk2aQ",
                 "7Xk2aR",
