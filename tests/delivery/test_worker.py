@@ -1,8 +1,7 @@
 """The worker, in process: what becomes of a delivery for each outcome of its sink, per-sink
 concurrency and pacing, removed sinks and rules, and the error texts it records.
 
-Time is driven, never slept: ``worker.tick()`` claims what is due at the fake clock's now,
-``worker.drain()`` waits for the attempts it started, and moving the clock makes retries due.
+Time is driven, never slept: see worker_harness.py.
 """
 
 from __future__ import annotations

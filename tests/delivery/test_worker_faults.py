@@ -1,8 +1,7 @@
 """The worker under faults: a store that fails, a sink that keeps failing (its circuit), a rule
 from newer rules, attempts that never end or trickle, a stalled attempt past its lease.
 
-Time is driven, never slept: ``worker.tick()`` claims what is due at the fake clock's now,
-``worker.drain()`` waits for the attempts it started, and moving the clock makes retries due.
+Time is driven, never slept: see worker_harness.py.
 """
 
 from __future__ import annotations
