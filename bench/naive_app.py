@@ -27,8 +27,8 @@ from starlette.routing import Route
 from relay.errors import VerificationError
 from relay.ids import idempotency_key, new_id
 from relay.secret import Secret
-from relay.store import SQLiteStore
 from relay.sources.signing import SvixVerifier
+from relay.store import SQLiteStore
 
 
 def open_db(path: Path) -> sqlite3.Connection:

@@ -72,7 +72,7 @@ def project(tmp_path: Path) -> Project:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    """An open SQLite store in a file of the test's own (test_store.py overrides this fixture
+    """An open SQLite store in a file of the test's own (tests/store/conftest.py overrides this
     to run its tests on every backend)."""
     opened = SQLiteStore(tmp_path / "relay.db")
     await opened.open()

@@ -66,7 +66,7 @@ def signed_content(body: bytes, timestamp: str) -> bytes:
     read when this was written. The layout above is the one independent verifiers agree on
     (Hookdeck's klaviyo-webhooks skill: "raw body first, then Klaviyo-Timestamp", the Rust
     webhook-verify crate, a PHP Klaviyo client's tests). It is pinned by a self-made test vector
-    in tests/test_sources.py, not by one published by Klaviyo: if real requests fail with
+    in tests/sources/test_klaviyo.py, not by one published by Klaviyo: if real requests fail with
     "no matching signature", this function is the one place to correct.
     """
     return body + timestamp.encode("ascii")

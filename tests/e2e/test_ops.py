@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +20,21 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import (
+from tests.e2e.harness import (
     EMAILS_PATH,
     MEMBERSHIP_PATH,
     RULES,
     SLACK_PATH,
     SOURCE_PATH,
+    Answer,
     E2EProject,
+    FakeUpstream,
+    Fleet,
     make_project,
     new_msg_id,
-    signed_headers,
-)
-from tests.e2e.harness_extra import (
-    Answer,
-    FaultyUpstream,
-    Fleet,
-    fleet_for,
     run_cli,
     scrape,
+    signed_headers,
     value,
     wait_until,
     with_env,
@@ -49,21 +45,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def upstream() -> Iterator[FaultyUpstream]:
-    with FaultyUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    with fleet_for(request) as relays:
-        yield relays
-
-
-@pytest.fixture
-def project(tmp_path: Path, upstream: FaultyUpstream) -> E2EProject:
+def project(tmp_path: Path, upstream: FakeUpstream) -> E2EProject:
     """The harness project (the shipped rules, sinks pointed at ``upstream``)."""
-    return make_project(tmp_path / "project", upstream)  # type: ignore[arg-type]
+    return make_project(tmp_path / "project", upstream)
 
 
 def by_sink(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -74,7 +58,7 @@ def by_sink(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_log_commands_find_an_event_by_type_and_show_its_attempts_while_serve_runs(
-    project: E2EProject, upstream: FaultyUpstream, fleet: Fleet
+    project: E2EProject, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """`relay events --type user.created` (a subprocess, on the store a running `relay serve`
     writes) lists exactly the user.created event; `relay event ID` shows its two deliveries and
@@ -135,7 +119,7 @@ def test_log_commands_find_an_event_by_type_and_show_its_attempts_while_serve_ru
 
 
 def test_replay_of_a_dead_delivery_delivers_it_once_with_the_same_key(
-    project: E2EProject, upstream: FaultyUpstream, fleet: Fleet
+    project: E2EProject, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """The HTTP sink answers 422: dead after one attempt. The upstream is fixed (200 now);
     `relay replay DLV --yes` (a subprocess) makes it due, and the running relay delivers it
@@ -168,7 +152,7 @@ def test_replay_of_a_dead_delivery_delivers_it_once_with_the_same_key(
 
 
 def test_metrics_parse_and_their_counters_move_as_events_flow(
-    project: E2EProject, upstream: FaultyUpstream, fleet: Fleet
+    project: E2EProject, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """/metrics parses with prometheus_client's parser; every configured sink and rule has its
     series from the start (at zero); then an accepted, a duplicate and a forged event, a retried
@@ -346,7 +330,7 @@ NEW_RULE = """\
 """
 
 
-def rules_with_new_rule(upstream: FaultyUpstream, sink: str) -> str:
+def rules_with_new_rule(upstream: FakeUpstream, sink: str) -> str:
     """The harness's rules.yaml plus a rule sending user.created to the HTTP sink ``sink``."""
     rules = RULES.format(
         source_path=SOURCE_PATH, upstream=upstream.url, membership_first_backoff_s=0.2
@@ -359,7 +343,7 @@ def reloads(relay: Any, outcome: str) -> float:
 
 
 def test_broken_rules_are_rejected_and_a_fixed_file_is_picked_up_and_sighup_reloads(
-    project: E2EProject, upstream: FaultyUpstream, fleet: Fleet
+    project: E2EProject, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """While serve runs: a rules.yaml whose new rule names a sink that does not exist is rejected
     (a located error in the log, reloads_total{outcome="failure"} 1, last_reload_success 0) and
@@ -427,7 +411,7 @@ def test_broken_rules_are_rejected_and_a_fixed_file_is_picked_up_and_sighup_relo
 
 
 def test_sigterm_during_a_slow_attempt_leaves_it_due_and_a_restart_delivers_it(
-    project: E2EProject, upstream: FaultyUpstream, fleet: Fleet
+    project: E2EProject, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """RELAY_SHUTDOWN_GRACE_S=1; the HTTP sink's upstream takes 30 s to answer the first request.
     SIGTERM while that attempt is in flight: the relay exits within a few seconds, the delivery
@@ -523,7 +507,7 @@ def test_a_sender_that_stalls_mid_body_gets_a_408_and_the_connection_is_closed(
 
 
 def test_log_level_warning_drops_the_per_event_and_per_attempt_lines(
-    project: E2EProject, upstream: FaultyUpstream, fleet: Fleet
+    project: E2EProject, upstream: FakeUpstream, fleet: Fleet
 ) -> None:
     """RELAY_LOG_LEVEL=warning: an event is stored and delivered as usual, and the relay writes
     none of its info lines (started, event accepted, delivered); a broken rules.yaml, an error,

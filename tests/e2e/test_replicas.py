@@ -41,17 +41,19 @@ from relay.ids import idempotency_key
 from relay.sinks.base import SinkSettings
 from relay.store import redact_url
 from relay.store.postgres import SCHEMA_VERSION
-from tests.e2e.conftest import (
+from tests.e2e.harness import (
     EMAILS_PATH,
     SOURCE_PATH,
+    Answer,
+    Drop,
     E2EProject,
     FakeUpstream,
     Recorded,
     RelayProcess,
     make_project,
     signed_headers,
+    user_created,
 )
-from tests.e2e.test_serve import user_created
 
 pytestmark = pytest.mark.e2e
 
@@ -215,15 +217,8 @@ class SlowUpstream(FakeUpstream):
     def __init__(self, delay_s: float) -> None:
         super().__init__()
         self.delay_s = delay_s
-        report = self._server.handle_error
 
-        def handle_error(request: Any, client_address: Any) -> None:
-            if not isinstance(sys.exc_info()[1], ConnectionError):
-                report(request, client_address)  # a killed relay's connections are expected
-
-        self._server.handle_error = handle_error  # type: ignore[method-assign]
-
-    def _record(self, request: Recorded) -> tuple[int, Mapping[str, str]]:
+    def _record(self, request: Recorded) -> Answer | Drop:
         reply = super()._record(request)
         time.sleep(self.delay_s)
         return reply
@@ -497,24 +492,6 @@ NEW_RULE = """
 """
 
 
-@dataclass
-class IngestOnlyRelay(RelayProcess):
-    """`relay serve --no-worker`: ingest only (its deliveries go to other replicas' workers)."""
-
-    def start(self) -> RelayProcess:
-        self.log_path = self.project.root / f"relay-{self.port}.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "relay", "serve", "--no-worker", "--port", str(self.port)],
-                cwd=self.project.root,
-                env=self.project.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.wait_ready()
-        return self
-
-
 def test_rolling_deploy_old_replica_leaves_a_new_rules_deliveries_to_a_new_replica(
     postgres_url: str, upstream: FakeUpstream, tmp_path: Path, relays: list[RelayProcess]
 ) -> None:
@@ -526,7 +503,7 @@ def test_rolling_deploy_old_replica_leaves_a_new_rules_deliveries_to_a_new_repli
     with (new.root / "rules.yaml").open("a", encoding="utf-8") as rules:
         rules.write(NEW_RULE)
     db_upgrade(old, postgres_url)
-    old_relay, new_ingest = RelayProcess(old), IngestOnlyRelay(new)
+    old_relay, new_ingest = RelayProcess(old), RelayProcess(new, serve_args=("--no-worker",))
     relays.extend([old_relay, new_ingest])
     old_relay.start()
     new_ingest.start()

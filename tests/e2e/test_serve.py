@@ -7,7 +7,6 @@ rejected; those share one relay, which must never store anything.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import sqlite3
 import time
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.conftest import (
+from tests.e2e.harness import (
     EMAILS_PATH,
     MEMBERSHIP_PATH,
     RESEND_API_KEY,
@@ -30,25 +29,13 @@ from tests.e2e.conftest import (
     make_project,
     new_msg_id,
     signed_headers,
+    user_created,
 )
 
 pytestmark = pytest.mark.e2e
 
 OTHER_SECRET = "whsec_plJ3nmyCDGBKInavdOK15jsl"
 MIB = 1024 * 1024
-
-
-def user_created(project: E2EProject, n: int | None = None) -> dict[str, Any]:
-    """The shipped user.created sample; with ``n``, a distinct user user{n}@example.com."""
-    event = project.sample("user.created.json")
-    if n is not None:
-        event = copy.deepcopy(event)
-        event["data"]["id"] = f"user_e2e_{n:03d}"
-        event["data"]["first_name"] = f"User{n}"
-        for address in event["data"]["email_addresses"]:
-            if address["id"] == event["data"]["primary_email_address_id"]:
-                address["email_address"] = f"user{n}@example.com"
-    return event
 
 
 def by_sink(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -2,8 +2,8 @@
 example (examples/sql-sync): rules.yaml loaded by ``load_config``, each send rendered against
 Clerk-shaped events, the messages sent by the sink built the way ``relay serve`` builds it.
 
-This is the sql sink's conformance harness. The HTTP one (tests/test_sink_conformance.py: 2xx,
-4xx, 429, 5xx through respx) does not apply to a sink that speaks SQL; its ideas do, and are here:
+This is the sql sink's conformance harness. The HTTP one (relay/sinks/testing.py: 2xx, 4xx,
+429, 5xx through respx) does not apply to a sink that speaks SQL; its ideas do, and are here:
 a delivery does exactly what it should, a retry after a failure delivers, each failure is
 classified (constraint, syntax, missing table → permanent; locked, unreachable, cannot open →
 retryable), and no secret (the URL's password) or parameter value (emails) is in any error text.
@@ -17,190 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
-import re
-import shutil
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import httpx
-import psycopg
 import pytest
 from pydantic import ValidationError
 
-from relay.cli import main
-from relay.config import Config, load_config
-from relay.errors import ConfigError, DeliveryError, PermanentError, RetryableError
-from relay.rules import match
+from relay.errors import DeliveryError, PermanentError, RetryableError
 from relay.secret import redact
-from relay.sinks.base import Message, SinkContext
-from relay.sinks.sql import SINK, SqlSettings, SqlSink, describe, parse_statement
-from tests.conftest import ROOT, TEST_SECRET
-
-EXAMPLE = ROOT / "examples" / "sql-sync"
-SAMPLES = EXAMPLE / "samples"
-PASSWORD = "pw-hunter2-s3cret"
-EMAIL = "ada.private@example.com"
-
-# ---------------------------------------------------------------------------------------------
-# Databases
-
-
-@dataclass
-class Database:
-    """One empty database with the example schema: the URL the sink gets and a way to look."""
-
-    url: str
-    query: Callable[[str], list[tuple[Any, ...]]]
-    secret: str | None = None  # a password in ``url`` that must never show
-
-
-def _sqlite(path: Path, *, schema: bool = True) -> Database:
-    def query(statement: str) -> list[tuple[Any, ...]]:
-        with contextlib.closing(sqlite3.connect(path)) as conn:
-            return conn.execute(statement).fetchall()
-
-    if schema:
-        with contextlib.closing(sqlite3.connect(path)) as conn:
-            conn.executescript((EXAMPLE / "schema.sql").read_text(encoding="utf-8"))
-    return Database(f"sqlite:///{path}", query)  # an absolute path: sqlite:////tmp/...
-
-
-def _with_password(url: str) -> tuple[str, str]:
-    """The URL with a password (the local server trusts any), and the password to look for."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url, parts.password
-    userinfo, _, host = parts.netloc.rpartition("@")
-    netloc = f"{userinfo or 'postgres'}:{PASSWORD}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc)), PASSWORD
-
-
-def _postgres(url: str, *, schema: bool = True) -> Database:
-    def query(statement: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(url, autocommit=True) as conn:
-            return conn.execute(statement.encode()).fetchall()
-
-    if schema:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute((EXAMPLE / "schema.sql").read_bytes())
-    with_password, secret = _with_password(url)
-    return Database(with_password, query, secret)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
-    """An empty database with the example schema, on each backend."""
-    if request.param == "sqlite":
-        return _sqlite(tmp_path / "app.db")
-    return _postgres(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def bare_db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
-    """An empty database without the example schema (no tables), on each backend."""
-    if request.param == "sqlite":
-        return _sqlite(tmp_path / "app.db", schema=False)
-    return _postgres(request.getfixturevalue("postgres_url"), schema=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Events, the example config, sending
-
-
-def sample(name: str, **data: Any) -> dict[str, Any]:
-    """A shipped example event, with ``data`` fields replaced."""
-    event: dict[str, Any] = json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))
-    event = copy.deepcopy(event)
-    event["data"].update(data)
-    return event
-
-
-def example_config(url: str) -> Config:
-    env = {"APP_DATABASE_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
-    return load_config(EXAMPLE / "rules.yaml", ROOT / "templates", env=env)
-
-
-@contextlib.asynccontextmanager
-async def open_sink(settings: SqlSettings) -> AsyncIterator[SqlSink]:
-    """The sink as ``relay serve`` builds it (shared HTTP client included), closed after."""
-    async with httpx.AsyncClient() as http:
-        sink = SINK.build(settings, SinkContext(http=http))
-        assert isinstance(sink, SqlSink)
-        try:
-            yield sink
-        finally:
-            await sink.aclose()
-
-
-def message(payload: Mapping[str, Any], rule: str = "sync-user") -> Message:
-    return Message(
-        delivery_id="dlv_1",
-        idempotency_key=f"msg_1:{rule}:0",
-        event_id="msg_1",
-        event_type="user.created",
-        rule=rule,
-        sink="app-db",
-        payload=payload,
-    )
-
-
-async def deliver(config: Config, sink: SqlSink, event: Mapping[str, Any]) -> int:
-    """Send every message the event makes (as the worker would); returns how many."""
-    sent = 0
-    for rule in match(config.rules, event):
-        for send in rule.sends:
-            await sink.send(
-                Message(
-                    delivery_id=f"dlv_{sent}",
-                    idempotency_key=f"msg_1:{rule.name}:{send.index}",
-                    event_id="msg_1",
-                    event_type=str(event["type"]),
-                    rule=rule.name,
-                    sink=send.sink,
-                    payload=send.render(event),
-                    event=event,
-                )
-            )
-            sent += 1
-    return sent
-
-
-@contextlib.asynccontextmanager
-async def example(db: Database) -> AsyncIterator[tuple[Config, SqlSink]]:
-    config = example_config(db.url)
-    settings = config.sinks["app-db"].settings
-    assert isinstance(settings, SqlSettings)
-    async with open_sink(settings) as sink:
-        yield config, sink
-
-
-def settings_for(url: str, **extra: Any) -> SqlSettings:
-    return SqlSettings.model_validate({"type": "sql", "url": url, **extra})
-
-
-def assert_clean(error: BaseException, *secrets: str | None) -> None:
-    """No secret or parameter value in the error's text or repr."""
-    for text in (str(error), repr(error)):
-        for secret in (PASSWORD, EMAIL, *secrets):
-            if secret:
-                assert secret not in text, text
-
-
-USERS = "SELECT clerk_id, email, first_name, last_name, updated_at FROM users ORDER BY clerk_id"
-MEMBERS = "SELECT org_id, user_id, role FROM memberships ORDER BY org_id, user_id"
-ADA = "user_2pQz8cRr0Kx4Hn7VbW1sYtU3mJe"
-JANE = "user_2h8op3Isl1QR7tKu5FGNfaLKEoU"
-ORG = "org_2g7np7Hrk0SN6kj5EDMLDaKNL0S"
-
-# ---------------------------------------------------------------------------------------------
-# The example, on both backends
+from tests.sinks.sql_example import (
+    ADA,
+    EMAIL,
+    JANE,
+    MEMBERS,
+    ORG,
+    PASSWORD,
+    USERS,
+    Database,
+    assert_clean,
+    deliver,
+    example,
+    example_config,
+    message,
+    open_sink,
+    postgres_database,
+    sample,
+    settings_for,
+    sqlite_database,
+)
 
 
 @pytest.mark.anyio
@@ -382,7 +229,7 @@ async def test_a_syntax_error_is_permanent(db: Database) -> None:
 @pytest.mark.anyio
 async def test_bad_data_is_permanent_without_the_value(postgres_url: str) -> None:
     """PostgreSQL rejecting a value (text for a bigint) is permanent; the value is not shown."""
-    db = _postgres(postgres_url)
+    db = postgres_database(postgres_url)
     payload = {
         "sql": "INSERT INTO users (clerk_id, updated_at) VALUES (:id, :at)",
         "params": {"id": ADA, "at": EMAIL},
@@ -403,7 +250,7 @@ async def test_a_locked_sqlite_database_is_retryable_then_delivers(
 ) -> None:
     """While another connection holds BEGIN EXCLUSIVE, a send waits timeout_s and is retryable
     ("database is locked"); once the lock is gone, the retry delivers exactly one row."""
-    db = _sqlite(tmp_path / "app.db")
+    db = sqlite_database(tmp_path / "app.db")
     config = example_config(db.url)
     payload = next(r for r in config.rules if r.name == "sync-user").sends[0]
     sent = message(payload.render(sample("user.created")))
@@ -428,7 +275,7 @@ async def test_a_cancelled_sqlite_statement_stops_and_writes_nothing(tmp_path: P
     """The worker cancels a send at its attempt's deadline. A SQLite statement still running
     then is interrupted (it rolls back: nothing is written after the attempt was recorded as
     failed), and the sink's next send does not wait for it."""
-    db = _sqlite(tmp_path / "app.db", schema=False)
+    db = sqlite_database(tmp_path / "app.db", schema=False)
     endless = (  # counts to 10^8: half a minute here, unless stopped
         "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL"
         " SELECT x + 1 FROM c WHERE x < 100000000) SELECT x FROM c)"
@@ -462,7 +309,7 @@ async def test_a_relative_sqlite_path_is_relative_to_the_working_directory(
 ) -> None:
     """sqlite:///data/app.db is data/app.db in the working directory."""
     (tmp_path / "data").mkdir()
-    db = _sqlite(tmp_path / "data" / "app.db")
+    db = sqlite_database(tmp_path / "data" / "app.db")
     monkeypatch.chdir(tmp_path)
     async with example(Database("sqlite:///data/app.db", db.query)) as (config, sink):
         await deliver(config, sink, sample("user.created"))
@@ -502,171 +349,10 @@ def test_settings_never_show_the_url() -> None:
     assert "must be sqlite:///path/to/file.db or postgresql://user@host/dbname" in str(caught.value)
 
 
-# ---------------------------------------------------------------------------------------------
-# Statements and their checks at load
-
-
-@pytest.mark.parametrize(
-    ("sql", "names", "pyformat"),
-    [
-        ("SELECT :a, :b, :a", ("a", "b"), "SELECT %(a)s, %(b)s, %(a)s"),
-        ("SELECT :a::text", ("a",), "SELECT %(a)s::text"),
-        ("SELECT x::int FROM t", (), "SELECT x::int FROM t"),
-        ("SELECT ':no', 'it''s :no', \":no\"", (), "SELECT ':no', 'it''s :no', \":no\""),
-        ("SELECT 1 -- :no\n/* :no; */ + :yes", ("yes",), "SELECT 1 -- :no\n/* :no; */ + %(yes)s"),
-        ("SELECT '50%' || :p", ("p",), "SELECT '50%%' || %(p)s"),
-        ("DELETE FROM t WHERE id = :id;", ("id",), "DELETE FROM t WHERE id = %(id)s;"),
-        ("DELETE FROM t WHERE a = :a; -- end\n", ("a",), "DELETE FROM t WHERE a = %(a)s; -- end\n"),
-        ("SELECT ';' || :a", ("a",), "SELECT ';' || %(a)s"),
-    ],
-)  # fmt: skip
-def test_statement_placeholders(sql: str, names: tuple[str, ...], pyformat: str) -> None:
-    """:name placeholders outside quotes and comments; '::' is a cast; psycopg form escapes %."""
-    assert parse_statement(sql) == (names, pyformat)
-
-
-@pytest.mark.parametrize(
-    ("sql", "error"),
-    [
-        ("DELETE FROM t; DROP TABLE t", "must be a single statement (more SQL follows a ';')"),
-        ("SELECT 1;\nSELECT 2;", "must be a single statement (more SQL follows a ';')"),
-        ("  -- nothing\n", "the statement is empty"),
-        (";", "the statement is empty"),
-        (
-            "DELETE FROM t WHERE id = '{{ data.id }}'",
-            "is never a template: write :name in sql and the template in params",
-        ),
-    ],
-)
-def test_statement_errors(sql: str, error: str) -> None:
-    """More than one statement, none, or template syntax in sql are errors."""
-    with pytest.raises(ValueError, match=f"^{re.escape(error)}$"):
-        parse_statement(sql)
-
-
-def _key_at(path: Path, anchor: str, key: str) -> str:
-    """``FILE:LINE:COL`` of the value of the nearest ``key:`` at or above the line with
-    ``anchor``: where a config error about that key points."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    found = next(i for i, line in enumerate(lines) if anchor in line)
-    at = next(i for i in range(found, -1, -1) if lines[i].lstrip().startswith(f"{key}:"))
-    return f"{path}:{at + 1}:{lines[at].index(f'{key}:') + len(key) + 3}"
-
-
-@pytest.fixture
-def broken(tmp_path: Path) -> Path:
-    """A writable copy of the example rules.yaml."""
-    path = tmp_path / "rules.yaml"
-    shutil.copy(EXAMPLE / "rules.yaml", path)
-    return path
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
-def _errors(path: Path) -> list[str]:
-    env = {"APP_DATABASE_URL": "sqlite:///app.db", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, ROOT / "templates", env=env)
-    return [str(d) for d in caught.value.diagnostics]
-
-
-@pytest.mark.parametrize(
-    ("old", "new", "anchor", "key", "error"),
-    [
-        (":first_name, :last_name", ":frist_name, :last_name", ":frist_name", "sql",
-         "sql: unknown parameter ':frist_name' (did you mean ':first_name'?); "
-         "params has clerk_id, email, first_name, last_name, updated_at"),
-        ("WHERE clerk_id = :clerk_id", "WHERE clerk_id = :id", "clerk_id = :id", "sql",
-         "sql: unknown parameter ':id'; params has clerk_id"),
-        ('          role: "{{ data.role }}"',
-         '          role: "{{ data.role }}"\n          extra: "{{ data.id }}"',
-         "INSERT INTO memberships", "sql",
-         "sql: parameter 'extra' is not used (write :extra or remove it)"),
-        ("WHERE user_id = :user_id", "WHERE user_id = :user_id; DROP TABLE users",
-         "DROP TABLE", "sql", "sql: must be a single statement (more SQL follows a ';')"),
-        ("WHERE clerk_id = :clerk_id", "WHERE clerk_id = '{{ data.id }}'", "{{ data.id }}'", "sql",
-         "sql: is never a template: write :name in sql and the template in params"),
-        ("url: ${APP_DATABASE_URL}", "url: mysql://root:hunter2@db/app", "mysql://", "url",
-         "url: must be sqlite:///path/to/file.db or postgresql://user@host/dbname"),
-    ],
-)  # fmt: skip
-def test_config_errors_are_located(
-    broken: Path, old: str, new: str, anchor: str, key: str, error: str
-) -> None:
-    """A broken sql send (or url) is a located config error with an exact, readable message,
-    and the URL is never quoted."""
-    _edit(broken, old, new)
-    errors = _errors(broken)
-    assert f"{_key_at(broken, anchor, key)}: {error}" in errors
-    assert not any("hunter2" in e for e in errors)
-
-
-def test_relay_check_reports_sql_errors_and_unset_variables(
-    broken: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`relay check` on a broken copy: the unknown parameter with its line (exit 1), and the
-    unset ${APP_DATABASE_URL} as a located warning (check needs no secrets)."""
-    monkeypatch.delenv("APP_DATABASE_URL", raising=False)
-    _edit(broken, ":first_name, :last_name", ":frist_name, :last_name")
-    code = main(
-        ["check", "--rules", str(broken), "--templates", str(ROOT / "templates"),
-         "--samples", str(SAMPLES)]
-    )  # fmt: skip
-    err = capsys.readouterr().err
-    assert code == 1
-    assert (
-        f"{_key_at(broken, ':frist_name', 'sql')}: sql: unknown parameter ':frist_name' "
-        "(did you mean ':first_name'?); params has clerk_id, email, first_name, last_name, "
-        "updated_at"
-    ) in err
-    assert (
-        f"{_key_at(broken, '${APP_DATABASE_URL}', 'url')}: "
-        "warning: environment variable APP_DATABASE_URL is not set"
-    ) in err
-    assert err.endswith("relay check: invalid configuration\n")
-
-
-@pytest.mark.parametrize("samples", [SAMPLES, ROOT / "samples"], ids=["example", "shipped"])
-def test_the_example_passes_relay_check(
-    samples: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The shipped example passes check, against its own samples and the project's."""
-    monkeypatch.setenv("APP_DATABASE_URL", "sqlite:///app.db")
-    monkeypatch.setenv("CLERK_WEBHOOK_SIGNING_SECRET", TEST_SECRET)
-    code = main(
-        ["check", "--rules", str(EXAMPLE / "rules.yaml"), "--templates", str(ROOT / "templates"),
-         "--samples", str(samples)]
-    )  # fmt: skip
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert out.startswith("relay check: OK (4 rules, 5 sends, 1 sinks, ")
-    if samples == SAMPLES:
-        assert err == ""  # every rule rendered against a sample
-
-
-def test_preview_shows_the_statement_and_its_parameters() -> None:
-    """describe() gives the statement and the rendered parameters (None as null)."""
-    config = example_config("sqlite:///app.db")
-    send = next(r for r in config.rules if r.name == "sync-user").sends[0]
-    lines = dict(describe(send.render(sample("user.created"))))
-    assert lines["sql"].startswith("INSERT INTO users (clerk_id, email, first_name, last_name")
-    assert json.loads(lines["params"]) == {
-        "clerk_id": ADA,
-        "email": "ada@example.com",
-        "first_name": "Ada",
-        "last_name": None,
-        "updated_at": 1716883200000,
-    }
-
-
 @pytest.mark.anyio
 async def test_an_error_is_a_delivery_error_only(tmp_path: Path) -> None:
     """Driver exceptions never escape: a payload the sink cannot run is a PermanentError."""
-    db = _sqlite(tmp_path / "app.db")
+    db = sqlite_database(tmp_path / "app.db")
     async with open_sink(settings_for(db.url)) as sink:
         with pytest.raises(DeliveryError) as caught:
             await sink.send(message({"sql": "SELECT :a", "params": {}}))

@@ -19,24 +19,7 @@ from svix.webhooks import Webhook
 from relay.errors import VerificationError
 from relay.secret import Secret
 from relay.sources.signing import SvixVerifier, VerifiedMessage, parse_signing_secret, sign
-
-# Svix's documented test vectors, byte for byte (FACTS.md section 1).
-VECTORS = [
-    (
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "msg_p5jXN8AQM9LWM0D4loKWxJek",
-        1614265330,
-        b'{"test": 2432232314}',
-        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
-    ),
-    (
-        "whsec_plJ3nmyCDGBKInavdOK15jsl",
-        "msg_loFOjxBNrRLzqYUf",
-        1731705121,
-        b'{"event_type":"ping","data":{"success":true}}',
-        "v1,rAvfW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0=",
-    ),
-]
+from tests.sources.helpers import SVIX_VECTORS
 
 NOW = 1_700_000_000
 KEY = bytes(range(24))
@@ -75,7 +58,7 @@ def reason(verifier: SvixVerifier, body: bytes, headers: Mapping[str, object]) -
 # --- test vectors ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("secret", "msg_id", "ts", "body", "expected"), VECTORS)
+@pytest.mark.parametrize(("secret", "msg_id", "ts", "body", "expected"), SVIX_VECTORS)
 def test_sign_reproduces_svix_vectors(
     secret: str, msg_id: str, ts: int, body: bytes, expected: str
 ) -> None:
@@ -83,7 +66,7 @@ def test_sign_reproduces_svix_vectors(
     assert sign(parse_signing_secret(secret), msg_id, ts, body) == expected
 
 
-@pytest.mark.parametrize(("secret", "msg_id", "ts", "body", "expected"), VECTORS)
+@pytest.mark.parametrize(("secret", "msg_id", "ts", "body", "expected"), SVIX_VECTORS)
 def test_verify_accepts_svix_vectors_with_frozen_clock(
     secret: str, msg_id: str, ts: int, body: bytes, expected: str
 ) -> None:
@@ -93,7 +76,7 @@ def test_verify_accepts_svix_vectors_with_frozen_clock(
     assert verifier.verify(body, headers) == VerifiedMessage(message_id=msg_id, timestamp=ts)
 
 
-@pytest.mark.parametrize(("secret", "msg_id", "ts", "body", "expected"), VECTORS)
+@pytest.mark.parametrize(("secret", "msg_id", "ts", "body", "expected"), SVIX_VECTORS)
 def test_vectors_fail_on_any_byte_change(
     secret: str, msg_id: str, ts: int, body: bytes, expected: str
 ) -> None:
@@ -360,8 +343,8 @@ def test_parse_signing_secret_rejects(value: str, expected: str) -> None:
     "value",
     [
         CLERK_LIKE,
-        VECTORS[0][0],
-        VECTORS[1][0],  # Svix's docs secret: 18 bytes
+        SVIX_VECTORS[0][0],
+        SVIX_VECTORS[1][0],  # Svix's docs secret: 18 bytes
         "whsec_" + base64.b64encode(b"k" * 16).decode(),
         "whsec_" + base64.b64encode(b"k" * 64).decode(),
         "whsec_" + base64.b64encode(b"\xfb\xff" * 12).decode(),  # uses '+' and '/'

@@ -1,0 +1,81 @@
+"""Resend's quirks that the conformance table does not cover: a proxy's HTML error page, the
+idempotency key across retries, an empty recipient, two sinks with two keys."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import respx
+
+from relay.errors import PermanentError, RetryableError
+from relay.sinks import resend as resend_sink
+from relay.sinks.base import SinkContext
+from relay.sinks.testing import send
+from tests.sinks.quirks import message
+
+RESEND = {"type": "resend", "api_key": "re_key_one_123456", "from": "Acme <hi@acme.example>",
+          "base_url": "https://resend.test"}  # fmt: skip
+EMAIL = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi Ada"}
+
+
+def test_resend_non_json_502_is_retryable(respx_mock: respx.MockRouter) -> None:
+    """A 502 HTML page from a proxy in front of Resend is retryable, with its status."""
+    respx_mock.post("https://resend.test/emails").mock(
+        return_value=httpx.Response(502, html="<html><body>Bad Gateway</body></html>")
+    )
+    [error] = send(resend_sink.SINK, RESEND, message(EMAIL))
+    assert isinstance(error, RetryableError)
+    assert error.status == 502
+
+
+def test_resend_retries_carry_the_same_idempotency_key(respx_mock: respx.MockRouter) -> None:
+    """Two sends of the same message carry the same Idempotency-Key, so Resend sends it once."""
+    route = respx_mock.post("https://resend.test/emails").mock(
+        side_effect=[
+            httpx.Response(500, json={"statusCode": 500, "name": "application_error",
+                                      "message": "Internal server error"}),
+            httpx.Response(200, json={"id": "email_1"}),
+        ]
+    )  # fmt: skip
+    first, second = send(resend_sink.SINK, RESEND, message(EMAIL), message(EMAIL))
+    assert isinstance(first, RetryableError)
+    assert second is None
+    keys = [call.request.headers["idempotency-key"] for call in route.calls]
+    assert keys == ["msg_1:welcome:0", "msg_1:welcome:0"]
+
+
+def test_resend_empty_recipient_is_permanent_before_any_request() -> None:
+    """An email whose `to` rendered empty fails permanently without calling Resend."""
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post("https://resend.test/emails")
+        [error] = send(resend_sink.SINK, RESEND, message({**EMAIL, "to": "  "}))
+    assert isinstance(error, PermanentError)
+    assert str(error).startswith("no recipient")
+    assert not route.called
+
+
+def test_resend_sinks_with_different_keys_do_not_share_them(respx_mock: respx.MockRouter) -> None:
+    """Concurrent sends through two Resend sinks each use their own key and base URL."""
+    one = respx_mock.post("https://one.test/emails").mock(
+        return_value=httpx.Response(200, json={"id": "a"})
+    )
+    two = respx_mock.post("https://two.test/emails").mock(
+        return_value=httpx.Response(200, json={"id": "b"})
+    )
+
+    async def run() -> None:
+        async with httpx.AsyncClient() as client:
+            sinks = [
+                resend_sink.SINK.build(resend_sink.SINK.settings.model_validate(
+                    {**RESEND, "api_key": f"re_key_{name}_123456", "base_url": f"https://{name}.test"}
+                ), SinkContext(client))
+                for name in ("one", "two")
+            ]  # fmt: skip
+            sends = [sink.send(message(EMAIL, f"k{i}")) for i in range(5) for sink in sinks]
+            await asyncio.gather(*sends)
+
+    asyncio.run(run())
+    assert one.call_count == two.call_count == 5
+    assert {c.request.headers["authorization"] for c in one.calls} == {"Bearer re_key_one_123456"}
+    assert {c.request.headers["authorization"] for c in two.calls} == {"Bearer re_key_two_123456"}

@@ -1,0 +1,291 @@
+"""Schema versions: a new database gets the current schema, an older one waits for `relay db
+upgrade`, a newer one is refused; upgrades keep the data."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+
+import psycopg
+import pytest
+
+import relay.cli as cli
+from relay.errors import StoreError
+from relay.store import IngestOutcome, SQLiteStore, Store, redact_url
+from relay.store.migrations import plan
+from relay.store.postgres import PostgresStore
+from tests.store.helpers import BACKENDS, event
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_open_creates_the_schema_of_a_new_database(make_store):
+    """open() gives an empty database the current schema; upgrade() then has nothing to do."""
+    store = make_store()
+    await store.open()
+    try:
+        assert await store.upgrade() == (3, 3)
+        assert await store.ingest(event(), []) is IngestOutcome.ACCEPTED
+    finally:
+        await store.close()
+
+
+async def test_open_without_create_refuses_a_new_database(make_store):
+    """open(create=False) on a database without the schema says to run `relay db upgrade`."""
+    store = make_store()
+    with pytest.raises(
+        StoreError, match=r"database schema is version 0, relay needs 3: run `relay db upgrade`"
+    ):
+        await store.open(create=False)
+    with pytest.raises(StoreError, match="not open"):
+        await store.ingest(event(), [])
+
+
+async def test_upgrade_creates_then_reports_up_to_date(make_store):
+    """upgrade() on a closed store creates the schema (0 -> 3), then finds it current (3 -> 3)."""
+    assert await make_store().upgrade() == (0, 3)
+    assert await make_store().upgrade() == (3, 3)
+    store = make_store()
+    await store.open(create=False)
+    await store.close()
+
+
+async def test_replicas_opening_a_new_database_at_once_create_the_schema_once(make_store):
+    """Several replicas starting together on an empty database: one creates the schema, the
+    others wait for it and find it done; all of them work."""
+    replicas = [make_store() for _ in range(4)]
+    opened = await asyncio.gather(*(r.open() for r in replicas), return_exceptions=True)
+    try:
+        assert opened == [None] * 4
+        # the same message reaching each replica: each gives it its own relay id, as ingest does
+        copies = [dataclasses.replace(event(), id=f"evt_replica_{i}") for i in range(4)]
+        outcomes = await asyncio.gather(
+            *(r.ingest(c, []) for r, c in zip(replicas, copies, strict=True))
+        )
+        assert sorted(o.value for o in outcomes) == ["accepted"] + ["duplicate"] * 3
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+@pytest.mark.parametrize(
+    ("found", "create", "upgrade", "steps"),
+    [
+        (3, False, False, []),
+        (0, True, False, [0, 1, 2]),
+        (0, False, True, [0, 1, 2]),
+        (1, False, True, [1, 2]),
+        (2, True, True, [2]),
+    ],
+)
+def test_plan_lists_the_steps_to_apply(found, create, upgrade, steps):
+    """At the needed version: nothing to do; a new database: every step; upgrade: the rest."""
+    assert list(plan(found, 3, create=create, upgrade=upgrade, what="open x")) == steps
+
+
+@pytest.mark.parametrize(
+    ("found", "create", "message"),
+    [
+        (0, False, "open x: database schema is version 0, relay needs 3: run `relay db upgrade`"),
+        (1, True, "open x: database schema is version 1, relay needs 3: run `relay db upgrade`"),
+        (4, True, "open x: schema version 4 is newer than 3: it was written by a newer relay"),
+    ],
+)
+def test_plan_refuses_older_without_upgrade_and_any_newer(found, create, message):
+    """An older schema needs an explicit upgrade; a newer one is never touched, even to upgrade."""
+    with pytest.raises(StoreError) as info:
+        plan(found, 3, create=create, upgrade=False, what="open x")
+    assert str(info.value).startswith(message)
+    if found > 3:
+        with pytest.raises(StoreError, match="newer"):
+            plan(found, 3, create=True, upgrade=True, what="upgrade x")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_db_upgrade_command(backend, request, tmp_path, capsys):
+    """`relay db upgrade` creates the schema, then reports it up to date; no password shown."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/relay.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    assert cli.main(["db", "upgrade", "--database", url]) == 0
+    assert cli.main(["db", "upgrade", "--database", url]) == 0
+    shown = redact_url(url)
+    assert capsys.readouterr().out.splitlines() == [
+        f"database {shown}: upgraded from 0 to 3",
+        f"database {shown}: schema version 3 (up to date)",
+    ]
+
+
+def test_db_upgrade_command_reports_failure_without_password(capsys):
+    """An unreachable database fails `relay db upgrade` with exit 1 and a redacted URL."""
+    url = "postgresql://relay:hunter2@127.0.0.1:1/relay"
+    assert cli.main(["db", "upgrade", "--database", url]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "relay db upgrade: upgrade PostgreSQL store postgresql://relay:***@127.0.0.1:1/relay" in err
+    )
+    assert "hunter2" not in err
+
+
+async def test_sqlite_version_1_database_upgrades_to_3(tmp_path):
+    """A database of schema version 1 is refused until upgraded; the upgrade adds the claim
+    index that claim_due then uses (no sort of the whole backlog)."""
+    from relay.store.migrations import SQLITE_STEPS
+
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    for statement in SQLITE_STEPS[0]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match="version 1, relay needs 3: run `relay db upgrade`"):
+        await SQLiteStore(tmp_path / "relay.db").open()
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (1, 3)
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    plan = raw.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM deliveries d WHERE d.status IN ('pending', 'failed')"
+        " AND d.next_attempt_at <= 1 AND (d.lease_until IS NULL OR d.lease_until <= 1)"
+        " AND d.sink IN ('x') ORDER BY d.next_attempt_at, d.id LIMIT 10"
+    ).fetchall()
+    raw.close()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "deliveries_claimable" in details
+    assert "TEMP B-TREE" not in details
+
+
+async def assert_upgraded_rows_found(store: Store) -> None:
+    """The rows written at version 2 (event evt_1 / msg_1, dead delivery dlv_1 to slack) are
+    found at version 3 by sender message id and by status and sink."""
+    await store.open()
+    try:
+        found = await store.get_event("msg_1")
+        assert found is not None
+        assert found.id == "evt_1"
+        assert [d.id for d in await store.list_deliveries(status="dead", sink="slack")] == ["dlv_1"]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_version_2_database_upgrades_to_3_keeping_its_data(tmp_path):
+    """Version 3 drops the indexes ingest no longer writes and adds the dead-delivery index;
+    the rows stay, and lookups by message id, sink and status still answer from indexes."""
+    import relay.store.sqlite as sqlite_module
+    from relay.store.migrations import SQLITE_STEPS
+
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    for step in SQLITE_STEPS[:2]:
+        for statement in step:
+            raw.execute(statement)
+    raw.execute("PRAGMA user_version = 2")
+    raw.commit()
+    raw.close()
+    v2 = SQLiteStore(tmp_path / "relay.db")
+    with pytest.raises(StoreError, match="version 2, relay needs 3"):
+        await v2.open()
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    raw.execute(
+        "INSERT INTO events VALUES ('evt_1', 'clerk', 'msg_1', 'user.created', 1.0, X'7B7D')"
+    )
+    raw.execute(
+        "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+        " next_attempt_at, created_at, updated_at) VALUES"
+        " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'dead', 1.0, 1.0, 1.0)"
+    )
+    raw.commit()
+    raw.close()
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (2, 3)
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert not indexes & {
+        "deliveries_due",
+        "deliveries_sink",
+        "deliveries_rule",
+        "deliveries_created",
+        "events_message_id",
+    }
+    assert {"deliveries_dead", "deliveries_claimable", "deliveries_newest"} <= indexes
+
+    def plan(query: str) -> str:
+        return " ".join(str(row[-1]) for row in raw.execute(f"EXPLAIN QUERY PLAN {query}"))
+
+    listing = "SELECT id FROM deliveries WHERE {} ORDER BY created_at DESC, id LIMIT 5"
+    assert plan(listing.format("status = 'dead'")) == "SCAN deliveries USING INDEX deliveries_dead"
+    for where in ("sink = 'slack'", "rule = 'r' AND sink = 'slack'", "1"):  # no sort: a walk
+        assert "TEMP B-TREE" not in plan(listing.format(where))
+    by_message = plan(sqlite_module._GET_EVENT.replace("?", "'msg_1'"))
+    assert "SCAN events" not in by_message
+    assert "sqlite_autoindex_events_2" in by_message
+    raw.close()
+    await assert_upgraded_rows_found(SQLiteStore(tmp_path / "relay.db"))
+
+
+async def test_sqlite_newer_schema_is_refused(tmp_path):
+    """A file written by a newer relay (user_version > 3) is refused rather than misread."""
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    raw.execute("PRAGMA user_version = 4")
+    raw.close()
+    with pytest.raises(StoreError, match="schema version 4 is newer than 3"):
+        await SQLiteStore(tmp_path / "relay.db").open()
+
+
+async def test_postgres_newer_schema_is_refused(postgres_url):
+    """A database written by a newer relay (relay_schema version 4) is refused, not misread."""
+    assert await PostgresStore(postgres_url).upgrade() == (0, 3)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("UPDATE relay_schema SET version = 4")
+    with pytest.raises(StoreError, match="schema version 4 is newer than 3"):
+        await PostgresStore(postgres_url).open()
+
+
+async def test_postgres_version_2_database_upgrades_to_3_keeping_its_data(postgres_url):
+    """As on SQLite: version 3 swaps the listing indexes, keeps the rows, and the lookups by
+    sender message id and by dead status still find them."""
+    import relay.store.postgres_sql as postgres_sql
+    from relay.store.migrations import POSTGRES_STEPS
+
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        for step in POSTGRES_STEPS[:2]:
+            for statement in step:
+                await conn.execute(statement)
+        await conn.execute(postgres_sql.VERSION_TABLE)
+        await conn.execute(postgres_sql.SET_VERSION, [2])
+        await conn.execute(
+            "INSERT INTO events VALUES ('evt_1', 'clerk', 'msg_1', 'user.created', 1, '{}')"
+        )
+        await conn.execute(
+            "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+            " next_attempt_at, created_at, updated_at) VALUES"
+            " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'dead', 1, 1, 1)"
+        )
+    with pytest.raises(StoreError, match="version 2, relay needs 3"):
+        await PostgresStore(postgres_url).open()
+    assert await PostgresStore(postgres_url).upgrade() == (2, 3)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+        indexes = {name for (name,) in await cursor.fetchall()}
+    assert not indexes & {"deliveries_sink", "deliveries_rule", "deliveries_created"}
+    assert "events_message_id" not in indexes
+    assert {"deliveries_dead", "deliveries_newest", "deliveries_claimable"} <= indexes
+    await assert_upgraded_rows_found(PostgresStore(postgres_url))
+
+
+async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
+    """The schema is events, deliveries, attempts and relay_schema (one row: the version)."""
+    await PostgresStore(postgres_url).upgrade()
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema ORDER BY 1"
+        )
+        assert [r[0] for r in await cursor.fetchall()] == [
+            "attempts",
+            "deliveries",
+            "events",
+            "relay_schema",
+        ]
+        cursor = await conn.execute("SELECT version FROM relay_schema")
+        assert await cursor.fetchall() == [(3,)]

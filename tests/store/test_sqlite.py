@@ -1,0 +1,60 @@
+"""SQLite specifics: the file's mode and version, a locked or impossible or foreign file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from relay.errors import StoreError, StoreUnavailableError
+from relay.store import IngestOutcome, SQLiteStore
+from tests.store.helpers import delivery, event, sqlite_only
+
+pytestmark = pytest.mark.anyio
+
+
+@sqlite_only
+async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
+    """The SQLite file is in WAL mode and carries schema version 3."""
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("PRAGMA user_version").fetchone() == (3,)
+    finally:
+        raw.close()
+
+
+async def test_sqlite_locked_database_is_unavailable_at_ingest(tmp_path):
+    """While another writer holds the lock past busy_timeout, ingest raises StoreUnavailableError
+    and stores nothing; it succeeds once the lock is gone."""
+    store = SQLiteStore(tmp_path / "relay.db", busy_timeout_s=0.05)
+    await store.open()
+    raw = sqlite3.connect(tmp_path / "relay.db", isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailableError, match=r"ingest clerk message msg_1: .*locked"):
+            await store.ingest(event(), [delivery(event().id)])
+        raw.execute("ROLLBACK")
+        assert await store.get_event("msg_1") is None
+        assert await store.ingest(event(), [delivery(event().id)]) is IngestOutcome.ACCEPTED
+    finally:
+        raw.close()
+        await store.close()
+
+
+async def test_sqlite_impossible_path_is_unavailable_at_open(tmp_path):
+    """A database path under a regular file cannot be opened: StoreUnavailableError at open()."""
+    (tmp_path / "a-file").write_text("")
+    store = SQLiteStore(tmp_path / "a-file" / "relay.db")
+    with pytest.raises(StoreUnavailableError, match=r"open SQLite store .*unable to open"):
+        await store.open()
+    with pytest.raises(StoreError, match="not open"):
+        await store.ingest(event(), [])
+
+
+async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path):
+    """A file that is not SQLite fails open() with StoreError, not the retryable kind."""
+    (tmp_path / "relay.db").write_bytes(b"not a database" * 512)
+    with pytest.raises(StoreError, match="file is not a database") as info:
+        await SQLiteStore(tmp_path / "relay.db").open()
+    assert not isinstance(info.value, StoreUnavailableError)
