@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import E2EProject, FakeUpstream, Fleet, RelayProcess, make_project
+from tests.e2e.harness import (
+    E2EProject,
+    Fleet,
+    RelayProcess,
+    make_project,
+)
+from tests.e2e.upstream import FakeUpstream
 
 
 @pytest.fixture

@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import E2EProject, FakeUpstream, make_project, with_env, write_rules
+from tests.e2e.harness import (
+    E2EProject,
+    make_project,
+    with_env,
+    write_rules,
+)
+from tests.e2e.upstream import FakeUpstream
 
 FAST_RETRY = "{first_backoff_s: 0.2, max_backoff_s: 0.5}"
 NO_BREAKER = "{failure_threshold: 1000}"  # isolate the fault under test from the breaker

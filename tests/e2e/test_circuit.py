@@ -14,14 +14,13 @@ import pytest
 
 from tests.e2e.fault_rules import FAST_RETRY, event, new_project, rule_for
 from tests.e2e.harness import (
-    Answer,
     E2EProject,
-    FakeUpstream,
     Fleet,
     RelayProcess,
     value,
     wait_until,
 )
+from tests.e2e.upstream import Answer, FakeUpstream
 
 pytestmark = pytest.mark.e2e
 

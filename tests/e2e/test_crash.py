@@ -24,12 +24,9 @@ import pytest
 from relay.ids import idempotency_key
 from tests.e2e.fault_rules import event
 from tests.e2e.harness import (
-    EMAILS_PATH,
     MEMBERSHIP_PATH,
     SLACK_PATH,
-    Answer,
     E2EProject,
-    FakeUpstream,
     Fleet,
     free_port,
     make_project,
@@ -37,6 +34,7 @@ from tests.e2e.harness import (
     signed_headers,
     user_created,
 )
+from tests.e2e.upstream import EMAILS_PATH, Answer, FakeUpstream
 
 pytestmark = pytest.mark.e2e
 

@@ -17,11 +17,7 @@ import pytest
 
 from tests.e2e.fault_rules import FAST_RETRY, NO_BREAKER, event, http_sink, new_project, rule_for
 from tests.e2e.harness import (
-    EMAILS_PATH,
     SLACK_PATH,
-    Answer,
-    Drop,
-    FakeUpstream,
     Fleet,
     free_port,
     make_project,
@@ -29,6 +25,7 @@ from tests.e2e.harness import (
     value,
     wait_until,
 )
+from tests.e2e.upstream import EMAILS_PATH, Answer, Drop, FakeUpstream
 
 pytestmark = pytest.mark.e2e
 

@@ -21,14 +21,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import (
-    EMAILS_PATH,
     MEMBERSHIP_PATH,
     RULES,
     SLACK_PATH,
     SOURCE_PATH,
-    Answer,
     E2EProject,
-    FakeUpstream,
     Fleet,
     make_project,
     new_msg_id,
@@ -40,6 +37,7 @@ from tests.e2e.harness import (
     with_env,
     write_rules,
 )
+from tests.e2e.upstream import EMAILS_PATH, Answer, FakeUpstream
 
 pytestmark = pytest.mark.e2e
 

@@ -42,18 +42,14 @@ from relay.sinks.base import SinkSettings
 from relay.store import redact_url
 from relay.store.postgres import SCHEMA_VERSION
 from tests.e2e.harness import (
-    EMAILS_PATH,
     SOURCE_PATH,
-    Answer,
-    Drop,
     E2EProject,
-    FakeUpstream,
-    Recorded,
     RelayProcess,
     make_project,
     signed_headers,
     user_created,
 )
+from tests.e2e.upstream import EMAILS_PATH, Answer, Drop, FakeUpstream, Recorded
 
 pytestmark = pytest.mark.e2e
 

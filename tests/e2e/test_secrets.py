@@ -18,14 +18,10 @@ import pytest
 from tests.conftest import TEST_SECRET
 from tests.e2e.fault_rules import FAST_RETRY, event
 from tests.e2e.harness import (
-    EMAILS_PATH,
     MEMBERSHIP_PATH,
     RESEND_API_KEY,
     SLACK_PATH,
-    Answer,
-    Drop,
     E2EProject,
-    FakeUpstream,
     Fleet,
     free_port,
     make_project,
@@ -37,6 +33,7 @@ from tests.e2e.harness import (
     with_env,
     write_rules,
 )
+from tests.e2e.upstream import EMAILS_PATH, Answer, Drop, FakeUpstream
 
 pytestmark = pytest.mark.e2e
 

@@ -19,18 +19,17 @@ import pytest
 
 from tests.conftest import TEST_SECRET
 from tests.e2e.harness import (
-    EMAILS_PATH,
     MEMBERSHIP_PATH,
     RESEND_API_KEY,
     SLACK_PATH,
     E2EProject,
-    FakeUpstream,
     RelayProcess,
     make_project,
     new_msg_id,
     signed_headers,
     user_created,
 )
+from tests.e2e.upstream import EMAILS_PATH, FakeUpstream
 
 pytestmark = pytest.mark.e2e
 

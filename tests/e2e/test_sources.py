@@ -11,7 +11,12 @@ import pytest
 from relay.secret import Secret
 from relay.sources.signing import sign as svix_sign
 from tests.conftest import ROOT, TEST_SECRET
-from tests.e2e.harness import SLACK_PATH, E2EProject, FakeUpstream, RelayProcess
+from tests.e2e.harness import (
+    SLACK_PATH,
+    E2EProject,
+    RelayProcess,
+)
+from tests.e2e.upstream import FakeUpstream
 from tests.sources.helpers import (
     EXAMPLE,
     KLAVIYO_BATCH,
