@@ -9,8 +9,8 @@ are the argparse types of ``--since`` and ``--limit``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import re
 import shutil
 import sys
 import time
@@ -19,21 +19,19 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from relay.config.durations import UNITS, parse_duration
 from relay.store.base import DeliveryRecord, DeliveryStatus, EventRecord
 
 # the most deliveries one query selects: a bulk replay's (run it again for the rest), an event's
 BULK_LIMIT = 100_000
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 DELIVERY_HEADERS = ("ID", "EVENT", "RULE", "SINK", "STATUS", "ATTEMPTS", "UPDATED", "LAST ERROR")
 ATTEMPT_HEADERS = ("#", "TIME", "DURATION MS", "HTTP", "OUTCOME", "ERROR")
 
 
 def parse_since(text: str) -> float:
     """``30s``, ``15m``, ``1h``, ``2d``, ``1w`` ago, or an ISO-8601 time (UTC unless it says)."""
-    found = _DURATION.fullmatch(text.strip())
-    if found:
-        return time.time() - float(found[1]) * _UNITS[found[2]]
+    with contextlib.suppress(ValueError):
+        return time.time() - parse_duration(text)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -64,8 +62,8 @@ def when(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
     span = abs(now - ts)
-    unit = next((u for u in "dhm" if span >= _UNITS[u]), "s")
-    hint = f"{int(span // _UNITS[unit])}{unit}"
+    unit = next((u for u in "dhm" if span >= UNITS[u]), "s")
+    hint = f"{int(span // UNITS[unit])}{unit}"
     return f"{iso(ts)} ({hint} ago)" if now >= ts else f"{iso(ts)} (in {hint})"
 
 
