@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_SECRET := whsec_cmVsYXktZGV2LXNlY3JldC1ub3QtZm9yLXByb2Q=
 export CLERK_WEBHOOK_SIGNING_SECRET ?= $(DEV_SECRET)
 
-.PHONY: run test lint unit send-test check clean
+.PHONY: run test lint unit rules-test send-test check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,20 @@ send-test: $(STAMP)
 check: $(STAMP)
 	$(BIN)/relay check
 
-## test: lint, type-check and run the whole test suite (what CI runs)
-test: lint unit
+## test: lint, type-check, the golden tests of the shipped rules and the examples, and the whole
+## test suite (what CI runs)
+test: lint rules-test unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+
+## rules-test: `relay test` on rules.yaml and on each example's rules (their rules.test.yaml)
+rules-test: $(STAMP)
+	$(BIN)/relay test
+	for rules in examples/*/rules.yaml; do $(BIN)/relay test --rules $$rules || exit 1; done
 
 unit: $(STAMP)
 	$(BIN)/pytest

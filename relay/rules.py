@@ -44,6 +44,14 @@ class Condition:
         except Exception:
             return False
 
+    def value(self, event: Mapping[str, Any]) -> Any:
+        """What the expression evaluates to for ``event`` (None when it fails: ``explain``)."""
+        try:
+            value = self._expr(**event_context(event))
+        except Exception:
+            return None
+        return None if isinstance(value, jinja2.Undefined) else value
+
     def explain(self, event: Mapping[str, Any]) -> str | None:
         """The error evaluating the condition raises, if any (for ``preview`` and ``check``)."""
         try:

@@ -1,4 +1,5 @@
-"""``relay check``: validate rules.yaml and render every template against the sample events.
+"""``relay check``: validate rules.yaml and render every template against the sample events, then
+run the golden tests beside it (``rules.test.yaml``, as ``relay test``) when there are any.
 
 It needs no secrets and no database: unset variables are warnings. The same functions validate a
 reload in ``relay serve``, so a file that passes here is one the server accepts.
@@ -17,6 +18,7 @@ from relay.cli._shared import (
     print_diagnostics,
     settings_for,
 )
+from relay.config.goldens import report, run_file, tests_path
 from relay.config.samples import load_samples, render_all
 
 
@@ -34,14 +36,23 @@ def run(args: argparse.Namespace) -> int:
     samples, problems = load_samples(settings.samples_dir)
     found = problems + render_all(config, samples, str(settings.samples_dir))
     print_diagnostics(found, sys.stderr)
-    errors = [d for d in found if d.severity == "error"]
+    errors = sum(d.severity == "error" for d in found)
     sends = sum(len(r.sends) for r in config.rules)
     summary = (
         f"{len(config.rules)} rules, {sends} sends, {len(config.sinks)} sinks, "
         f"{len(samples)} sample events"
     )
+    tests = tests_path(settings.rules_path)
+    if tests.is_file():
+        results, problems = run_file(config, tests)
+        print_diagnostics(problems, sys.stderr)
+        for line in report(results, passed=False):
+            print(line, file=sys.stderr)
+        failed = sum(not r.passed for r in results)
+        errors += len(problems) + failed
+        summary += f", {len(results) - failed} of {len(results)} tests passed" if results else ""
     if errors:
-        print(f"relay check: {len(errors)} error(s) ({summary})", file=sys.stderr)
+        print(f"relay check: {errors} error(s) ({summary})", file=sys.stderr)
         return EXIT_FAILED
     print(f"relay check: OK ({summary})")
     return EXIT_OK

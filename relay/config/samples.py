@@ -102,6 +102,7 @@ class PreviewSend:
     payload: Mapping[str, Any] | None
     lines: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None
+    index: int = 0  # which send of its rule (0-based), as a delivery's send_index
 
 
 @dataclass(frozen=True)
@@ -130,9 +131,18 @@ def _why(rule: Rule, event: Mapping[str, Any]) -> tuple[bool, str]:
         return False, f"{event_type} does not match {', '.join(rule.patterns)}"
     if rule.condition is not None and not rule.condition.evaluate(event):
         error = rule.condition.explain(event)
-        detail = f" ({error})" if error else ""
+        detail = f" ({error})" if error else f": it is {_shown(rule.condition.value(event))}"
         return False, f"condition `{rule.condition.source}` is false{detail}"
     return True, "matched"
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as a reason quotes it: its JSON (or repr), clipped to ``limit`` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, Any]) -> PreviewSend:
@@ -141,7 +151,7 @@ def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, An
     try:
         payload = send.render(event)
     except TemplateError as exc:
-        return PreviewSend(send.sink, spec.type.name, None, error=str(exc))
+        return PreviewSend(send.sink, spec.type.name, None, error=str(exc), index=index)
     if spec.type.describe is not None:
         lines = spec.type.describe(payload)
     else:
@@ -150,4 +160,4 @@ def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, An
         ]
     if not spec.type.template_required and not payload:
         lines = [("body", json.dumps(event, indent=2))]
-    return PreviewSend(send.sink, spec.type.name, payload, lines)
+    return PreviewSend(send.sink, spec.type.name, payload, lines, index=index)
