@@ -23,6 +23,7 @@ from relay.config import Config, SinkSpec
 from relay.delivery.breaker import CircuitState
 from relay.delivery.gate import GateChange, SinkGate
 from relay.delivery.policy import next_delay
+from relay.delivery.snapshot import snapshot
 from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
 from relay.metrics import Metrics
 from relay.rules import Send
@@ -262,7 +263,8 @@ class Worker:
         if message is None:
             return
         outcome = await self._attempt(message, target)
-        await self._record(claimed, target, outcome, runtime)
+        rendered = snapshot(message.payload, runtime.config.secret_values)
+        await self._record(claimed, target, outcome, runtime, rendered)
 
     async def _resolve(self, claimed: ClaimedDelivery, runtime: Runtime) -> Target | None:
         """The delivery's send and sink in the current config; None when either is gone (it
@@ -329,9 +331,15 @@ class Worker:
         return Outcome(started, duration_ms, error)
 
     async def _record(
-        self, claimed: ClaimedDelivery, target: Target, outcome: Outcome, runtime: Runtime
+        self,
+        claimed: ClaimedDelivery,
+        target: Target,
+        outcome: Outcome,
+        runtime: Runtime,
+        rendered: str,
     ) -> None:
-        """Record the attempt: delivered, due again after the retry policy's delay, or dead."""
+        """Record the attempt (with what it ``rendered``, as stored): delivered, due again after
+        the retry policy's delay, or dead."""
         number = claimed.attempts + 1
         fields = {
             "delivery_id": claimed.id,
@@ -346,7 +354,7 @@ class Worker:
         }
         lease, error = claimed.lease_until, outcome.error
         if error is None:
-            attempt = Attempt(claimed.id, outcome.started, outcome.duration_ms, 200, None)
+            attempt = Attempt(claimed.id, outcome.started, outcome.duration_ms, 200, None, rendered)
             if self._report(
                 await self.store.record_delivered(attempt, lease=lease), "delivered", fields
             ):
@@ -354,7 +362,9 @@ class Worker:
                 self.metrics.delivered(target.send.sink, claimed.rule, latency_s)
             return
         text = self._clean(str(error), runtime)
-        attempt = Attempt(claimed.id, outcome.started, outcome.duration_ms, error.status, text)
+        attempt = Attempt(
+            claimed.id, outcome.started, outcome.duration_ms, error.status, text, rendered
+        )
         delay = next_delay(target.spec.settings.retry, number, error)
         fields.update(status=error.status, error=text)
         if delay is None:

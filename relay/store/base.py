@@ -83,6 +83,7 @@ class Attempt:
     duration_ms: float
     status_code: int | None
     error: str | None
+    rendered: str | None = None  # the message it sent, as stored (``relay.delivery.snapshot``)
 
 
 class Lifecycle(Protocol):
@@ -275,6 +276,7 @@ class AttemptRecord:
     status_code: int | None
     error: str | None
     outcome: DeliveryStatus
+    rendered: str | None = None  # the message it sent (JSON), if it got as far as rendering one
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> AttemptRecord:

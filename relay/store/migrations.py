@@ -85,6 +85,9 @@ SQLITE_STEPS: Steps = (
         "DROP INDEX IF EXISTS events_message_id",
         *LISTING_INDEXES,
     ),
+    (  # 4: what each attempt rendered and sent, for `relay explain` (relay.delivery.snapshot)
+        "ALTER TABLE attempts ADD COLUMN rendered TEXT",
+    ),
 )
 
 POSTGRES_STEPS: Steps = (
@@ -128,6 +131,9 @@ POSTGRES_STEPS: Steps = (
         "DROP INDEX deliveries_created",
         "DROP INDEX events_message_id",
         *LISTING_INDEXES,
+    ),
+    (  # 4: what each attempt rendered and sent, for `relay explain` (relay.delivery.snapshot)
+        "ALTER TABLE attempts ADD COLUMN rendered text",
     ),
 )
 

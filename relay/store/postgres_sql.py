@@ -29,7 +29,7 @@ DELIVERY_COLS = sql.SQL(
     "lease_until, last_error, created_at, updated_at, delivered_at"
 )
 ATTEMPT_COLS = sql.SQL(
-    "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome"
+    "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome, rendered"
 )
 DUE = "next_attempt_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
 CLAIM = """WITH due AS (
@@ -124,8 +124,8 @@ ATTEMPT_COUNTS = (
 )
 INSERT_ATTEMPT = (
     "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
-    " outcome) VALUES (%(delivery_id)s, %(number)s, %(started_at)s, %(duration_ms)s,"
-    " %(status_code)s, %(error)s, %(outcome)s)"
+    " outcome, rendered) VALUES (%(delivery_id)s, %(number)s, %(started_at)s, %(duration_ms)s,"
+    " %(status_code)s, %(error)s, %(outcome)s, %(rendered)s)"
 )
 # The parameters of ResultChange.delivery_update.
 UPDATE_DELIVERY = (

@@ -51,7 +51,9 @@ _DELIVERY_COLS = (
     "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at, "
     "lease_until, last_error, created_at, updated_at, delivered_at"
 )
-_ATTEMPT_COLS = "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome"
+_ATTEMPT_COLS = (
+    "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome, rendered"
+)
 _CLAIM_COLS = (
     "d.id, d.event_id, e.source, e.message_id, e.type, e.received_at, e.body, d.rule, "
     "d.send_index, d.sink, d.idempotency_key, d.attempts"

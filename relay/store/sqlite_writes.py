@@ -235,8 +235,8 @@ def _record(conn: sqlite3.Connection, change: ResultChange) -> bool:
     if row is not None:
         conn.execute(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,"
-            " error, outcome) VALUES (:delivery_id, :number, :started_at, :duration_ms,"
-            " :status_code, :error, :outcome)",
+            " error, outcome, rendered) VALUES (:delivery_id, :number, :started_at,"
+            " :duration_ms, :status_code, :error, :outcome, :rendered)",
             row,
         )
     if update is not None:

@@ -25,7 +25,7 @@ async def test_open_creates_the_schema_of_a_new_database(make_store):
     store = make_store()
     await store.open()
     try:
-        assert await store.upgrade() == (3, 3)
+        assert await store.upgrade() == (4, 4)
         assert await store.ingest(event(), []) is IngestOutcome.ACCEPTED
     finally:
         await store.close()
@@ -35,7 +35,7 @@ async def test_open_without_create_refuses_a_new_database(make_store):
     """open(create=False) on a database without the schema says to run `relay db upgrade`."""
     store = make_store()
     with pytest.raises(
-        StoreError, match=r"database schema is version 0, relay needs 3: run `relay db upgrade`"
+        StoreError, match=r"database schema is version 0, relay needs 4: run `relay db upgrade`"
     ):
         await store.open(create=False)
     with pytest.raises(StoreError, match="not open"):
@@ -44,8 +44,8 @@ async def test_open_without_create_refuses_a_new_database(make_store):
 
 async def test_upgrade_creates_then_reports_up_to_date(make_store):
     """upgrade() on a closed store creates the schema (0 -> 3), then finds it current (3 -> 3)."""
-    assert await make_store().upgrade() == (0, 3)
-    assert await make_store().upgrade() == (3, 3)
+    assert await make_store().upgrade() == (0, 4)
+    assert await make_store().upgrade() == (4, 4)
     store = make_store()
     await store.open(create=False)
     await store.close()
@@ -113,8 +113,8 @@ def test_db_upgrade_command(backend, request, tmp_path, capsys):
     assert cli.main(["db", "upgrade", "--database", url]) == 0
     shown = redact_url(url)
     assert capsys.readouterr().out.splitlines() == [
-        f"database {shown}: upgraded from 0 to 3",
-        f"database {shown}: schema version 3 (up to date)",
+        f"database {shown}: upgraded from 0 to 4",
+        f"database {shown}: schema version 4 (up to date)",
     ]
 
 
@@ -140,9 +140,9 @@ async def test_sqlite_version_1_database_upgrades_to_3(tmp_path):
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="version 1, relay needs 3: run `relay db upgrade`"):
+    with pytest.raises(StoreError, match="version 1, relay needs 4: run `relay db upgrade`"):
         await SQLiteStore(tmp_path / "relay.db").open()
-    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (1, 3)
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (1, 4)
     raw = sqlite3.connect(tmp_path / "relay.db")
     plan = raw.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM deliveries d WHERE d.status IN ('pending', 'failed')"
@@ -182,7 +182,7 @@ async def test_sqlite_version_2_database_upgrades_to_3_keeping_its_data(tmp_path
     raw.commit()
     raw.close()
     v2 = SQLiteStore(tmp_path / "relay.db")
-    with pytest.raises(StoreError, match="version 2, relay needs 3"):
+    with pytest.raises(StoreError, match="version 2, relay needs 4"):
         await v2.open()
     raw = sqlite3.connect(tmp_path / "relay.db")
     raw.execute(
@@ -195,7 +195,7 @@ async def test_sqlite_version_2_database_upgrades_to_3_keeping_its_data(tmp_path
     )
     raw.commit()
     raw.close()
-    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (2, 3)
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (2, 4)
     raw = sqlite3.connect(tmp_path / "relay.db")
     indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert not indexes & {
@@ -222,20 +222,20 @@ async def test_sqlite_version_2_database_upgrades_to_3_keeping_its_data(tmp_path
 
 
 async def test_sqlite_newer_schema_is_refused(tmp_path):
-    """A file written by a newer relay (user_version > 3) is refused rather than misread."""
+    """A file written by a newer relay (user_version > 4) is refused rather than misread."""
     raw = sqlite3.connect(tmp_path / "relay.db")
-    raw.execute("PRAGMA user_version = 4")
+    raw.execute("PRAGMA user_version = 5")
     raw.close()
-    with pytest.raises(StoreError, match="schema version 4 is newer than 3"):
+    with pytest.raises(StoreError, match="schema version 5 is newer than 4"):
         await SQLiteStore(tmp_path / "relay.db").open()
 
 
 async def test_postgres_newer_schema_is_refused(postgres_url):
-    """A database written by a newer relay (relay_schema version 4) is refused, not misread."""
-    assert await PostgresStore(postgres_url).upgrade() == (0, 3)
+    """A database written by a newer relay (relay_schema version 5) is refused, not misread."""
+    assert await PostgresStore(postgres_url).upgrade() == (0, 4)
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        await conn.execute("UPDATE relay_schema SET version = 4")
-    with pytest.raises(StoreError, match="schema version 4 is newer than 3"):
+        await conn.execute("UPDATE relay_schema SET version = 5")
+    with pytest.raises(StoreError, match="schema version 5 is newer than 4"):
         await PostgresStore(postgres_url).open()
 
 
@@ -259,9 +259,9 @@ async def test_postgres_version_2_database_upgrades_to_3_keeping_its_data(postgr
             " next_attempt_at, created_at, updated_at) VALUES"
             " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'dead', 1, 1, 1)"
         )
-    with pytest.raises(StoreError, match="version 2, relay needs 3"):
+    with pytest.raises(StoreError, match="version 2, relay needs 4"):
         await PostgresStore(postgres_url).open()
-    assert await PostgresStore(postgres_url).upgrade() == (2, 3)
+    assert await PostgresStore(postgres_url).upgrade() == (2, 4)
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         cursor = await conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
@@ -288,4 +288,67 @@ async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
             "relay_schema",
         ]
         cursor = await conn.execute("SELECT version FROM relay_schema")
-        assert await cursor.fetchall() == [(3,)]
+        assert await cursor.fetchall() == [(4,)]
+
+
+async def assert_attempts_keep_renders(store: Store) -> None:
+    """The attempt written at version 3 reads back without a render; a new one keeps its own."""
+    from relay.store import Attempt
+
+    await store.open()
+    try:
+        [old] = await store.list_attempts("dlv_1")
+        assert (old.number, old.error, old.rendered) == (1, "boom", None)
+        await store.record_dead(Attempt("dlv_1", 2.0, 5.0, 422, "no", '{"to": "a"}'), "dlv_1", "no")
+        assert [a.rendered for a in await store.list_attempts("dlv_1")] == [None, '{"to": "a"}']
+    finally:
+        await store.close()
+
+
+V3_ROWS = (
+    "INSERT INTO events VALUES ('evt_1', 'clerk', 'msg_1', 'user.created', 1, {body})",
+    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+    " next_attempt_at, created_at, updated_at) VALUES"
+    " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'failed', 1, 1, 1)",
+    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
+    " outcome) VALUES ('dlv_1', 1, 1, 5, 500, 'boom', 'failed')",
+)
+
+
+async def test_sqlite_version_3_database_upgrades_to_4_keeping_its_attempts(tmp_path):
+    """Version 4 gives attempts the render they sent; a version-3 file is refused until
+    upgraded, and its attempts stay, with no render."""
+    from relay.store.migrations import SQLITE_STEPS
+
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    for step in SQLITE_STEPS[:3]:
+        for statement in step:
+            raw.execute(statement)
+    for statement in V3_ROWS:
+        raw.execute(statement.format(body="X'7B7D'"))
+    raw.execute("PRAGMA user_version = 3")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match="version 3, relay needs 4: run `relay db upgrade`"):
+        await SQLiteStore(tmp_path / "relay.db").open()
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (3, 4)
+    await assert_attempts_keep_renders(SQLiteStore(tmp_path / "relay.db"))
+
+
+async def test_postgres_version_3_database_upgrades_to_4_keeping_its_attempts(postgres_url):
+    """As on SQLite: a version-3 database is refused until upgraded, then keeps its attempts."""
+    import relay.store.postgres_sql as postgres_sql
+    from relay.store.migrations import POSTGRES_STEPS
+
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        for step in POSTGRES_STEPS[:3]:
+            for statement in step:
+                await conn.execute(statement)
+        await conn.execute(postgres_sql.VERSION_TABLE)
+        await conn.execute(postgres_sql.SET_VERSION, [3])
+        for statement in V3_ROWS:
+            await conn.execute(statement.format(body="'{}'"))
+    with pytest.raises(StoreError, match="version 3, relay needs 4: run `relay db upgrade`"):
+        await PostgresStore(postgres_url).open()
+    assert await PostgresStore(postgres_url).upgrade() == (3, 4)
+    await assert_attempts_keep_renders(PostgresStore(postgres_url))

@@ -15,11 +15,11 @@ pytestmark = pytest.mark.anyio
 
 @sqlite_only
 async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
-    """The SQLite file is in WAL mode and carries schema version 3."""
+    """The SQLite file is in WAL mode and carries schema version 4."""
     raw = sqlite3.connect(tmp_path / "relay.db")
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("PRAGMA user_version").fetchone() == (3,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (4,)
     finally:
         raw.close()
 
