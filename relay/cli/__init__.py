@@ -24,6 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "validate rules.yaml and render every template against the sample events",
     ),
     "preview": ("relay.cli.preview", "show what an event would send (sends nothing)"),
+    "test": ("relay.cli.golden", "run the golden tests of the rules (rules.test.yaml)"),
+    "studio": (
+        "relay.cli.studio",
+        "a local web page rendering every rule against the sample events, live",
+    ),
     "serve": ("relay.cli.serve", "receive webhooks and deliver them (ingest + worker)"),
     "worker": (
         "relay.cli.serve",
@@ -35,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "event": ("relay.cli.log", "show an event, its deliveries and their attempts"),
     "deliveries": ("relay.cli.log", "list deliveries, newest first"),
     "replay": ("relay.cli.replay", "deliver again, by id or in bulk"),
+    "explain": (
+        "relay.cli.explain",
+        "why a stored event went where it went: each rule, and each delivery's render then vs now",
+    ),
 }
 
 

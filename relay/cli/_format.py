@@ -2,8 +2,9 @@
 
 Tables are left-aligned, the last column cut to the terminal's width (nothing cut when stdout is not
 a terminal), times in UTC, most with how long ago (``3m ago``). ``--json`` holds every field of a
-record but its raw body, times as UTC ISO-8601 with milliseconds. ``parse_since`` and ``positive``
-are the argparse types of ``--since`` and ``--limit``.
+record but its raw body and an attempt's stored render (``relay explain`` shows it), times as UTC
+ISO-8601 with milliseconds. ``parse_since`` and ``positive`` are the argparse types of ``--since``
+and ``--limit``.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def record_json(record: Any, **extra: Any) -> dict[str, Any]:
     """A record's fields for --json: times as UTC ISO-8601 with milliseconds, no raw body."""
     fields = asdict(record)
     fields.pop("body", None)
+    fields.pop("rendered", None)  # what an attempt sent: `relay explain` shows it
     for key in [k for k in fields if k.endswith(("_at", "_until"))]:
         fields[key] = iso(fields[key], ms=True)
     return {**fields, **extra}

@@ -24,7 +24,7 @@ from typing import Any
 
 from relay.errors import did_you_mean
 
-__all__ = ["CHECKS", "compile_check", "problems", "shown"]
+__all__ = ["CHECKS", "compile_check", "difference", "problems", "shown"]
 
 CHECKS = ("equals", "contains", "not_contains", "regex", "json")
 MAX_SHOWN_LINES = 12
@@ -76,15 +76,19 @@ def problems(check: Check, value: Any) -> list[list[str]]:
     return found
 
 
-def difference(expected: Any, rendered: Any) -> list[str]:
+def difference(
+    expected: Any, rendered: Any, labels: tuple[str, str] = ("expected", "rendered")
+) -> list[str]:
     """Expected against rendered: a unified diff of their lines (of their pretty JSON when not
     both strings), or the two values on one line each when both are short."""
     if not (isinstance(expected, str) and isinstance(rendered, str)):
         expected, rendered = _pretty(expected), _pretty(rendered)
     if "\n" not in expected.rstrip("\n") and "\n" not in rendered.rstrip("\n"):
-        return [f"  expected: {shown(expected)}", f"  rendered: {shown(rendered)}"]
+        width = max(map(len, labels)) + 1
+        return [f"  {label + ':':<{width}} {shown(value)}"
+                for label, value in zip(labels, (expected, rendered), strict=True)]  # fmt: skip
     lines = difflib.unified_diff(
-        expected.splitlines(), rendered.splitlines(), "expected", "rendered", lineterm="", n=2
+        expected.splitlines(), rendered.splitlines(), *labels, lineterm="", n=2
     )
     return [f"  {line}" for line in lines]
 
