@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_SECRET := whsec_cmVsYXktZGV2LXNlY3JldC1ub3QtZm9yLXByb2Q=
 export CLERK_WEBHOOK_SIGNING_SECRET ?= $(DEV_SECRET)
 
-.PHONY: run test lint unit rules-test send-test check clean
+.PHONY: run studio test lint unit rules-test send-test check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 ## run: relay on http://127.0.0.1:8000 with SQLite in ./relay.db; sinks in dry-run (log only)
 run: $(STAMP)
 	$(BIN)/relay serve --dry-run
+
+## studio: the template studio on http://127.0.0.1:8050 (renders rules.yaml live; sends nothing)
+studio: $(STAMP)
+	$(BIN)/relay studio
 
 ## send-test: post a signed sample user.created to the relay that `make run` started
 send-test: $(STAMP)

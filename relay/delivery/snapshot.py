@@ -17,7 +17,7 @@ from typing import Any
 
 from relay.secret import redact
 
-__all__ = ["MAX_STORED_CHARS", "snapshot"]
+__all__ = ["MAX_STORED_CHARS", "redacted", "snapshot"]
 
 MAX_STORED_CHARS = 32 * 1024
 _MIN_STRING_CHARS = 64
@@ -25,8 +25,7 @@ _MIN_STRING_CHARS = 64
 
 def snapshot(payload: Mapping[str, Any], secrets: Iterable[str]) -> str:
     """The payload as stored: redacted, JSON, at most ``MAX_STORED_CHARS`` characters."""
-    known = [s for s in secrets if s]
-    clean = _walk(payload, lambda text: redact(text, known))
+    clean = redacted(payload, secrets)
     limit = MAX_STORED_CHARS
     while True:
         text = _dumps(_walk(clean, lambda s: _clip(s, limit)))  # noqa: B023 (used at once)
@@ -35,6 +34,12 @@ def snapshot(payload: Mapping[str, Any], secrets: Iterable[str]) -> str:
         if limit <= _MIN_STRING_CHARS:  # many small parts: keep their shape, not their content
             return _dumps({"not_stored": f"the message is too large to store ({len(text)} chars)"})
         limit //= 2
+
+
+def redacted(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with each known secret in each of its strings shown as ``[redacted]``."""
+    known = [s for s in secrets if s]
+    return _walk(value, lambda text: redact(text, known))
 
 
 def _dumps(value: Any) -> str:

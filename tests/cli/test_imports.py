@@ -21,9 +21,9 @@ print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if "." 
 """
 
 
-@pytest.mark.parametrize("command", [["check"], ["preview", "samples/user.created.json"]])
+@pytest.mark.parametrize("command", [["check"], ["preview", "samples/user.created.json"], ["test"]])
 def test_offline_commands_import_no_server_or_database_driver(command: list[str]) -> None:
-    """``relay check`` and ``relay preview`` run to the end with uvicorn and psycopg unimported."""
+    """``relay check``, ``preview`` and ``test`` run to the end, uvicorn and psycopg unimported."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *command],
         cwd=ROOT,

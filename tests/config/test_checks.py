@@ -11,7 +11,8 @@ from relay.config.checks import compile_check, problems
 
 def failures(raw: Any, value: Any) -> list[list[str]]:
     check, problem = compile_check(raw)
-    assert problem is None and check is not None
+    assert problem is None
+    assert check is not None
     return problems(check, value)
 
 
@@ -115,11 +116,11 @@ def test_regex_on_a_non_string_fails() -> None:
             {},
             "an empty check (use equals, contains, not_contains, regex, json; to compare "
             "with a mapping, write equals: {...})",
-        ),  # fmt: skip
+        ),
         (
             {"regex": "("},
             "regex: invalid regular expression: missing ), unterminated subpattern at position 0",
-        ),  # fmt: skip
+        ),
         ({"regex": 3}, "regex: must be a string"),
     ],
 )
