@@ -25,10 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "preview": ("relay.cli.preview", "show what an event would send (sends nothing)"),
     "test": ("relay.cli.golden", "run the golden tests of the rules (rules.test.yaml)"),
-    "studio": (
-        "relay.cli.studio",
-        "a local web page rendering every rule against the sample events, live",
-    ),
+    "studio": ("relay.cli.studio", "a local web page drawing what each sample event sends, live"),
     "serve": ("relay.cli.serve", "receive webhooks and deliver them (ingest + worker)"),
     "worker": (
         "relay.cli.serve",
@@ -40,10 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "event": ("relay.cli.log", "show an event, its deliveries and their attempts"),
     "deliveries": ("relay.cli.log", "list deliveries, newest first"),
     "replay": ("relay.cli.replay", "deliver again, by id or in bulk"),
-    "explain": (
-        "relay.cli.explain",
-        "why a stored event went where it went: each rule, and each delivery's render then vs now",
-    ),
+    "explain": ("relay.cli.explain", "why a stored event went where it went, and what differs now"),
 }
 
 

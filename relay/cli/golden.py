@@ -28,6 +28,7 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     add_config_args(parser)
     parser.add_argument(
         "file",
+        metavar="FILE",
         type=Path,
         nargs="?",
         help="the test file (default: beside the rules file, e.g. rules.test.yaml)",

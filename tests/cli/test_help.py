@@ -19,6 +19,8 @@ COMMANDS = [
     (),
     ("check",),
     ("preview",),
+    ("test",),
+    ("studio",),
     ("serve",),
     ("worker",),
     ("send-test",),
@@ -28,6 +30,7 @@ COMMANDS = [
     ("event",),
     ("deliveries",),
     ("replay",),
+    ("explain",),
 ]
 
 
