@@ -274,8 +274,8 @@ def test_resend_example_passes_check_and_names_the_address(
     monkeypatch.setenv("SLACK_EMAIL_ALERTS_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x")
     common = ["--rules", str(EXAMPLE / "rules.yaml"), "--templates", str(ROOT / "templates")]
     assert main(["check", *common, "--samples", str(EXAMPLE / "samples")]) == 0
-    assert (
-        capsys.readouterr().out == "relay check: OK (1 rules, 1 sends, 1 sinks, 2 sample events)\n"
+    assert capsys.readouterr().out == (
+        "relay check: OK (1 rules, 1 sends, 1 sinks, 2 sample events, 4 of 4 tests passed)\n"
     )
     for sample, text in [
         ("email.bounced.json", "Email bounced: ada@example.com (Welcome to Acme, Ada!)"),
