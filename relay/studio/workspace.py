@@ -26,6 +26,7 @@ from relay.config.samples import (
     parse_event,
     preview,
 )
+from relay.delivery.snapshot import redacted
 from relay.errors import ConfigError, Diagnostic
 from relay.reload import fingerprint
 from relay.settings import Settings
@@ -75,6 +76,7 @@ class Shown:
     event: Mapping[str, Any] | None
     problem: str | None = None
     rules: list[RuleView] = field(default_factory=list)
+    shown_event: Any = None  # the event as the page prints it: known secrets redacted
 
 
 @dataclass
@@ -149,6 +151,7 @@ class Workspace:
         config = loaded.config
         if config is None or shown.event is None:
             return shown
+        event = redacted(shown.event, config.secret_values)  # as the page shows it
         rules = [
             RuleView(
                 result,
@@ -157,7 +160,7 @@ class Workspace:
             )
             for result in preview(config, shown.event)
         ]
-        return dataclasses.replace(shown, rules=rules)
+        return dataclasses.replace(shown, shown_event=event, rules=rules)
 
     @staticmethod
     def _send(config: Config, send: PreviewSend) -> SendView:

@@ -99,12 +99,15 @@ async def test_rules_that_do_not_match_say_why(studio: httpx.AsyncClient) -> Non
 
 async def test_an_http_request_shows_no_secret(project: Project) -> None:
     """An HTTP send shows method, URL and headers with every configured value masked and the
-    URL's token and password hidden; its body as pretty JSON."""
+    URL's token and password hidden; its body as pretty JSON. A secret that event data carries
+    into the message (or that the event holds) is redacted too."""
     project.edit_rules(
         "    method: POST\n",
         "    method: PUT\n    headers:\n      Authorization: Bearer s3cr3t-t0ken-value\n",
     )
     secret_url = "https://sync:hunter22@api.example/members?token=tok_abcdef123456"
+    sample = project.samples / "organizationMembership.created.json"
+    sample.write_text(sample.read_text().replace('"org:member"', '"tok_abcdef123456"'))
     app = create_studio_app(settings_of(project))
     transport = httpx.ASGITransport(app=app)
     with pytest.MonkeyPatch.context() as env:
@@ -115,6 +118,7 @@ async def test_an_http_request_shows_no_secret(project: Project) -> None:
     assert "<b>PUT</b> https://sync:***@api.example/members?token=[redacted]\n" in http
     assert "Authorization: ••••••\nContent-Type: application/json\n" in http
     assert "&#34;action&#34;: &#34;added&#34;," in http
+    assert "&#34;role&#34;: &#34;[redacted]&#34;," in http
     for secret in ("s3cr3t", "hunter22", "tok_abcdef"):
         assert secret not in text
 
@@ -178,6 +182,8 @@ async def test_the_fingerprint_follows_the_files(
 ) -> None:
     """The fingerprint the page polls changes when a template, the rules or a sample changes,
     and the fragment is rendered from the files as they are now."""
+    before = await studio.get("/fragment", params={"event": "sample:user.created.json"})
+    assert '<dd class="subject">Welcome to Acme, Ada!</dd>' in before.text
     seen = [(await studio.get("/fingerprint")).json()["fingerprint"]]
     for path in (
         project.templates / "welcome-email.yaml",
