@@ -132,12 +132,17 @@ class Workspace:
         listed = [
             (f"sample:{Path(s.file).name}", Path(s.file).name, s.event) for s in loaded.samples
         ]
-        listed += [(f"pasted:{n}", f"pasted event {n}", e) for n, e in self.pasted.items()]
+        pasted = list(self.pasted.items())  # a paste may arrive meanwhile
+        listed += [(f"pasted:{n}", f"pasted event {n}", e) for n, e in pasted]
         return listed
 
     def show(self, loaded: Loaded, key: str, stored: Mapping[str, Any] | None = None) -> Shown:
         """The event ``key`` names (``stored``: the one read from the log), rendered."""
         kind, _, name = key.partition(":")
+        if not key:
+            return Shown(
+                "", "No event yet", None, "add a sample event to the samples folder, or paste one"
+            )
         if kind == "stored":
             if stored is None:
                 return Shown(key, f"stored event {name}", None, f"no stored event {name}")

@@ -326,3 +326,14 @@ async def test_the_script_and_styles_are_served(studio: httpx.AsyncClient) -> No
     """The page's own script and style sheet are served from the package."""
     assert "/fingerprint" in (await studio.get("/static/studio.js")).text
     assert ".slack" in (await studio.get("/static/studio.css")).text
+
+
+async def test_without_samples_the_page_says_what_to_do(
+    studio: httpx.AsyncClient, project: Project
+) -> None:
+    """With no sample event the page says so and how to add one."""
+    for sample in project.samples.glob("*.json"):
+        sample.unlink()
+    text = await page(studio)
+    assert "No event yet" in text
+    assert "add a sample event to the samples folder, or paste one" in text
