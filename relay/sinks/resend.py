@@ -4,10 +4,19 @@ resend keeps its key, base URL and async client in module globals. relay never s
 it installs ``SharedClientAdapter`` as ``resend.default_async_http_client`` (at build and before
 each send), and each send puts its sink in ``_SENDER``, a ContextVar the adapter reads the shared
 client, key, base URL and timeout from. Sinks with different keys therefore never race.
+
+The adapter also judges Resend's answer itself (``judge``), by its status first, before resend
+parses it: resend reports a 2xx it cannot read as an invented 500 and returns whatever JSON a 2xx
+carries (``{}`` included) as a sent email. Only a 2xx whose JSON object has an email ``id`` is a
+delivery; any other 2xx is a retryable protocol error that quotes what was received. Of Resend's
+two idempotency 409s, ``concurrent_idempotent_requests`` (the same key still in progress, as when
+relay's deadline cut the first attempt short) is retried after ``CONCURRENT_RETRY_S``;
+``invalid_idempotent_request`` (the same key with another payload) is permanent, as is any 4xx.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -34,6 +43,7 @@ from relay.sinks.base import (
 __all__ = ["SINK", "ResendSendFields", "ResendSettings", "ResendSink", "SharedClientAdapter"]
 
 WHAT = "send email via Resend"
+CONCURRENT_RETRY_S = 10.0  # Resend is still working on the same idempotency key: ask again soon
 _COMMA_OUTSIDE_QUOTES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
@@ -95,16 +105,40 @@ class SharedClientAdapter(resend.AsyncHTTPClient):
             files=files, data=data, timeout=settings.timeout_s,
         )  # fmt: skip
         response, body = await httpcheck.send_bounded(sink.http, request)
-        if 300 <= response.status_code < 400:  # resend would report a 500: refuse it here
-            httpcheck.classify_status(WHAT, response.status_code, response.headers, "")
-        kind = response.headers.get("content-type", "")
-        if response.is_success and "json" not in kind:  # resend would invent a 500 for this
+        judge(response.status_code, response.headers, body, [settings.api_key.reveal()])
+        # An email id in a JSON object: hand it to resend as JSON whatever its content type said.
+        headers = {**response.headers, "content-type": "application/json"}
+        return body, response.status_code, headers
+
+
+def judge(status: int, headers: Mapping[str, str], body: bytes, secrets: list[str]) -> None:
+    """Return if Resend's answer is a sent email (a 2xx whose JSON object has an ``id``); else
+    raise the DeliveryError it means, judged by its status first and quoting what was received."""
+    try:
+        data = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8
+        data = None
+    phrase = f"{status} {httpx.codes.get_reason_phrase(status)}".rstrip()
+    if not 200 <= status < 300:
+        name = data.get("name") if isinstance(data, dict) else None
+        message = data.get("message") if isinstance(data, dict) else None
+        detail = f"{name}: {message}" if isinstance(name, str) else body.decode("utf-8", "replace")
+        detail = httpcheck.excerpt(detail, secrets)
+        if status == 409 and name == "concurrent_idempotent_requests":
             raise RetryableError(
-                f"{WHAT}: {response.status_code} but the answer is not JSON ({kind or 'no type'}):"
-                f" {httpcheck.excerpt(body, [settings.api_key.reveal()])}",
-                status=response.status_code,
+                f"{WHAT}: {phrase}: {detail}, retry in {CONCURRENT_RETRY_S:g} s",
+                status=status,
+                retry_after_s=CONCURRENT_RETRY_S,
             )
-        return body, response.status_code, response.headers
+        httpcheck.classify_status(WHAT, status, headers, detail)
+    if isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
+        return
+    received = httpcheck.excerpt(body, secrets) or "an empty body"
+    kind = httpcheck.header(headers, "content-type") or "no content type"
+    raise RetryableError(
+        f"{WHAT}: {phrase}, but not Resend's answer (no email id): received {received} ({kind})",
+        status=status,
+    )
 
 
 def install_adapter() -> None:
