@@ -182,6 +182,33 @@ def test_yaml_11_traps_are_closed(tmp_path: Path) -> None:
     assert errors_for(tmp_path, rules) == ["rules.yaml:17:5: unknown key 'on'"]
 
 
+ALIAS_BOMB = """\
+a: &a [x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+"""
+ANCHOR_MESSAGE = "YAML anchors and aliases are not supported; write the value out"
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        (ALIAS_BOMB, f"rules.yaml:1:4: an anchor (&name): {ANCHOR_MESSAGE}"),
+        (BASE.replace("    path: /webhooks/clerk", "    path: &p /webhooks/clerk"),
+         f"rules.yaml:4:11: an anchor (&name): {ANCHOR_MESSAGE}"),
+        (BASE.replace("    url: http://127.0.0.1:9/x", "    url: *nowhere"),
+         f"rules.yaml:13:10: an alias (*name): {ANCHOR_MESSAGE}"),
+    ],
+)  # fmt: skip
+def test_yaml_anchors_and_aliases_are_refused(tmp_path: Path, rules: str, expected: str) -> None:
+    """Anchors and aliases are refused where they appear, as merge keys are: six lines of nested
+    aliases (a billion laughs: 9^6 values) are one located error, never expanded."""
+    assert errors_for(tmp_path, rules) == [expected]
+
+
 def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:
     """A YAML syntax error names its line and column."""
     assert errors_for(tmp_path, "rules:\n  - name: [unclosed\n") == [
