@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "event": ("relay.cli.log", "show an event, its deliveries and their attempts"),
     "deliveries": ("relay.cli.log", "list deliveries, newest first"),
     "replay": ("relay.cli.replay", "deliver again, by id or in bulk"),
+    "purge": ("relay.cli.purge", "delete delivered and dead history older than a duration"),
 }
 
 

@@ -28,6 +28,7 @@ COMMANDS = [
     ("event",),
     ("deliveries",),
     ("replay",),
+    ("purge",),
 ]
 
 
