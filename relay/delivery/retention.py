@@ -2,27 +2,32 @@
 default) is purged in the background, in small batches, without stalling ingest.
 
 A pass deletes ``BATCH`` events (with their deliveries and attempts) per store call, each its own
-short transaction, and yields ``PAUSE_S`` between calls, so that on SQLite (one writer) the
-group commits of ingest and of attempt results run between batches rather than behind the whole
-purge. It stops when a batch comes back short. Passes run ``FIRST_AFTER_S`` after start, then
-every ``INTERVAL_S``; the retention in force is read at each pass (a reload changes it). Pending
-work is never purged (``Store.purge``). ``relay purge --older-than`` runs the same batches.
+short transaction, and then waits three times as long as that call took (``PAUSE_S`` at least):
+the purge holds the store at most a quarter of the time (``DUTY``), and on SQLite (one writer,
+one thread) the group commits of ingest and of attempt results run between batches rather than
+behind the whole purge. It stops when a batch comes back short.
+
+Passes run ``FIRST_AFTER_S`` after start, then every ``INTERVAL_S``; the retention in force is
+read at each pass (a reload changes it). Pending work is never purged (``Store.purge``).
+``relay purge --older-than`` runs the same batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from relay.errors import StoreError
 from relay.metrics import Metrics
 from relay.store.base import DeliveryLog, Purged
 
-__all__ = ["BATCH", "INTERVAL_S", "PAUSE_S", "Purger", "purge"]
+__all__ = ["BATCH", "DUTY", "INTERVAL_S", "PAUSE_S", "Purger", "purge"]
 
-BATCH = 500  # events per transaction: a few ms of SQLite's one writer
-PAUSE_S = 0.02  # between batches: ingest's and the worker's commits go first
+BATCH = 200  # events per transaction: ~10-20 ms of SQLite's one writer
+PAUSE_S = 0.02  # between batches at least: ingest's and the worker's commits go first
+DUTY = 0.25  # the share of the store's time a purge may take
 FIRST_AFTER_S = 30.0
 INTERVAL_S = 3600.0
 
@@ -38,18 +43,22 @@ async def purge(
     batch: int = BATCH,
     pause_s: float = PAUSE_S,
     sleep: Sleep = asyncio.sleep,
+    timer: Callable[[], float] = time.monotonic,
     each: Callable[[Purged], None] = lambda purged: None,
 ) -> Purged:
     """Purge everything purgeable received before ``older_than``, ``batch`` events at a time,
-    sleeping ``pause_s`` between batches; ``each`` sees every batch. Returns the total."""
+    sleeping after each batch (``pause_s`` at least) so that batches take at most ``DUTY`` of
+    the time; ``each`` sees every batch. Returns the total."""
     total = Purged()
     while True:
+        started = timer()
         done = await store.purge(older_than, limit=batch)
+        took_s = timer() - started
         total += done
         each(done)
         if done.events < batch:
             return total
-        await sleep(pause_s)
+        await sleep(max(pause_s, took_s * (1 - DUTY) / DUTY))
 
 
 class Purger:
@@ -63,12 +72,14 @@ class Purger:
         *,
         clock: Callable[[], float],
         sleep: Sleep = asyncio.sleep,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.retention_s = retention_s
         self.metrics = metrics
         self.clock = clock
         self.sleep = sleep
+        self.timer = timer
 
     async def run(self) -> None:
         """Pass after pass until cancelled; a store failure is logged and the next pass tries
@@ -88,6 +99,7 @@ class Purger:
             self.store,
             older_than,
             sleep=self.sleep,
+            timer=self.timer,
             each=lambda p: self.metrics.purged(p.events, p.deliveries, p.attempts),
         )
         self.metrics.purge_finished(self.clock())

@@ -33,23 +33,37 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 async def test_a_pass_purges_in_batches_yielding_between_them(store: SQLiteStore) -> None:
-    """1,200 old delivered events go in three batches (500, 500, 200) with a pause between
-    them; 30 old pending deliveries stay; the metrics count every row."""
-    await seed(store, delivered=2 * BATCH + 200, pending=30, at=T0)
+    """BATCH * 2 + 50 old delivered events go in three batches with a pause after each full
+    one: three times what the batch took (the purge holds the store a quarter of the time), and
+    PAUSE_S at least; 30 old pending deliveries stay; the metrics count every row."""
+    await seed(store, delivered=2 * BATCH + 50, pending=30, at=T0)
     pauses: list[float] = []
+    took = iter([0.1, 0.001])  # what each full batch takes, by the injected timer
+    now = [0.0]
+
+    def timer() -> float:
+        return now[0]
+
+    class TimedStore:
+        async def purge(self, older_than: float, *, limit: int = 1000) -> Purged:
+            done = await store.purge(older_than, limit=limit)
+            now[0] += next(took, 0.0)
+            return done
 
     async def sleep(seconds: float) -> None:
         pauses.append(seconds)
 
     metrics = Metrics()
-    purger = Purger(store, lambda: 30 * DAY, metrics, clock=lambda: T0 + 31 * DAY, sleep=sleep)
-    assert await purger.run_once() == Purged(1200, 1200, 1200)
-    assert pauses == [PAUSE_S, PAUSE_S]
+    purger = Purger(TimedStore(), lambda: 30 * DAY, metrics, clock=lambda: T0 + 31 * DAY,  # type: ignore[arg-type]
+                    sleep=sleep, timer=timer)  # fmt: skip
+    n = 2 * BATCH + 50
+    assert await purger.run_once() == Purged(n, n, n)
+    assert pauses == [pytest.approx(0.3), PAUSE_S]
     left = await store.list_deliveries(limit=1000)
     assert len(left) == 30
     assert {d.status.value for d in left} == {"pending"}
-    assert value(metrics, "relay_purged_rows_total", table="events") == 1200
-    assert value(metrics, "relay_purged_rows_total", table="attempts") == 1200
+    assert value(metrics, "relay_purged_rows_total", table="events") == n
+    assert value(metrics, "relay_purged_rows_total", table="attempts") == n
     assert value(metrics, "relay_retention_last_purge_timestamp_seconds") == T0 + 31 * DAY
 
 
