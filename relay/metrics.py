@@ -11,6 +11,7 @@ front, so dashboards and alerts see zeros instead of missing series.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable
 from typing import Any, Literal, get_args
 
@@ -19,9 +20,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
+
+from relay import __version__
 
 EventOutcome = Literal["accepted", "duplicate", "store_unavailable"]
 WorkerStage = Literal["claim", "sweep", "tick", "delivery"]
@@ -46,6 +51,17 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: *_created series only add noise here
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_* (CPU, memory, open files, start time) and python_info, as on any Python
+        # exporter; and which relay this is.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        build = Gauge(
+            "relay_build_info",
+            "The running relay: its version and Python's (always 1).",
+            ["version", "python"],
+            registry=r,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
         self._event_counters: dict[tuple[str, str, str, str], Any] = {}
         self.events = Counter(
             "relay_events_received",

@@ -19,7 +19,6 @@ from relay.config.durations import format_duration, parse_duration
 from relay.config.model import MIN_RETENTION_S
 from relay.store.base import DeliveryLog, Purged
 
-
 PURGE_NOTE = (
     "Deletes, in small batches and while `relay serve` runs, the events received more than "
     "DURATION ago whose deliveries are all delivered or dead, with their deliveries and attempts: "
