@@ -31,7 +31,10 @@ class Settings:
     ingest: bool = True
     log_format: str = "auto"  # auto | json | text
     log_level: str = "info"  # debug | info | warning | error
-    shutdown_grace_s: float = 10.0  # on SIGTERM, how long attempts in flight may finish
+    # On SIGTERM, how long requests and attempts in flight may finish. Docker kills a container
+    # 10 s after SIGTERM (stop_grace_period): 8 s leaves the rest of the shutdown (closing the
+    # sinks and the store) time to end before that.
+    shutdown_grace_s: float = 8.0
     db_upgrade: bool = False  # upgrade an older database schema at start
     lease_margin_s: float = 60.0  # a claim lasts the sink's timeout_s plus this
     body_timeout_s: float = BODY_TIMEOUT_S  # a request's body must arrive within this (else 408)

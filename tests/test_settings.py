@@ -17,7 +17,7 @@ def test_defaults() -> None:
     assert (settings.rules_path, settings.templates_dir) == (Path("rules.yaml"), Path("templates"))
     assert settings.database_url == "sqlite:///relay.db"
     assert (settings.host, settings.port, settings.dry_run) == ("127.0.0.1", 8000, False)
-    assert (settings.shutdown_grace_s, settings.lease_margin_s) == (10.0, 60.0)
+    assert (settings.shutdown_grace_s, settings.lease_margin_s) == (8.0, 60.0)
     assert settings.body_timeout_s == 15.0
     assert (settings.log_format, settings.log_level) == ("auto", "info")
 

@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from relay import __version__
 from relay.cli._shared import EXIT_INTERRUPTED, EXIT_USAGE
 from relay.errors import SettingsError
 
@@ -44,6 +45,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description="A verified, durable relay for Clerk (Svix) webhooks."
     )
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
