@@ -6,6 +6,7 @@ command it would run, with its environment, as the image would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -95,9 +97,7 @@ def test_entry_command_serves_and_passes_its_healthcheck(tmp_path: Path) -> None
     command = exec_form(instructions("ENTRYPOINT")[0]) + exec_form(instructions("CMD")[0])
     assert command == ["relay", "serve"]
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     for name in ("rules.yaml",):
         shutil.copy(ROOT / name, tmp_path / name)
     for folder in ("templates", "samples"):
@@ -110,23 +110,42 @@ def test_entry_command_serves_and_passes_its_healthcheck(tmp_path: Path) -> None
         "RELAY_PORT": str(port),
         "RELAY_DATABASE_URL": f"sqlite:///{tmp_path}/relay.db",
     }
-    relay = [sys.executable, "-m", "relay", *command[1:]]
-    proc = subprocess.Popen(relay, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with running([*command[1:]], port, tmp_path, env) as proc:
         assert healthcheck(proc.pid, env) == 0
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=20)
     # uvicorn re-raises SIGTERM after a clean shutdown, so the exit status is -SIGTERM.
-    assert proc.returncode in (0, -15), err.decode()
-    assert b'"msg": "relay stopped"' in err
+    log = (tmp_path / "relay.log").read_text()
+    assert proc.returncode in (0, -15), log
+    assert '"msg": "relay stopped"' in log
+
+
+@contextlib.contextmanager
+def running(
+    args: list[str], port: int, folder: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m relay ARGS`` in ``folder`` (its stderr in ``folder/relay.log``), ready on
+    ``port``; terminated afterwards."""
+    with (folder / "relay.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "relay", *args], cwd=folder, env=env,
+                                stderr=log)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def healthcheck(pid: int, env: dict[str, str]) -> int:
@@ -140,27 +159,13 @@ def healthcheck(pid: int, env: dict[str, str]) -> int:
 def test_healthcheck_follows_relay_worker_to_its_port(tmp_path: Path) -> None:
     """`relay worker` (as `docker run relay worker` runs it) listens on --port (8001 by default),
     not RELAY_PORT: the HEALTHCHECK finds it there, and fails once the worker has stopped."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     shutil.copy(ROOT / "rules.yaml", tmp_path / "rules.yaml")
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
     env = {**os.environ, **TEST_ENV, "RELAY_PORT": "9", "RELAY_LOG_FORMAT": "json",
            "RELAY_DATABASE_URL": f"sqlite:///{tmp_path}/relay.db"}  # fmt: skip
-    worker = [sys.executable, "-m", "relay", "worker", "--port", str(port)]
-    proc = subprocess.Popen(worker, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with running(["worker", "--port", str(port)], port, tmp_path, env) as proc:
         assert healthcheck(proc.pid, env) == 0
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)
     assert healthcheck(proc.pid, env) == 1
 
 

@@ -10,12 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import at_store, deliveries, run
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+from tests.cli.helpers import Terminal, at_store, deliveries, run
 
 
 def event_ids(db: Path) -> list[str]:
