@@ -5,18 +5,12 @@ it installs ``SharedClientAdapter`` as ``resend.default_async_http_client`` (at 
 each send), and each send puts its sink in ``_SENDER``, a ContextVar the adapter reads the shared
 client, key, base URL and timeout from. Sinks with different keys therefore never race.
 
-The adapter also judges Resend's answer itself (``judge``), by its status first, before resend
-parses it: resend reports a 2xx it cannot read as an invented 500 and returns whatever JSON a 2xx
-carries (``{}`` included) as a sent email. Only a 2xx whose JSON object has an email ``id`` is a
-delivery; any other 2xx is a retryable protocol error that quotes what was received. Of Resend's
-two idempotency 409s, ``concurrent_idempotent_requests`` (the same key still in progress, as when
-relay's deadline cut the first attempt short) is retried after ``CONCURRENT_RETRY_S``;
-``invalid_idempotent_request`` (the same key with another payload) is permanent, as is any 4xx.
+The adapter also judges Resend's answer itself (``relay.sinks.resend_answers.judge``), by its
+status first, before resend parses it: only a 2xx whose JSON has an email id reaches resend.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -26,7 +20,7 @@ from typing import Any, cast
 import httpx
 import resend
 from pydantic import Field, field_validator
-from resend.exceptions import NoContentError, ResendError
+from resend.exceptions import ResendError
 
 from relay.errors import DeliveryError, PermanentError, RetryableError
 from relay.sinks import httpcheck
@@ -39,11 +33,10 @@ from relay.sinks.base import (
     SinkType,
     TemplateField,
 )
+from relay.sinks.resend_answers import WHAT, judge
 
 __all__ = ["SINK", "ResendSendFields", "ResendSettings", "ResendSink", "SharedClientAdapter"]
 
-WHAT = "send email via Resend"
-CONCURRENT_RETRY_S = 10.0  # Resend is still working on the same idempotency key: ask again soon
 _COMMA_OUTSIDE_QUOTES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
@@ -111,36 +104,6 @@ class SharedClientAdapter(resend.AsyncHTTPClient):
         return body, response.status_code, headers
 
 
-def judge(status: int, headers: Mapping[str, str], body: bytes, secrets: list[str]) -> None:
-    """Return if Resend's answer is a sent email (a 2xx whose JSON object has an ``id``); else
-    raise the DeliveryError it means, judged by its status first and quoting what was received."""
-    try:
-        data = json.loads(body)
-    except ValueError:  # not JSON, or not UTF-8
-        data = None
-    phrase = f"{status} {httpx.codes.get_reason_phrase(status)}".rstrip()
-    if not 200 <= status < 300:
-        name = data.get("name") if isinstance(data, dict) else None
-        message = data.get("message") if isinstance(data, dict) else None
-        detail = f"{name}: {message}" if isinstance(name, str) else body.decode("utf-8", "replace")
-        detail = httpcheck.excerpt(detail, secrets)
-        if status == 409 and name == "concurrent_idempotent_requests":
-            raise RetryableError(
-                f"{WHAT}: {phrase}: {detail}, retry in {CONCURRENT_RETRY_S:g} s",
-                status=status,
-                retry_after_s=CONCURRENT_RETRY_S,
-            )
-        httpcheck.classify_status(WHAT, status, headers, detail)
-    if isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
-        return
-    received = httpcheck.excerpt(body, secrets) or "an empty body"
-    kind = httpcheck.header(headers, "content-type") or "no content type"
-    raise RetryableError(
-        f"{WHAT}: {phrase}, but not Resend's answer (no email id): received {received} ({kind})",
-        status=status,
-    )
-
-
 def install_adapter() -> None:
     """Make ``resend.default_async_http_client`` relay's adapter (idempotent)."""
     current = resend.default_async_http_client
@@ -192,8 +155,6 @@ class ResendSink:
             )
         except ResendError as exc:
             raise self._translate(exc) from exc
-        except NoContentError as exc:
-            raise RetryableError(f"{WHAT}: empty answer from Resend") from exc
         finally:
             _SENDER.reset(token)
 
