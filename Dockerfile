@@ -10,15 +10,14 @@ FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 RUN python -m venv /venv
+# The dependencies first, exactly as locked (versions and hashes: an image does not change with
+# the day it is built), so code changes do not bust this layer. requirements.lock is made from
+# pyproject.toml by `uv pip compile` (docs/development.md says how to update it).
+COPY requirements.lock ./
+RUN /venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
-# Install only the dependencies (from pyproject.toml), so code changes do not bust this layer.
-RUN python - <<'PY' > /tmp/requirements.txt
-import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
-PY
-RUN /venv/bin/pip install -r /tmp/requirements.txt
 COPY relay ./relay
-RUN /venv/bin/pip install --no-deps .
+RUN /venv/bin/pip install --no-deps --no-build-isolation .
 
 # --- runtime: the venv, the default config, a non-root user -------------------------------
 FROM python:3.11-slim
@@ -35,11 +34,15 @@ ENV PATH=/venv/bin:$PATH \
     RELAY_PORT=8000 \
     RELAY_DATABASE_URL=sqlite:////data/relay.db \
     RELAY_LOG_FORMAT=json
-USER relay
+USER 10001
 VOLUME ["/data"]
 EXPOSE 8000
+# Asks /healthz where the entrypoint listens: `relay serve` on $RELAY_PORT, `relay worker` on 8001
+# (or either's --port), read from PID 1's command line.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]
+    CMD ["python", "-m", "relay.healthcheck"]
+# Docker kills 10 s after SIGTERM (stop_grace_period); relay's default grace
+# (RELAY_SHUTDOWN_GRACE_S=8) ends before that. Raise both together.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["relay"]
 CMD ["serve"]

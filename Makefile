@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_SECRET := whsec_cmVsYXktZGV2LXNlY3JldC1ub3QtZm9yLXByb2Q=
 export CLERK_WEBHOOK_SIGNING_SECRET ?= $(DEV_SECRET)
 
-.PHONY: run studio test lint unit rules-test send-test check clean
+.PHONY: run studio test lint unit rules-test floors lock send-test check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint Dockerfile
 
 ## rules-test: `relay test` on rules.yaml and on each example's rules (their rules.test.yaml)
 rules-test: $(STAMP)
@@ -51,5 +52,18 @@ rules-test: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
+## floors: the unit tests on the lowest versions pyproject.toml allows (a venv of their own)
+floors: $(STAMP)
+	rm -rf .venv-floors
+	$(BIN)/uv venv -q -p "$$(command -v $(PYTHON))" .venv-floors
+	$(BIN)/uv pip install -q --python .venv-floors/bin/python --resolution lowest-direct -e '.[dev]'
+	.venv-floors/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/e2e
+
+## lock: pin the image's dependencies (requirements.lock: versions and hashes) from pyproject.toml
+lock: $(STAMP)
+	printf 'setuptools>=69\n' | $(BIN)/uv pip compile pyproject.toml - --universal \
+		--python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q \
+		-o requirements.lock
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-floors .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -13,6 +13,7 @@ Every exception relay raises on purpose derives from ``RelayError``::
     └── DeliveryError             a sink could not deliver one message
         ├── RetryableError        try again later (timeouts, 408, 429, 5xx); may carry retry_after_s
         └── PermanentError        never succeeds as is (other 4xx, invalid payload) -> dead letter
+            └── PayloadError      a rendered payload the provider refuses; ``path`` locates it
 
 Foreign exceptions (httpx, resend, sqlite3, svix, jinja2) are translated at the boundary where they
 happen, with ``raise ... from exc``, so callers only ever handle this tree.
@@ -110,6 +111,16 @@ class RetryableError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """A failure that retrying cannot fix: the delivery is dead-lettered with this reason."""
+
+
+class PayloadError(PermanentError):
+    """A rendered message its provider would refuse (Slack blocks that Slack rejects, say).
+    ``path`` locates the part at fault in the payload (``("blocks", 0, "text", "type")``), so
+    that ``relay check`` can point at the template line that rendered it."""
+
+    def __init__(self, message: str, *, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -1,6 +1,6 @@
 """A running relay's live state and its lifespan: what starts before the first request and stops
 after the last (the store, the shared HTTP client, the sinks built from the config, hot reload,
-and the in-process worker).
+and the in-process worker with its retention purge).
 
 ``RelayState`` is the swappable part: a reload replaces its config and the sinks built from it.
 ``lifespan(state)`` is what ``relay.app.create_app`` hands to Starlette.
@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from relay.config import Config, Mode
+from relay.delivery.retention import Purger
 from relay.delivery.worker import Runtime, Worker
 from relay.metrics import Metrics
 from relay.reload import Reloader
@@ -158,6 +159,8 @@ async def start(state: RelayState) -> None:
             lease_margin_s=settings.lease_margin_s,
         )
         state.tasks.append(asyncio.create_task(state.worker.run()))
+        purger = Purger(store, lambda: state.config.retention_s, state.metrics, clock=clock)
+        state.tasks.append(asyncio.create_task(purger.run()))
     # Everything built so far lives as long as the process: keep it out of the cyclic GC,
     # whose full passes over it otherwise stall every request in flight (tens of ms).
     gc.collect()

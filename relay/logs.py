@@ -3,6 +3,12 @@
 Callers pass fields as ``extra={"fields": {...}}``, or call ``emit`` for the per-event and
 per-attempt lines (same output, less work). No secret or message body is ever logged: callers log
 ids, names, outcomes and redacted error texts only.
+
+One pipeline for every logger: ``configure`` puts relay's handler on the root logger too, so the
+lines of uvicorn, asyncio, psycopg's pool and any other library come out in the same format (in
+JSON, one object per line, a traceback as its ``exception`` field), and ``capture_process``
+sends what would otherwise be printed to stderr (warnings, uncaught exceptions in the main thread
+or another one, unraisable exceptions) through it too. Libraries log from WARNING up.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -32,7 +39,13 @@ class FieldsFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         exception = self.formatException(record.exc_info) if record.exc_info else None
+        if record.exc_text and not exception:
+            exception = record.exc_text
+        if record.stack_info:
+            exception = (exception + "\n" if exception else "") + record.stack_info
         fields = getattr(record, "fields", {})
+        if not isinstance(fields, dict):
+            fields = {"fields": fields}
         return self.line(
             record.created, record.levelname, record.name, record.getMessage(), fields, exception
         )
@@ -84,7 +97,8 @@ class TextFormatter(FieldsFormatter):
     ) -> str:
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
         stamp = time.strftime("%H:%M:%S", time.localtime(created))
-        text = f"{stamp} {levelname:<7} {msg}" + (f"  {extra}" if extra else "")
+        who = "" if name == "relay" or name.startswith("relay.") else f"{name}: "
+        text = f"{stamp} {levelname:<7} {who}{msg}" + (f"  {extra}" if extra else "")
         if exception is not None:
             text += "\n" + exception
         return text
@@ -145,6 +159,28 @@ class TurnBufferedHandler(logging.Handler):
         finally:
             self.release()
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A line that could not be formatted or written: one line saying so, in this
+        handler's format (logging's own report is a multi-line traceback on stderr)."""
+        formatter = self.formatter
+        if not isinstance(formatter, FieldsFormatter):
+            super().handleError(record)
+            return
+        kind, exc, _ = sys.exc_info()
+        problem = f"{kind.__name__}: {exc}" if kind is not None else "unknown"
+        try:
+            text = formatter.line(
+                time.time(),
+                "ERROR",
+                "relay.logs",
+                "a log line could not be written",
+                {"from_logger": record.name, "line": str(record.msg)[:200], "problem": problem},
+            )
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except Exception:  # noqa: S110 (the stream itself is broken: nowhere left to say it)
+            pass
+
 
 _direct: TurnBufferedHandler | None = None  # relay's own handler, once configure() ran
 
@@ -183,18 +219,22 @@ def level(name: str) -> int:
     return int(logging.getLevelName(name.upper()))
 
 
-def configure(fmt: str = "auto", level: int = logging.INFO, stream: IO[str] | None = None) -> None:
-    """Send relay's logs to stderr (or ``stream``), as JSON unless it is a terminal (or fmt
-    says)."""
+def configure(fmt: str = "auto", level: int = logging.INFO, stream: IO[str] | None = None) -> bool:
+    """Send every logger's lines to stderr (or ``stream``): relay's from ``level`` up, other
+    libraries' from WARNING up; as JSON unless the stream is a terminal (or ``fmt`` says), in a
+    console format for a person otherwise. Returns whether the lines are JSON."""
     global _direct
     stream = sys.stderr if stream is None else stream
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     handler = TurnBufferedHandler(stream)
     handler.setFormatter(JSONFormatter() if use_json else TextFormatter())
-    root = logging.getLogger("relay")
+    relay = logging.getLogger("relay")
+    relay.handlers[:] = [handler]
+    relay.setLevel(level)
+    relay.propagate = False
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    root.setLevel(max(level, logging.WARNING))
     _direct = handler
     # Every formatter here writes only the time, level, logger, message and fields: skip what a
     # log record would otherwise look up on each call (the logging HOWTO, "Optimization").
@@ -202,3 +242,33 @@ def configure(fmt: str = "auto", level: int = logging.INFO, stream: IO[str] | No
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None  # no findCaller stack walk: file and line are never written
+    return use_json
+
+
+def capture_process() -> None:
+    """Route what Python would print to stderr itself through the log pipeline: warnings, an
+    uncaught exception (in the main thread or another), an exception nobody can raise (in a
+    ``__del__``, say). For a process that ``configure``d its logs (``relay serve``)."""
+    log = logging.getLogger("relay.process")
+    logging.captureWarnings(True)
+
+    def uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        log.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+    def in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        exc_info = (args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+        thread = args.thread.name if args.thread is not None else "?"
+        log.error("uncaught exception in a thread", exc_info=exc_info, extra={
+            "fields": {"thread": thread}})  # fmt: skip
+
+    def unraisable(info: Any) -> None:
+        exc = info.exc_value
+        exc_info = (info.exc_type, exc, info.exc_traceback) if exc is not None else None
+        what = info.err_msg or "exception ignored"
+        log.error(what, exc_info=exc_info, extra={"fields": {"object": repr(info.object)[:200]}})
+
+    sys.excepthook = uncaught
+    threading.excepthook = in_thread
+    sys.unraisablehook = unraisable

@@ -11,6 +11,7 @@ front, so dashboards and alerts see zeros instead of missing series.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable
 from typing import Any, Literal, get_args
 
@@ -19,9 +20,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
+
+from relay import __version__
 
 EventOutcome = Literal["accepted", "duplicate", "store_unavailable"]
 WorkerStage = Literal["claim", "sweep", "tick", "delivery"]
@@ -30,6 +35,7 @@ COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 COMMIT_WRITES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
 OUTCOMES = ("delivered", "dead")
+PURGED_TABLES = ("events", "deliveries", "attempts")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 WORKER_STAGES: tuple[WorkerStage, ...] = get_args(WorkerStage)
 
@@ -45,6 +51,17 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: *_created series only add noise here
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_* (CPU, memory, open files, start time) and python_info, as on any Python
+        # exporter; and which relay this is.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        build = Gauge(
+            "relay_build_info",
+            "The running relay: its version and Python's (always 1).",
+            ["version", "python"],
+            registry=r,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
         self._event_counters: dict[tuple[str, str, str, str], Any] = {}
         self.events = Counter(
             "relay_events_received",
@@ -141,6 +158,20 @@ class Metrics:
         )
         for stage in WORKER_STAGES:
             self.worker_errors.labels(stage)
+        self.purged_rows = Counter(
+            "relay_purged_rows",
+            "Rows of delivered and dead history deleted by retention (rules.yaml `retention:`"
+            " and `relay purge`), by table: events, deliveries, attempts.",
+            ["table"],
+            registry=r,
+        )
+        for table in PURGED_TABLES:
+            self.purged_rows.labels(table)
+        self.purge_time = Gauge(
+            "relay_retention_last_purge_timestamp_seconds",
+            "When the last retention pass finished (0: none yet).",
+            registry=r,
+        )
 
     def prepare(
         self, sinks: Iterable[str], sends: Iterable[tuple[str, str]], sources: Iterable[str]
@@ -211,6 +242,17 @@ class Metrics:
     def worker_failed(self, stage: WorkerStage) -> None:
         """A worker step failed (also logged as an error)."""
         self.worker_errors.labels(stage).inc()
+
+    # --- retention ------------------------------------------------------------------------------
+
+    def purged(self, events: int, deliveries: int, attempts: int) -> None:
+        """One purge batch deleted these rows."""
+        for table, rows in zip(PURGED_TABLES, (events, deliveries, attempts), strict=True):
+            if rows:
+                self.purged_rows.labels(table).inc(rows)
+
+    def purge_finished(self, when: float) -> None:
+        self.purge_time.set(when)
 
     # --- the queue and config -------------------------------------------------------------------
 

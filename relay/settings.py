@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,10 @@ class Settings:
     ingest: bool = True
     log_format: str = "auto"  # auto | json | text
     log_level: str = "info"  # debug | info | warning | error
-    shutdown_grace_s: float = 10.0  # on SIGTERM, how long attempts in flight may finish
+    # On SIGTERM, how long requests and attempts in flight may finish. Docker kills a container
+    # 10 s after SIGTERM (stop_grace_period): 8 s leaves the rest of the shutdown (closing the
+    # sinks and the store) time to end before that.
+    shutdown_grace_s: float = 8.0
     db_upgrade: bool = False  # upgrade an older database schema at start
     lease_margin_s: float = 60.0  # a claim lasts the sink's timeout_s plus this
     body_timeout_s: float = BODY_TIMEOUT_S  # a request's body must arrive within this (else 408)
@@ -71,8 +75,21 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")  # no nan, inf or _
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """A boolean variable: 1/true/yes/on or 0/false/no/off (any case); anything else is a
+    SettingsError, never a silent "off" (``RELAY_DRY_RUN=ture`` must not send for real)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise SettingsError(f"{name} must be true or false (or 1/0, yes/no, on/off), not {raw!r}")
 
 
 def _number(
@@ -87,11 +104,10 @@ def _number(
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = int(raw) if whole else float(raw)
-    except ValueError:
+    if not (_WHOLE if whole else _DECIMAL).fullmatch(raw.strip()):
         kind = "a whole number" if whole else "a number"
-        raise SettingsError(f"{name} must be {kind}, not {raw!r}") from None
+        raise SettingsError(f"{name} must be {kind}, not {raw!r}")
+    value = int(raw) if whole else float(raw)
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low:g} and {high:g}, not {raw!r}")
     return value

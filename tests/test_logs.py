@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -110,9 +111,7 @@ def test_fields_that_json_cannot_encode_are_written_as_text(logged) -> None:
 def test_relay_log_level_warning_keeps_warnings_and_drops_the_per_event_lines(capsys) -> None:
     """What `relay serve` sets up for RELAY_LOG_LEVEL=warning: info lines (one per event) are
     not written, warnings and errors are."""
-    relay_logger = logging.getLogger("relay")
-    saved = (relay_logger.handlers[:], relay_logger.level, relay_logger.propagate)
-    try:
+    with restored_loggers():
         configure("json", level("warning"))
         logging.getLogger("relay.ingest").info("event accepted", extra={"fields": {"n": 1}})
         logging.getLogger("relay.ingest").warning("slow disk", extra={"fields": {"n": 2}})
@@ -122,8 +121,6 @@ def test_relay_log_level_warning_keeps_warnings_and_drops_the_per_event_lines(ca
             ("warning", "slow disk"),
             ("error", "store cannot commit"),
         ]
-    finally:
-        relay_logger.handlers[:], relay_logger.level, relay_logger.propagate = saved
 
 
 def test_level_names() -> None:
@@ -135,18 +132,26 @@ def test_level_names() -> None:
     ]
 
 
+@contextlib.contextmanager
+def restored_loggers() -> Iterator[None]:
+    """The relay and root loggers as they were, after a test that called configure()."""
+    loggers = [logging.getLogger("relay"), logging.getLogger()]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, (handlers, lvl, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers[:], lg.level, lg.propagate = handlers, lvl, propagate
+
+
 @pytest.fixture
 def configured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     """relay's logger and a stream for its lines, restored afterwards. Each test calls
     configure() itself, as `relay serve` does: in the test's own phase, after pytest has added
     its capture handlers (which configure() replaces)."""
     stream = io.StringIO()
-    relay_logger = logging.getLogger("relay")
-    saved = (relay_logger.handlers[:], relay_logger.level, relay_logger.propagate)
-    try:
+    with restored_loggers():
         yield logging.getLogger("relay.ingest"), stream
-    finally:
-        relay_logger.handlers[:], relay_logger.level, relay_logger.propagate = saved
 
 
 def written(stream: io.StringIO) -> list[dict[str, object]]:
@@ -227,3 +232,47 @@ def test_emit_keeps_the_level(configured) -> None:
     assert [(line["level"], line["msg"]) for line in written(stream)] == [
         ("warning", "delivery dead")
     ]
+
+
+def test_every_logger_goes_through_the_same_pipeline(configured) -> None:
+    """After configure(), a library's lines (uvicorn, asyncio, psycopg's pool, any other) are
+    JSON lines too, from WARNING up, a traceback as the `exception` field; relay's own lines keep
+    their level."""
+    _, stream = configured
+    configure("json", stream=stream)
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    logging.getLogger("psycopg.pool").info("pool opened")  # below WARNING: not written
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("asyncio").exception("Task exception was never retrieved\nfuture: x")
+    lines = written(stream)
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("uvicorn.error", "warning"),
+        ("asyncio", "error"),
+    ]
+    assert lines[1]["msg"] == "Task exception was never retrieved\nfuture: x"
+    assert lines[1]["exception"].endswith("RuntimeError: boom")
+
+
+def test_a_line_that_cannot_be_formatted_is_one_json_line_saying_so(configured) -> None:
+    """A library's malformed log call (its arguments do not fit its format) is reported as one
+    JSON line, not logging's multi-line report on stderr."""
+    _, stream = configured
+    configure("json", stream=stream)
+    logging.getLogger("somelib").warning("%d items", "not a number")
+    [line] = written(stream)
+    assert (line["logger"], line["msg"]) == ("relay.logs", "a log line could not be written")
+    assert (line["from_logger"], line["line"]) == ("somelib", "%d items")
+    assert line["problem"].startswith("TypeError: %d format")
+
+
+def test_console_format_names_a_library_logger(configured) -> None:
+    """For a person at a terminal: one readable line, naming the logger when it is not relay's."""
+    _, stream = configured
+    configure("text", stream=stream)
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    logging.getLogger("relay.ingest").warning("slow disk")
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("WARNING uvicorn.error: Invalid HTTP request received.")
+    assert second.endswith("WARNING slow disk")

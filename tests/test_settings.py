@@ -17,7 +17,7 @@ def test_defaults() -> None:
     assert (settings.rules_path, settings.templates_dir) == (Path("rules.yaml"), Path("templates"))
     assert settings.database_url == "sqlite:///relay.db"
     assert (settings.host, settings.port, settings.dry_run) == ("127.0.0.1", 8000, False)
-    assert (settings.shutdown_grace_s, settings.lease_margin_s) == (10.0, 60.0)
+    assert (settings.shutdown_grace_s, settings.lease_margin_s) == (8.0, 60.0)
     assert settings.body_timeout_s == 15.0
     assert (settings.log_format, settings.log_level) == ("auto", "info")
 
@@ -52,13 +52,39 @@ def test_values_are_read() -> None:
         ({"RELAY_BODY_TIMEOUT_S": "0"}, "RELAY_BODY_TIMEOUT_S must be between 1 and 3600, not '0'"),
         ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT must be auto, json or text, not 'xml'"),
         ({"RELAY_LOG_LEVEL": "loud"}, "RELAY_LOG_LEVEL must be debug, info, warning or error"),
+        ({"RELAY_DRY_RUN": "ture"},
+         "RELAY_DRY_RUN must be true or false (or 1/0, yes/no, on/off), not 'ture'"),
+        ({"RELAY_DRY_RUN": "2"}, "RELAY_DRY_RUN must be true or false"),
+        ({"RELAY_DB_UPGRADE": "y"}, "RELAY_DB_UPGRADE must be true or false"),
+        ({"RELAY_PORT": "8_000"}, "RELAY_PORT must be a whole number, not '8_000'"),
+        ({"RELAY_PORT": "8e3"}, "RELAY_PORT must be a whole number, not '8e3'"),
+        ({"RELAY_SHUTDOWN_GRACE_S": "nan"}, "RELAY_SHUTDOWN_GRACE_S must be a number, not 'nan'"),
+        ({"RELAY_LEASE_MARGIN_S": "inf"}, "RELAY_LEASE_MARGIN_S must be a number, not 'inf'"),
+        ({"RELAY_BODY_TIMEOUT_S": "1_5"}, "RELAY_BODY_TIMEOUT_S must be a number, not '1_5'"),
     ],
-)
+)  # fmt: skip
 def test_malformed_values_are_clear_errors(env: dict[str, str], message: str) -> None:
     """A malformed variable is a SettingsError that names it and its value."""
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("1", True), ("TRUE", True), (" yes ", True), ("On", True),
+     ("0", False), ("false", False), ("No", False), ("off", False), ("", False)],
+)  # fmt: skip
+def test_flags_take_only_true_or_false_words(raw: str, value: bool) -> None:
+    """A boolean variable reads 1/true/yes/on and 0/false/no/off in any case; empty is unset."""
+    assert Settings.from_env({"RELAY_DRY_RUN": raw}).dry_run is value
+
+
+def test_numbers_take_decimals_and_exponents() -> None:
+    """A number variable takes what a person writes: 2.5, .5, 1e2, +3."""
+    env = {"RELAY_SHUTDOWN_GRACE_S": ".5", "RELAY_LEASE_MARGIN_S": "1e2", "RELAY_PORT": "+3"}
+    settings = Settings.from_env(env)
+    assert (settings.shutdown_grace_s, settings.lease_margin_s, settings.port) == (0.5, 100.0, 3)
 
 
 def test_cli_reports_a_malformed_variable_without_a_traceback(
@@ -68,3 +94,14 @@ def test_cli_reports_a_malformed_variable_without_a_traceback(
     monkeypatch.setenv("RELAY_PORT", "eighty")
     assert main(["serve"]) == 2
     assert capsys.readouterr().err == "relay: RELAY_PORT must be a whole number, not 'eighty'\n"
+
+
+def test_cli_refuses_to_start_on_a_misspelt_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RELAY_DRY_RUN=ture does not start relay sending for real: exit 2, naming the variable."""
+    monkeypatch.setenv("RELAY_DRY_RUN", "ture")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == (
+        "relay: RELAY_DRY_RUN must be true or false (or 1/0, yes/no, on/off), not 'ture'\n"
+    )

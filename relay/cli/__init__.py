@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from relay import __version__
 from relay.cli._shared import EXIT_INTERRUPTED, EXIT_USAGE
 from relay.errors import SettingsError
 
@@ -38,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deliveries": ("relay.cli.log", "list deliveries, newest first"),
     "replay": ("relay.cli.replay", "deliver again, by id or in bulk"),
     "explain": ("relay.cli.explain", "why a stored event went where it went, and what differs now"),
+    "purge": ("relay.cli.purge", "delete delivered and dead history older than a duration"),
 }
 
 
@@ -46,6 +48,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description="A verified, durable relay for Clerk (Svix) webhooks."
     )
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():

@@ -87,6 +87,23 @@ def fail(message: str, code: int = EXIT_FAILED) -> int:
     return code
 
 
+def confirm(question: str, unconfirmed: str, refused: str, yes: bool) -> bool:
+    """--yes, or a "y" typed at a terminal to ``question``; never waits on a stdin that is not
+    a terminal (then says ``unconfirmed``). A "no" says ``refused``."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        fail(f"{unconfirmed}: stdin is not a terminal (pass --yes)")
+        return False
+    try:
+        yes = input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        yes = False
+    if not yes:
+        fail(refused)
+    return yes
+
+
 StoreJob = Callable[[Any, argparse.Namespace], Awaitable[int]]
 
 

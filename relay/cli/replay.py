@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from relay.cli._format import BULK_LIMIT, DELIVERY_HEADERS, delivery_rows, emit, table, term_width
-from relay.cli._shared import add_database_arg, add_json_arg, fail, with_store
+from relay.cli._shared import add_database_arg, add_json_arg, confirm, fail, with_store
 from relay.cli.log import add_filters
 from relay.store.base import DeliveryLog, DeliveryRecord, DeliveryStatus
 
@@ -102,19 +102,8 @@ def _preview(selected: Sequence[DeliveryRecord], *, capped: bool) -> None:
 
 
 def _confirm(count: int, yes: bool) -> bool:
-    """--yes, or a "y" typed at a terminal. Never waits on a stdin that is not a terminal."""
-    if yes:
-        return True
-    if not sys.stdin.isatty():
-        fail(f"not replaying {count} deliveries unconfirmed: stdin is not a terminal (pass --yes)")
-        return False
-    try:
-        yes = input(f"Replay {count} deliveries? [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
-        yes = False
-    if not yes:
-        fail("nothing replayed")
-    return yes
+    unconfirmed = f"not replaying {count} deliveries unconfirmed"
+    return confirm(f"Replay {count} deliveries?", unconfirmed, "nothing replayed", yes)
 
 
 async def _apply(store: DeliveryLog, ids: list[str], named: set[str]) -> tuple[int, list[str]]:

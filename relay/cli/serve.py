@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import logging
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -64,22 +66,23 @@ def run(settings: Settings) -> int:
     from relay.app import create_app
     from relay.store import open_store
 
-    logs.configure(settings.log_format, logs.level(settings.log_level))
-    config = load(settings, "dry-run" if settings.dry_run else "serve", sys.stderr)
+    as_json = logs.configure(settings.log_format, logs.level(settings.log_level))
+    logs.capture_process()
+    say = _said_as_log_lines if as_json else _printed
+    found = io.StringIO()
+    config = load(settings, "dry-run" if settings.dry_run else "serve", found)
+    say(found.getvalue())
     if config is None:
-        print(
-            "relay: not starting: fix the errors above (`relay check` shows them too)",
-            file=sys.stderr,
-        )
+        say("relay: not starting: fix the errors above (`relay check` shows them too)")
         return EXIT_FAILED
     try:
         store = open_store(settings.database_url)
     except ValueError as exc:
-        print(f"relay: RELAY_DATABASE_URL: {exc}", file=sys.stderr)
+        say(f"relay: RELAY_DATABASE_URL: {exc}")
         return EXIT_USAGE
     problem = asyncio.run(_preflight(store, settings))
     if problem:
-        print(f"relay: not starting: {problem}", file=sys.stderr)
+        say(f"relay: not starting: {problem}")
         return EXIT_FAILED
     app = create_app(settings, config, store)
     server = _Server(
@@ -88,6 +91,7 @@ def run(settings: Settings) -> int:
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            log_config=None,  # uvicorn's loggers propagate to relay's handler (logs.configure)
             access_log=False,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
             server_header=False,
@@ -96,6 +100,19 @@ def run(settings: Settings) -> int:
     )
     server.run()
     return EXIT_OK
+
+
+def _printed(text: str) -> None:
+    if text:
+        print(text.rstrip("\n"), file=sys.stderr)
+
+
+def _said_as_log_lines(text: str) -> None:
+    """Each line of ``text`` (config diagnostics, why relay is not starting) as a log line of
+    its own, a warning or an error: in JSON mode nothing on stderr is anything but JSON."""
+    log = logging.getLogger("relay.serve")
+    for line in text.splitlines():
+        log.log(logging.WARNING if ": warning: " in line else logging.ERROR, line)
 
 
 class _Server(uvicorn.Server):

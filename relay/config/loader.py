@@ -134,7 +134,14 @@ class _Loader:
         if sources is None:
             return None
         warnings = tuple(d for d in doc.diagnostics if d.severity != "error")
-        return Config(sources, sinks, tuple(rules), warnings, frozenset(self.secrets))
+        return Config(
+            sources,
+            sinks,
+            tuple(rules),
+            warnings,
+            frozenset(self.secrets),
+            retention_s=model.retention.events,
+        )
 
     def _report(
         self,

@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from relay.config.durations import Duration, format_duration
 from relay.errors import Diagnostic
 from relay.rules import Rule
 from relay.sinks.base import SinkSettings, SinkType
@@ -43,11 +44,33 @@ class RuleModel(_Model):
     send: list[SendModel] = Field(min_length=1)
 
 
+MIN_RETENTION_S = 28 * 3600.0  # Svix retries a message for up to ~28 h: dedup must outlive it
+DEFAULT_RETENTION_S = 30 * 86400.0
+
+
+class RetentionModel(_Model):
+    """``retention:``: how long delivered and dead history is kept (events, with their
+    deliveries and attempts). Pending work is kept whatever its age."""
+
+    events: Duration = DEFAULT_RETENTION_S
+
+    @field_validator("events")
+    @classmethod
+    def _at_least_the_dedup_window(cls, value: float) -> float:
+        if value < MIN_RETENTION_S:
+            raise ValueError(
+                f"{format_duration(value)} is shorter than 28h: Svix retries a message for up to"
+                " ~28 h, and a purged event's retry would be accepted as new"
+            )
+        return value
+
+
 class RulesFileModel(_Model):
     version: Literal[1] = 1
     sources: dict[str, dict[str, Any]] = Field(min_length=1)
     sinks: dict[str, dict[str, Any]]
     rules: list[RuleModel]
+    retention: RetentionModel = RetentionModel()
 
 
 @dataclass(frozen=True)
@@ -87,3 +110,5 @@ class Config:
     warnings: tuple[Diagnostic, ...] = ()
     secret_values: frozenset[str] = field(default_factory=frozenset, repr=False)
     """Every secret in the config (signing secrets, API keys, URLs with tokens), for redaction."""
+    retention_s: float = DEFAULT_RETENTION_S
+    """How long delivered and dead history is kept (``retention.events``)."""

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from relay.config.model import Config
-from relay.errors import Diagnostic, TemplateError
+from relay.errors import Diagnostic, PayloadError, TemplateError
 from relay.rules import Rule
+from relay.templates import Where
 
 
 @dataclass(frozen=True)
@@ -77,22 +78,42 @@ def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> l
             )
         for sample in matched:
             for send in rule.sends:
+                check = config.sinks[send.sink].type.check
                 try:
-                    send.render(sample.event)
+                    payload = send.render(sample.event)
+                    if check is not None:
+                        check(payload)
                 except TemplateError as exc:
-                    key = (exc.file, exc.line, exc.message)
-                    if key not in seen:
-                        seen.add(key)
-                        found.append(
-                            Diagnostic(
-                                exc.file or "rules.yaml",
-                                exc.line or rule.line,
-                                1,
-                                f"{exc.message} (rule '{rule.name}', sample "
-                                f"{Path(sample.file).name})",
-                            )
+                    file, line, message = exc.file, exc.line, exc.message
+                except PayloadError as exc:
+                    file, line = _where(send.parts, exc.path)
+                    message = str(exc)
+                else:
+                    continue
+                if (file, line, message) not in seen:
+                    seen.add((file, line, message))
+                    where = f"rule '{rule.name}', sample {Path(sample.file).name}"
+                    found.append(
+                        Diagnostic(
+                            file or "rules.yaml", line or rule.line, 1, f"{message} ({where})"
                         )
+                    )
     return found
+
+
+def _where(parts: Mapping[str, Any], path: Sequence[str | int]) -> tuple[str | None, int | None]:
+    """The template file and line of the compiled part at ``path`` (or of the nearest leaf
+    below the deepest part of it that exists)."""
+    node: Any = parts
+    for step in path:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            break
+    while isinstance(node, dict | list) and node:
+        node = next(iter(node.values())) if isinstance(node, dict) else node[0]
+    where = getattr(node, "where", None)
+    return (where.file, where.line) if isinstance(where, Where) else (None, None)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """A strict, line-tracking YAML loader for files that people edit by hand.
 
 It fixes PyYAML's YAML 1.1 traps: only ``true``/``false`` are booleans (``on``, ``yes``, ``no`` stay
-strings), duplicate keys are errors, and mapping keys must be strings. It remembers where every
-value came from so that a validation error can be reported as ``FILE:LINE:COL: message``, and it
-expands ``${VAR}`` / ``${VAR:-default}`` from the environment in string values (``$${`` is a
-literal ``${``).
+strings), duplicate keys are errors, and mapping keys must be strings. Anchors and aliases
+(``&name``, ``*name``) are refused, like merge keys: a few lines of nested aliases expand to
+billions of values (a "billion laughs"), and a hand-edited file reads better without them.
+
+It remembers where every value came from so that a validation error can be reported as
+``FILE:LINE:COL: message``, and it expands ``${VAR}`` / ``${VAR:-default}`` from the environment in
+string values (``$${`` is a literal ``${``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,22 @@ _BAD_ENV_REF = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\})")
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 
 
+class _AnchorError(yaml.MarkedYAMLError):
+    """An anchor or an alias, refused where the parser meets it."""
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans."""
+    """SafeLoader with YAML 1.2 booleans and no anchors or aliases."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            kind = "an alias (*name)" if isinstance(event, yaml.AliasEvent) else "an anchor (&name)"
+            raise _AnchorError(
+                problem=f"{kind}: YAML anchors and aliases are not supported; write the value out",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 _StrictLoader.yaml_implicit_resolvers = {
@@ -94,6 +111,11 @@ def load(
     doc = Document(file, None)
     try:
         node = yaml.compose(text, Loader=_StrictLoader)
+    except _AnchorError as exc:
+        at = exc.problem_mark
+        line, col = (at.line + 1, at.column + 1) if at else (1, 1)
+        doc.diagnostics.append(Diagnostic(file, line, col, str(exc.problem)))
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -129,6 +129,9 @@ class SinkType:
     template_required: bool = True
     describe: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
     """Turns a rendered payload into labelled lines for ``relay preview``."""
+    check: Callable[[Mapping[str, Any]], None] | None = None
+    """Raises ``PayloadError`` for a rendered payload the provider would refuse (what ``send``
+    checks first); ``relay check`` runs it on every sample's rendering."""
 
 
 def load_sink_types(broken: dict[str, str] | None = None) -> dict[str, SinkType]:

@@ -4,6 +4,9 @@ resend keeps its key, base URL and async client in module globals. relay never s
 it installs ``SharedClientAdapter`` as ``resend.default_async_http_client`` (at build and before
 each send), and each send puts its sink in ``_SENDER``, a ContextVar the adapter reads the shared
 client, key, base URL and timeout from. Sinks with different keys therefore never race.
+
+The adapter also judges Resend's answer itself (``relay.sinks.resend_answers.judge``), by its
+status first, before resend parses it: only a 2xx whose JSON has an email id reaches resend.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, cast
 import httpx
 import resend
 from pydantic import Field, field_validator
-from resend.exceptions import NoContentError, ResendError
+from resend.exceptions import ResendError
 
 from relay.errors import DeliveryError, PermanentError, RetryableError
 from relay.sinks import httpcheck
@@ -30,10 +33,10 @@ from relay.sinks.base import (
     SinkType,
     TemplateField,
 )
+from relay.sinks.resend_answers import WHAT, judge
 
 __all__ = ["SINK", "ResendSendFields", "ResendSettings", "ResendSink", "SharedClientAdapter"]
 
-WHAT = "send email via Resend"
 _COMMA_OUTSIDE_QUOTES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
@@ -95,16 +98,10 @@ class SharedClientAdapter(resend.AsyncHTTPClient):
             files=files, data=data, timeout=settings.timeout_s,
         )  # fmt: skip
         response, body = await httpcheck.send_bounded(sink.http, request)
-        if 300 <= response.status_code < 400:  # resend would report a 500: refuse it here
-            httpcheck.classify_status(WHAT, response.status_code, response.headers, "")
-        kind = response.headers.get("content-type", "")
-        if response.is_success and "json" not in kind:  # resend would invent a 500 for this
-            raise RetryableError(
-                f"{WHAT}: {response.status_code} but the answer is not JSON ({kind or 'no type'}):"
-                f" {httpcheck.excerpt(body, [settings.api_key.reveal()])}",
-                status=response.status_code,
-            )
-        return body, response.status_code, response.headers
+        judge(response.status_code, response.headers, body, [settings.api_key.reveal()])
+        # An email id in a JSON object: hand it to resend as JSON whatever its content type said.
+        headers = {**response.headers, "content-type": "application/json"}
+        return body, response.status_code, headers
 
 
 def install_adapter() -> None:
@@ -158,8 +155,6 @@ class ResendSink:
             )
         except ResendError as exc:
             raise self._translate(exc) from exc
-        except NoContentError as exc:
-            raise RetryableError(f"{WHAT}: empty answer from Resend") from exc
         finally:
             _SENDER.reset(token)
 

@@ -13,18 +13,17 @@ from typing import Any, Self
 
 import httpx
 from pydantic import field_validator, model_validator
-from slack_sdk.errors import SlackApiError, SlackObjectFormationError
-from slack_sdk.models.blocks import Block
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 
-from relay.errors import PermanentError, RetryableError
+from relay.errors import PayloadError, PermanentError, RetryableError
 from relay.secret import Secret
 from relay.sinks import httpcheck
 from relay.sinks.base import Message, SecretStr, SinkContext, SinkSettings, SinkType, TemplateField
+from relay.sinks.slack_blocks import validate_blocks
 
-__all__ = ["SINK", "SlackSettings", "SlackSink", "validate_blocks"]
+__all__ = ["SINK", "SlackSettings", "SlackSink", "check_payload", "validate_blocks"]
 
-MAX_BLOCKS = 50
 # Incoming-webhook answers that no retry fixes, whatever the status they come with.
 WEBHOOK_PERMANENT = frozenset(
     {"invalid_payload", "channel_not_found", "channel_is_archived", "no_service", "invalid_token",
@@ -70,28 +69,6 @@ class SlackSettings(SinkSettings):
         return self
 
 
-def validate_blocks(value: object) -> list[dict[str, Any]]:
-    """Rendered ``blocks`` checked as a list of Block Kit blocks, else PermanentError saying why."""
-    if not isinstance(value, list):
-        raise PermanentError(f"invalid Slack blocks: expected a list, got {type(value).__name__}")
-    if len(value) > MAX_BLOCKS:
-        raise PermanentError(f"invalid Slack blocks: {len(value)} blocks, at most {MAX_BLOCKS}")
-    for i, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise PermanentError(f"invalid Slack blocks: blocks[{i}] is not an object with a type")
-        try:
-            block = Block.parse(item)
-            if block is None:
-                raise PermanentError(f"invalid Slack blocks: blocks[{i}]: unknown type")
-            block.validate_json()
-        except (SlackObjectFormationError, TypeError, ValueError, AttributeError) as exc:
-            detail = httpcheck.excerpt(str(exc) or type(exc).__name__)
-            raise PermanentError(
-                f"invalid Slack blocks: blocks[{i}] ({item['type']}): {detail}"
-            ) from exc
-    return value
-
-
 class SlackSink:
     """Posts ``text`` (and optional ``blocks``) to one Slack channel."""
 
@@ -107,12 +84,10 @@ class SlackSink:
 
     def body(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The JSON body posted to Slack for a rendered payload."""
-        text = payload.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise PermanentError("Slack message has no text")
-        body: dict[str, Any] = {"text": text}
+        check_payload(payload)
+        body: dict[str, Any] = {"text": payload["text"]}
         if payload.get("blocks") is not None:
-            body["blocks"] = validate_blocks(payload["blocks"])
+            body["blocks"] = payload["blocks"]
         if self._settings.token is not None:
             body["channel"] = self._settings.channel
         return body
@@ -168,6 +143,16 @@ class SlackSink:
             raise PermanentError(text) from exc
 
 
+def check_payload(payload: Mapping[str, Any]) -> None:
+    """A rendered Slack message as Slack checks it (before each send, and under ``relay
+    check``): a non-blank ``text`` and valid ``blocks``; else a PayloadError."""
+    text = payload.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise PayloadError("Slack message has no text", path=("text",))
+    if payload.get("blocks") is not None:
+        validate_blocks(payload["blocks"])
+
+
 def describe(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Labelled lines of a rendered Slack message for ``relay preview``."""
     lines = [("text", str(payload.get("text", "")))]
@@ -185,4 +170,5 @@ SINK = SinkType(
         "blocks": TemplateField("slack-data"),
     },
     describe=describe,
+    check=check_payload,
 )

@@ -23,10 +23,15 @@ retry          answers 503, then 2xx           deliver on the second send, with 
                                                and Idempotency-Key
 what           answers 500                     raise an error whose text starts with
                                                ``<attempted>: 500``
+answer         gives one of its own answers    raise what the case's ``Answer`` says: a
+               (a case's ``answers``: a 2xx    RetryableError (with its ``retry_after_s``, if
+               that is not its success, an     any) or a PermanentError, whose text says the
+               error code of its own)          answer's ``says``
 =============  ==============================  ================================================
 
 and in every row, no string of ``secrets`` appears in the settings' ``repr`` or ``str``, nor in
-the error's text or ``repr``.
+the error's text or ``repr``. The ``answer`` rows are the case's own (``rows(case)`` lists the
+table's rows and them): Resend's ``{}`` with a 200, or its two idempotency 409s, say.
 
 A plugin's own test suite describes its sink once, as a ``SinkCase``, and runs the table with an
 active respx router (respx's pytest fixture ``respx_mock``, or ``with respx.mock() as router``).
@@ -53,6 +58,9 @@ respx is a test dependency (``pip install respx``); this module does not import 
     def test_pager_conforms(scenario: testing.Scenario, respx_mock) -> None:
         testing.check(PAGER, scenario, respx_mock)
 
+A provider's own answers join the table as ``answers=(testing.Answer("409-conflict", lambda:
+httpx.Response(409, json=...), retryable=True, says=("409",)), ...)``.
+
 ``testing.run(PAGER, respx_mock)`` plays the whole table in one test instead, and reports every
 row that failed. ``check_request`` lets a case check the exact request on top (body, headers, a
 signature). A sink's provider quirks (its own error codes, its settings) belong in a short test file
@@ -77,6 +85,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT",
     "SCENARIOS",
+    "Answer",
     "ConformanceError",
     "Outcome",
     "Scenario",
@@ -84,6 +93,7 @@ __all__ = [
     "check",
     "check_async",
     "message_for",
+    "rows",
     "run",
     "send",
     "send_async",
@@ -121,14 +131,28 @@ def _no_body(status: int) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """One of a provider's own answers, and what the sink must make of it: a ``RetryableError``
+    (``retryable``; no sooner than ``retry_after_s`` when that is given) or a ``PermanentError``,
+    whose text holds every string of ``says``."""
+
+    name: str
+    response: Callable[[], httpx.Response]
+    retryable: bool
+    says: tuple[str, ...] = ()
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SinkCase:
     """One configured sink and its provider: what to build, what it sends, how the provider answers.
 
     ``settings`` is the sink's block of rules.yaml (validated by ``sink_type.settings``),
     ``payload`` the rendered message it sends, ``url`` and ``method`` where that goes, ``ok`` the
     provider's usual 2xx (a new response per call), ``attempted`` what every error text starts
-    with (``"post to Pager"``), ``secrets`` every string that must never show, and
-    ``error_body(status)`` the JSON the provider sends with an error status.
+    with (``"post to Pager"``), ``secrets`` every string that must never show,
+    ``error_body(status)`` the JSON the provider sends with an error status, and ``answers`` the
+    provider's own answers (the table's ``answer`` rows).
     """
 
     name: str
@@ -143,6 +167,7 @@ class SinkCase:
     check_request: Callable[[httpx.Request, Message], None] | None = None
     error_body: Callable[[int], Any] = _no_body
     event: Mapping[str, Any] = field(default_factory=lambda: dict(EVENT))
+    answers: tuple[Answer, ...] = ()
 
     def validated(self) -> SinkSettings:
         """The settings as rules.yaml's loader validates them."""
@@ -243,6 +268,18 @@ def _expect_what(case: SinkCase, outcome: Outcome) -> None:
         _fail(f"the error text {str(error)!r} does not start with {case.attempted + ': 500'!r}")
 
 
+def _expect_answer(answer: Answer) -> Callable[[SinkCase, Outcome], None]:
+    def expect(case: SinkCase, outcome: Outcome) -> None:
+        kind = RetryableError if answer.retryable else PermanentError
+        error = _raised(outcome, kind)
+        retry_after_s = getattr(error, "retry_after_s", None)
+        if retry_after_s != answer.retry_after_s:
+            _fail(f"retry_after_s is {retry_after_s!r}, expected {answer.retry_after_s!r}")
+        _says(error, *answer.says)
+
+    return expect
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     """One row of the table: what the provider does with each send (one send per effect), and
@@ -281,7 +318,17 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("retry", "", lambda case: [httpx.Response(503), case.ok()], _expect_retry),
     Scenario("what", "", lambda case: [httpx.Response(500)], _expect_what),
 )  # fmt: skip
-"""The table, in the order of the module's docstring."""
+"""The table, in the order of the module's docstring, but for each case's own ``answer`` rows."""
+
+
+def rows(case: SinkCase) -> tuple[Scenario, ...]:
+    """Every row ``case`` is checked against: the table's, then one per answer of its own."""
+    own = (Scenario("answer", a.name, _gives(a), _expect_answer(a)) for a in case.answers)
+    return (*SCENARIOS, *own)
+
+
+def _gives(answer: Answer) -> Callable[[SinkCase], list[Effect]]:
+    return lambda case: [answer.response()]
 
 
 def message_for(case: SinkCase) -> Message:
@@ -369,8 +416,10 @@ def check(case: SinkCase, scenario: Scenario, router: MockRouter) -> None:
     asyncio.run(check_async(case, scenario, router))
 
 
-def run(case: SinkCase, router: MockRouter, scenarios: Sequence[Scenario] = SCENARIOS) -> None:
-    """Play every row; raise one ``ConformanceError`` that lists every row the sink failed."""
+def run(case: SinkCase, router: MockRouter, scenarios: Sequence[Scenario] | None = None) -> None:
+    """Play every row (``rows(case)`` unless ``scenarios`` are given); raise one
+    ``ConformanceError`` that lists every row the sink failed."""
+    scenarios = rows(case) if scenarios is None else scenarios
     failed: list[str] = []
     for scenario in scenarios:
         try:

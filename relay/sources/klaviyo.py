@@ -8,19 +8,21 @@ must not be processed). Each item becomes its own event, deduplicated on ``exter
 routed on ``topic``, with the envelope
 ``{"type": topic, "id": external_id, "data": payload, "meta": meta}``.
 
-Replay window: when ``Klaviyo-Timestamp`` is a plain integer (Unix seconds; milliseconds if it is
-larger than 10^11) it must be within ``tolerance_s`` (default 300) of now. Klaviyo's docs do not
-pin the header's format and third-party code shows HTTP dates too; a timestamp in any other form is
-still signed, but no window is enforced and deduplication on ``external_id`` is what stops a
-replay. Events with a new id are never old news to relay.
+Replay window: ``Klaviyo-Timestamp`` must be within ``tolerance_s`` (default 300) of now. Klaviyo's
+own example request sends an HTTP date (``Tue, 16 Jan 2024 14:23:50 GMT``); a plain integer (Unix
+seconds; milliseconds if it is larger than 10^11) and an ISO 8601 time with its offset are read
+too. A timestamp in any other form is refused: its age could not be checked. The value is signed
+as received, whatever its form.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -43,7 +45,7 @@ from relay.sources.base import (
     require_header,
 )
 
-__all__ = ["SOURCE", "KlaviyoSettings", "KlaviyoSource", "sign", "signed_content"]
+__all__ = ["SOURCE", "KlaviyoSettings", "KlaviyoSource", "sign", "signed_content", "unix_seconds"]
 
 ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = (
     "klaviyo-webhook-id",
@@ -80,7 +82,7 @@ def sign(secret: Secret, body: bytes, timestamp: str) -> str:
 
 class KlaviyoSettings(SourceSettings):
     """``verify: klaviyo``: the webhook's ``secret`` (its secret key), ``previous_secret`` while
-    rotating, and ``tolerance_s`` for a Unix-time ``Klaviyo-Timestamp``."""
+    rotating, and ``tolerance_s``: how far ``Klaviyo-Timestamp`` may be from now."""
 
     secret: RawSecret
     previous_secret: RawSecret | None = None
@@ -104,9 +106,7 @@ class KlaviyoSource:
         signature = require_header(found, SIGNATURE_HEADER)
         if not _TIMESTAMP.fullmatch(timestamp):
             raise VerificationError(f"{TIMESTAMP_HEADER} header has invalid characters")
-        if _UNIX.fullmatch(timestamp):
-            seconds = int(timestamp)
-            self._fresh.check(seconds // 1000 if seconds > MS_THRESHOLD else seconds)
+        self._fresh.check(unix_seconds(timestamp))
         if not _HEX_SHA256.fullmatch(signature):
             raise VerificationError(f"{SIGNATURE_HEADER} header is not a hex HMAC-SHA256")
         given = bytes.fromhex(signature)
@@ -129,6 +129,27 @@ class KlaviyoSource:
         if not isinstance(items, list):
             raise EventShapeError("body has no data list")
         return [_event(i, item, meta) for i, item in enumerate(items)]
+
+
+def unix_seconds(timestamp: str) -> int:
+    """The Unix time a ``Klaviyo-Timestamp`` value names: Unix seconds or milliseconds, an HTTP
+    date, or an ISO 8601 time with an offset; else VerificationError."""
+    if _UNIX.fullmatch(timestamp):
+        seconds = int(timestamp)
+        return seconds // 1000 if seconds > MS_THRESHOLD else seconds
+    when: datetime | None
+    try:
+        when = email.utils.parsedate_to_datetime(timestamp)
+    except (TypeError, ValueError, IndexError):
+        try:
+            when = datetime.fromisoformat(timestamp)
+        except ValueError:
+            when = None
+    if when is None or when.tzinfo is None:
+        raise VerificationError(
+            f"{TIMESTAMP_HEADER} header is not a Unix time or an HTTP date (with its zone)"
+        )
+    return int(when.timestamp())
 
 
 def _event(index: int, item: Any, meta: Mapping[str, Any]) -> InboundEvent:

@@ -13,7 +13,8 @@ HMAC-SHA256, keyed by the base64-decoded part of the ``whsec_...`` secret, and s
 - ``relay send-test``, to sign a sample event as Clerk would (``sign``).
 
 One rule for every secret, inbound or outbound (``decode_secret``): ``whsec_`` + base64 of a key
-of at least ``MIN_KEY_BYTES``. The check is done here, not with ``svix.webhooks.Webhook``, because
+of at least ``MIN_KEY_BYTES``, its ``=`` padding optional (as in the Standard Webhooks reference
+library). The check is done here, not with ``svix.webhooks.Webhook``, because
 the svix library has no clock to inject and lets hostile headers escape as ``ValueError``s. Every
 failure of ``SvixVerifier.verify`` is a ``VerificationError`` with a short reason that never holds
 a secret or an expected signature.
@@ -84,10 +85,15 @@ def decode_secret(value: str, *, hint: str = "") -> bytes:
         raise ValueError("signing secret is wrapped in quotes; remove the quotes")
     if not value.startswith(SECRET_PREFIX):
         raise ValueError(f"signing secret must start with 'whsec_'{hint}")
+    return _decode_key(value[len(SECRET_PREFIX) :], " after 'whsec_'")
+
+
+def _decode_key(encoded: str, where: str) -> bytes:
+    """The key in standard base64 ``encoded`` (its ``=`` padding optional); ValueError else."""
     try:
-        key = base64.b64decode(value[len(SECRET_PREFIX) :], validate=True)
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except ValueError:  # binascii.Error, or non-ASCII characters
-        raise ValueError("signing secret is not valid base64 after 'whsec_'") from None
+        raise ValueError(f"signing secret is not valid base64{where}") from None
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(
             f"signing secret is too short ({len(key)} bytes; expected at least "
@@ -104,7 +110,7 @@ def check_unprefixed_secret(value: str) -> None:
     elif value[0] in "'\"" or value[-1] in "'\"":
         raise ValueError("signing secret is wrapped in quotes; remove the quotes")
     else:
-        decode_secret(SECRET_PREFIX + value)
+        _decode_key(value, "")
 
 
 def prefixed(secret: Secret) -> Secret:

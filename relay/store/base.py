@@ -209,12 +209,16 @@ class DeliveryLog(Lifecycle, Protocol):
     async def queue_stats(self, now: float) -> QueueStats:
         """How much work is waiting, for metrics and ``/readyz``."""
 
-    async def purge(self, older_than: float) -> int:
-        """Delete events received before ``older_than`` whose deliveries are all final
-        (delivered or dead), with their deliveries and attempts. Returns how many events.
+    async def purge(self, older_than: float, *, limit: int = 1000) -> Purged:
+        """Delete up to ``limit`` events received before ``older_than`` (oldest first) whose
+        deliveries are all final (``FINAL_STATUSES``: delivered or dead), with their deliveries
+        and attempts, in one short transaction; returns how many rows of each went. Pending work
+        is never touched: an event with a delivery in any other status stays, and a replay that
+        races the purge either wins (the event stays) or finds the delivery gone.
 
         Events are the deduplication record: a purged message id is accepted again. The caller
-        must keep at least 28 hours (Svix retries a message for up to ~28 h)."""
+        must keep at least 28 hours (Svix retries a message for up to ~28 h); call again while
+        a batch comes back full (``relay.delivery.retention`` does, yielding in between)."""
 
 
 class Store(Queue, DeliveryLog, Protocol):
@@ -284,6 +288,29 @@ class AttemptRecord:
         values = list(row)
         values[7] = DeliveryStatus(values[7])
         return cls(*values)
+
+
+FINAL_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD)
+"""The statuses of history that retention purges: an event goes once all its deliveries are in
+one of them."""
+FINAL_SQL = ", ".join(f"'{status.value}'" for status in FINAL_STATUSES)
+"""``FINAL_STATUSES`` as an SQL list's items (constants), for both backends' purge."""
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What one purge deleted: events, and their deliveries and attempts."""
+
+    events: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+
+    def __add__(self, other: Purged) -> Purged:
+        return Purged(
+            self.events + other.events,
+            self.deliveries + other.deliveries,
+            self.attempts + other.attempts,
+        )
 
 
 @dataclass(frozen=True, slots=True)

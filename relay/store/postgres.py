@@ -47,6 +47,7 @@ from relay.store.base import (
     IngestOutcome,
     NewDelivery,
     NewEvent,
+    Purged,
     QueueStats,
 )
 from relay.store.group import GroupCommit, PendingIngest
@@ -422,12 +423,20 @@ class PostgresStore(RecordsResults):
         age = None if oldest is None else now - oldest
         return QueueStats(due=due, pending_total=total, oldest_due_age_s=age)
 
-    async def purge(self, older_than: float) -> int:
-        query = (
-            "DELETE FROM events WHERE received_at < %s AND NOT EXISTS (SELECT 1 FROM deliveries d"
-            " WHERE d.event_id = events.id AND d.status NOT IN ('delivered', 'dead'))"
-        )
-        return await self._write("purge events", query, (older_than,))
+    async def purge(self, older_than: float, *, limit: int = 1000) -> Purged:
+        """One short transaction: pick the oldest purgeable events (skipping rows another
+        replica's purge holds), lock their deliveries (a replay racing this waits, then finds
+        them gone), look again with a fresh snapshot (a replay that committed first keeps its
+        event), and delete, counting what goes with each event (ON DELETE CASCADE)."""
+        async with self._cursor("purge events") as cursor:
+            await cursor.execute(q.PURGEABLE, {"before": older_than, "limit": limit})
+            ids = [row[0] for row in await cursor.fetchall()]
+            if not ids:
+                return Purged()
+            await cursor.execute(q.LOCK_DELIVERIES, (ids,))
+            await cursor.execute(q.PURGE, (ids,))
+            row = await cursor.fetchone()
+        return Purged(*row) if row else Purged()
 
 
 async def _record_all(cursor: _Cursor, batch: Sequence[ResultChange]) -> list[bool | StoreError]:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from relay.store.base import FINAL_SQL
 from relay.store.group import PendingIngest
 
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS relay_schema (
@@ -31,6 +32,22 @@ DELIVERY_COLS = sql.SQL(
 ATTEMPT_COLS = sql.SQL(
     "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome, rendered"
 )
+# Retention (see PostgresStore.purge): the oldest events received before a time whose deliveries
+# are all final; their deliveries, locked; then, looked at again, the ones still purgeable go.
+PURGEABLE = f"""SELECT e.id FROM events e WHERE e.received_at < %(before)s AND NOT EXISTS (
+    SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ({FINAL_SQL}))
+ORDER BY e.received_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""  # noqa: S608 (constants only)
+LOCK_DELIVERIES = "SELECT 1 FROM deliveries WHERE event_id = ANY(%s::text[]) FOR UPDATE"
+PURGE = f"""WITH doomed AS (
+    SELECT e.id FROM events e WHERE e.id = ANY(%s::text[]) AND NOT EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ({FINAL_SQL}))
+), gone AS (
+    DELETE FROM events WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone),
+    (SELECT count(*) FROM deliveries WHERE event_id IN (SELECT id FROM doomed)),
+    (SELECT count(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+        WHERE d.event_id IN (SELECT id FROM doomed))"""  # noqa: S608 (constants only)
 DUE = "next_attempt_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
 CLAIM = """WITH due AS (
     SELECT id FROM deliveries WHERE status IN ('pending', 'failed') AND {due}{only}

@@ -10,7 +10,7 @@ What a batch of ingests or attempt results writes in its transaction is in
 sqlite3 errors are translated at this boundary (``sqlite_writes.translate``): a BUSY, LOCKED,
 READONLY, IOERR, FULL, CANTOPEN or PROTOCOL failure means "cannot commit right now"
 (StoreUnavailableError, 503 at ingest); anything else is a StoreError. Events are the
-deduplication record and are only removed by ``purge``.
+deduplication record and are only removed by ``purge`` (retention).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from relay.errors import StoreError
 from relay.store import sqlite_writes as writes
 from relay.store.base import (
+    FINAL_SQL,
     AttemptRecord,
     ClaimedDelivery,
     DeliveryRecord,
@@ -36,6 +37,7 @@ from relay.store.base import (
     IngestOutcome,
     NewDelivery,
     NewEvent,
+    Purged,
     QueueStats,
 )
 from relay.store.group import GroupCommit, PendingIngest
@@ -107,6 +109,18 @@ _RELEASE = (
 _DEFER = (
     "UPDATE deliveries SET lease_until = NULL, next_attempt_at = ?"
     " WHERE id = ? AND (? IS NULL OR lease_until = ?)"
+)
+
+
+# Retention: the oldest events received before ? whose deliveries are all final, up to ?.
+_PURGEABLE = (
+    "SELECT e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"  # noqa: S608 (constants only)
+    f" WHERE d.event_id = e.id AND d.status NOT IN ({FINAL_SQL})) ORDER BY e.received_at LIMIT ?"
+)
+# The deliveries and attempts of the events listed in {} (placeholders), before they go.
+_PURGE_COUNTS = (
+    "SELECT (SELECT COUNT(*) FROM deliveries WHERE event_id IN ({0})), (SELECT COUNT(*) FROM"
+    " attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id IN ({0}))"
 )
 
 
@@ -391,9 +405,19 @@ class SQLiteStore(RecordsResults):
         age = None if oldest is None else now - oldest
         return QueueStats(due=due_count or 0, pending_total=total, oldest_due_age_s=age)
 
-    async def purge(self, older_than: float) -> int:
-        sql = (
-            "DELETE FROM events WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"
-            " WHERE d.event_id = events.id AND d.status NOT IN ('delivered', 'dead'))"
-        )
-        return await self._write("purge events", sql, [(older_than,)])
+    async def purge(self, older_than: float, *, limit: int = 1000) -> Purged:
+        """One write transaction (the store's thread runs nothing else meanwhile, so no replay
+        can slip between the check and the delete): the oldest purgeable events, counted, then
+        deleted with their deliveries and attempts (ON DELETE CASCADE)."""
+
+        def run(conn: sqlite3.Connection) -> Purged:
+            with writes.transaction(conn):
+                ids = [row[0] for row in conn.execute(_PURGEABLE, (older_than, limit))]
+                if not ids:
+                    return Purged()
+                marks = ", ".join("?" * len(ids))
+                counts = conn.execute(_PURGE_COUNTS.format(marks), ids + ids).fetchone()
+                events = conn.execute(f"DELETE FROM events WHERE id IN ({marks})", ids).rowcount  # noqa: S608 (placeholders only)
+            return Purged(events, *counts)
+
+        return await self._run("purge events", run)

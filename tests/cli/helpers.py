@@ -4,6 +4,7 @@ clock, and the commands run in-process against it."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -56,3 +57,10 @@ def run(db: Path, *args: str) -> int:
 def deliveries(db: Path, **filters: Any) -> dict[str, DeliveryRecord]:
     rows = at_store(db, lambda s: s.list_deliveries(limit=1000, **filters))
     return {d.id: d for d in rows}
+
+
+class Terminal(io.StringIO):
+    """A stdin that is a terminal, holding what the person types."""
+
+    def isatty(self) -> bool:
+        return True

@@ -73,6 +73,22 @@ def test_check_renders_templates_against_samples(
     ) in err
 
 
+def test_check_refuses_slack_blocks_that_slack_refuses(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A header block with mrkdwn text renders, but Slack answers invalid_blocks to every send:
+    check fails, pointing at the template line that says mrkdwn."""
+    path = project.templates / "signup-alert.yaml"
+    header = "  - type: header\n    text:\n      type: mrkdwn\n      text: New sign-up\n"
+    path.write_text(path.read_text().replace("blocks:\n", "blocks:\n" + header))
+    assert run(project, "check", "--samples", str(project.samples)) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{path}:8:1: invalid Slack blocks: blocks[0].text.type: must be plain_text, not 'mrkdwn'"
+        " (rule 'signup-alert', sample user.created.json)"
+    ) in err
+
+
 def test_check_reports_a_broken_sample(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:

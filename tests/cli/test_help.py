@@ -31,6 +31,7 @@ COMMANDS = [
     ("deliveries",),
     ("replay",),
     ("explain",),
+    ("purge",),
 ]
 
 

@@ -37,3 +37,15 @@ def test_offline_commands_import_no_server_or_database_driver(command: list[str]
     assert result["code"] == 0, done.stderr
     assert [m for m in HEAVY if m in result["modules"]] == []
     assert "relay" in result["modules"]
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    """`relay --version` prints the version pyproject.toml gave the installed package."""
+    from importlib.metadata import version
+
+    from relay.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"relay {version('relay')}\n"

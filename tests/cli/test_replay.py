@@ -14,7 +14,7 @@ from relay.config import load_config
 from relay.delivery.worker import Runtime, Worker
 from relay.sinks.base import Message
 from relay.store import NewDelivery, NewEvent, SQLiteStore
-from tests.cli.helpers import T0, at_store, deliveries, ingest, run, tried
+from tests.cli.helpers import T0, Terminal, at_store, deliveries, ingest, run, tried
 from tests.conftest import ROOT, TEST_ENV
 
 
@@ -186,11 +186,6 @@ def test_bulk_replay_without_yes_and_no_tty_refuses(
         "relay: not replaying 5 deliveries unconfirmed: stdin is not a terminal (pass --yes)\n"
     )
     assert deliveries(path) == before
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 @pytest.mark.parametrize(("answer", "code", "pending"), [("y\n", 0, 5), ("\n", 1, 0)])

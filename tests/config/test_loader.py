@@ -182,6 +182,33 @@ def test_yaml_11_traps_are_closed(tmp_path: Path) -> None:
     assert errors_for(tmp_path, rules) == ["rules.yaml:17:5: unknown key 'on'"]
 
 
+ALIAS_BOMB = """\
+a: &a [x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+"""
+ANCHOR_MESSAGE = "YAML anchors and aliases are not supported; write the value out"
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        (ALIAS_BOMB, f"rules.yaml:1:4: an anchor (&name): {ANCHOR_MESSAGE}"),
+        (BASE.replace("    path: /webhooks/clerk", "    path: &p /webhooks/clerk"),
+         f"rules.yaml:4:11: an anchor (&name): {ANCHOR_MESSAGE}"),
+        (BASE.replace("    url: http://127.0.0.1:9/x", "    url: *nowhere"),
+         f"rules.yaml:13:10: an alias (*name): {ANCHOR_MESSAGE}"),
+    ],
+)  # fmt: skip
+def test_yaml_anchors_and_aliases_are_refused(tmp_path: Path, rules: str, expected: str) -> None:
+    """Anchors and aliases are refused where they appear, as merge keys are: six lines of nested
+    aliases (a billion laughs: 9^6 values) are one located error, never expanded."""
+    assert errors_for(tmp_path, rules) == [expected]
+
+
 def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:
     """A YAML syntax error names its line and column."""
     assert errors_for(tmp_path, "rules:\n  - name: [unclosed\n") == [
@@ -280,3 +307,36 @@ def test_secrets_never_appear_in_config_repr(tmp_path: Path) -> None:
     for secret in (TEST_ENV["RESEND_API_KEY"], TEST_ENV["CLERK_WEBHOOK_SIGNING_SECRET"]):
         assert secret not in text
         assert secret in config.secret_values
+
+
+def retention_of(tmp_path: Path, block: str) -> float:
+    (tmp_path / "templates").mkdir(exist_ok=True)
+    (tmp_path / "templates" / "welcome.yaml").write_text(WELCOME)
+    (tmp_path / "rules.yaml").write_text(BASE + block)
+    config = load_config(tmp_path / "rules.yaml", tmp_path / "templates", env=TEST_ENV)
+    return config.retention_s
+
+
+def test_retention_defaults_to_30_days_and_takes_a_duration(tmp_path: Path) -> None:
+    """History (events, their deliveries and attempts) is kept 30 days unless `retention:` says."""
+    assert retention_of(tmp_path, "") == 30 * 86400
+    assert retention_of(tmp_path, "retention:\n  events: 90d\n") == 90 * 86400
+    assert retention_of(tmp_path, "retention:\n  events: 28h\n") == 28 * 3600
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("retention:\n  events: 1d\n",
+         "rules.yaml:26:11: events: 1d is shorter than 28h: Svix retries a message for up to"
+         " ~28 h, and a purged event's retry would be accepted as new"),
+        ("retention:\n  events: 30\n",
+         "rules.yaml:26:11: events: 30 has no unit: write 30s, or another unit (15m, 1h, 3d)"),
+        ("retention:\n  event: 30d\n", "rules.yaml:26:3: unknown key 'event'"),
+    ],
+)  # fmt: skip
+def test_retention_shorter_than_the_dedup_window_is_a_located_error(
+    tmp_path: Path, block: str, expected: str
+) -> None:
+    """A retention under 28 h (Svix's retry window), a bare number, a misspelt key: located."""
+    assert errors_for(tmp_path, BASE + block) == [expected]

@@ -325,7 +325,7 @@ class RelayProcess:
         return time.monotonic() - started
 
     def log_lines(self) -> list[dict[str, Any]]:
-        """The relay's JSON log lines (other output, e.g. from uvicorn, is skipped)."""
+        """The relay's JSON log lines (in JSON mode every line is one; tests/e2e/test_logs.py)."""
         lines = []
         for text in self.log().splitlines():
             with contextlib.suppress(ValueError):

@@ -120,7 +120,7 @@ def test_each_upstream_fault_is_retried_or_final_as_it_should_be(
     assert [a["outcome"] for a in attempts["malformed"]] == ["delivered"]
     # a Resend "200" that is not JSON is not proof the email was accepted: retried, same key
     assert [a["outcome"] for a in attempts["email"]] == ["failed", "delivered"]
-    assert "200 but the answer is not JSON" in attempts["email"][0]["error"]
+    assert "200 OK, but not Resend's answer (no email id)" in attempts["email"][0]["error"]
     # down for good: dead after max_attempts, with the reason
     assert [a["status_code"] for a in attempts["down"]] == [503, 503, 503]
     assert sinks_rows["down"]["status"] == "dead"

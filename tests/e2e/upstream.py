@@ -49,7 +49,7 @@ class Recorded:
 def _answer_body(path: str, status: int) -> tuple[bytes, str]:
     """What the impersonated service answers: Resend JSON, Slack's plain text, or JSON."""
     ok = 200 <= status < 300
-    if path == EMAILS_PATH:
+    if path.endswith(EMAILS_PATH):  # Resend at its base URL, or under a prefix (/resend/emails)
         if ok:
             body: dict[str, Any] = {"id": f"e2e-{uuid.uuid4()}"}
         else:

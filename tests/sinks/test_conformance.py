@@ -73,6 +73,42 @@ def _resend_error(status: int) -> dict[str, Any]:
     return {"statusCode": status, "name": name, "message": "Upstream said no"}
 
 
+def _resend_409(name: str) -> httpx.Response:
+    return httpx.Response(409, json={"statusCode": 409, "name": name, "message": "Same key"})
+
+
+# Resend's own answers: its two idempotency conflicts, and 2xx answers that are not its own
+# (a proxy, a stub, a changed API): none of those is a sent email.
+RESEND_ANSWERS = (
+    testing.Answer("409-concurrent", lambda: _resend_409("concurrent_idempotent_requests"),
+                   retryable=True, says=("409", "concurrent_idempotent_requests", "retry in 10 s"),
+                   retry_after_s=10),
+    testing.Answer("409-invalid", lambda: _resend_409("invalid_idempotent_request"),
+                   retryable=False, says=("409", "invalid_idempotent_request")),
+    testing.Answer("2xx-empty-object", lambda: httpx.Response(200, json={}),
+                   retryable=True, says=("200", "no email id", "received {}")),
+    testing.Answer("2xx-list", lambda: httpx.Response(200, json=[]),
+                   retryable=True, says=("200", "no email id", "received []")),
+    testing.Answer("2xx-error-object", lambda: httpx.Response(200, json={"error": "quota"}),
+                   retryable=True, says=("200", "no email id", '"error"', '"quota"')),
+    testing.Answer("2xx-no-content", lambda: httpx.Response(204),
+                   retryable=True, says=("204", "no email id", "received an empty body")),
+    testing.Answer("2xx-empty-json", lambda: httpx.Response(200, headers={
+                   "Content-Type": "application/json"}),
+                   retryable=True, says=("200", "no email id", "received an empty body")),
+    testing.Answer("2xx-html", lambda: httpx.Response(200, html="<h1>Welcome</h1>"),
+                   retryable=True, says=("200", "<h1>Welcome</h1>", "text/html")),
+)  # fmt: skip
+
+SLACK_API_ANSWERS = (
+    testing.Answer("invalid-blocks", lambda: httpx.Response(200, json={
+                   "ok": False, "error": "invalid_blocks"}),
+                   retryable=False, says=("invalid_blocks",)),
+    testing.Answer("ratelimited", lambda: httpx.Response(200, headers={"Retry-After": "3"}, json={
+                   "ok": False, "error": "ratelimited"}),
+                   retryable=True, says=("ratelimited",), retry_after_s=3),
+)  # fmt: skip
+
 CASES = [
     testing.SinkCase(
         name="resend",
@@ -88,6 +124,7 @@ CASES = [
         check_request=_check_resend,
         secrets=(RESEND_KEY,),
         error_body=_resend_error,
+        answers=RESEND_ANSWERS,
     ),
     testing.SinkCase(
         name="slack-webhook",
@@ -113,6 +150,7 @@ CASES = [
         ok=lambda: httpx.Response(200, json={"ok": True, "channel": "C0123456789", "ts": "1.2"}),
         check_request=_check_slack_api,
         secrets=(BOT_TOKEN,),
+        answers=SLACK_API_ANSWERS,
     ),
     testing.SinkCase(
         name="http",
@@ -207,10 +245,29 @@ def test_error_texts_say_what_was_attempted(
     testing.check(case, row("what"), respx_mock)
 
 
+ANSWERS = [
+    pytest.param(case, scenario, id=f"{case.name}-{scenario.variant}")
+    for case in CASES
+    for scenario in testing.rows(case)
+    if scenario.group == "answer"
+]
+
+
+@pytest.mark.parametrize(("own", "scenario"), ANSWERS)
+def test_a_providers_own_answers_mean_what_the_case_says(
+    own: testing.SinkCase, scenario: testing.Scenario, respx_mock: respx.MockRouter
+) -> None:
+    """Each of a provider's own answers (Resend's 409s and its 2xx without an email id, Slack's
+    `ok: false` errors) is retryable or permanent as its case says, and the error says what was
+    received."""
+    testing.check(own, scenario, respx_mock)
+
+
 def test_every_row_of_the_table_has_its_test_here() -> None:
     """The tests above cover every group of the table, so a new row runs for the built-ins too."""
     covered = {"2xx", "4xx", "429", "5xx", "timeout", "connection", "retry", "what"}
     assert {s.group for s in testing.SCENARIOS} == covered
+    assert {s.group for case in CASES for s in testing.rows(case)} == covered | {"answer"}
 
 
 def test_run_plays_the_whole_table(case: testing.SinkCase, respx_mock: respx.MockRouter) -> None:

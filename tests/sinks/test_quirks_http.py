@@ -1,5 +1,6 @@
 """The HTTP sink's quirks that the conformance table does not cover: its settings, redirects,
-the event envelope as the default body, bounded answers, an HTTP-date Retry-After."""
+the event envelope as the default body, bounded answers, an HTTP-date Retry-After, a signing
+secret without its base64 padding."""
 
 from __future__ import annotations
 
@@ -96,3 +97,18 @@ def test_http_date_retry_after_reaches_the_error(respx_mock: respx.MockRouter) -
     assert isinstance(error, RetryableError)
     assert error.retry_after_s is not None
     assert 590 <= error.retry_after_s <= 600
+
+
+def test_http_signing_secret_without_padding_signs_as_the_reference_library_checks(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """An outbound signing secret without its base64 `=` padding is the same key as inbound
+    (one rule for every secret): the Standard Webhooks reference library verifies what is sent."""
+    from standardwebhooks.webhooks import Webhook
+
+    secret = "whsec_" + "cGFydG5lci1rZXktb2YtMTc"  # base64 of 17 bytes, its '=' left out
+    route = respx_mock.post("https://hooks.example.test/in").mock(return_value=httpx.Response(204))
+    settings = {"type": "http", "url": "https://hooks.example.test/in", "signing_secret": secret}
+    assert send(http_sink.SINK, settings, message({"body": {"n": 1}})) == [None]
+    request = route.calls.last.request
+    Webhook(secret).verify(request.content, dict(request.headers))  # raises if it does not match

@@ -1,5 +1,6 @@
 """Resend's quirks that the conformance table does not cover: a proxy's HTML error page, the
-idempotency key across retries, an empty recipient, two sinks with two keys."""
+idempotency key across retries, an empty recipient, two sinks with two keys, a retry that finds the
+first attempt still in progress, an email id under another content type."""
 
 from __future__ import annotations
 
@@ -79,3 +80,35 @@ def test_resend_sinks_with_different_keys_do_not_share_them(respx_mock: respx.Mo
     assert one.call_count == two.call_count == 5
     assert {c.request.headers["authorization"] for c in one.calls} == {"Bearer re_key_one_123456"}
     assert {c.request.headers["authorization"] for c in two.calls} == {"Bearer re_key_two_123456"}
+
+
+def test_resend_concurrent_409_then_the_email_id_is_one_delivery(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """The retry of an attempt that relay's own deadline cut short finds Resend still sending:
+    409 concurrent_idempotent_requests is retried after 10 s, and the next answer delivers."""
+    route = respx_mock.post("https://resend.test/emails").mock(
+        side_effect=[
+            httpx.ReadTimeout("deadline"),
+            httpx.Response(409, json={"statusCode": 409, "name": "concurrent_idempotent_requests",
+                                      "message": "still in progress"}),
+            httpx.Response(200, json={"id": "email_1"}),
+        ]
+    )  # fmt: skip
+    first, second, third = send(resend_sink.SINK, RESEND, *[message(EMAIL)] * 3)
+    assert isinstance(first, RetryableError)
+    assert isinstance(second, RetryableError)
+    assert (second.status, second.retry_after_s) == (409, 10)
+    assert third is None
+    assert {c.request.headers["idempotency-key"] for c in route.calls} == {"msg_1:welcome:0"}
+
+
+def test_resend_email_id_with_another_content_type_is_a_delivery(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """A 200 whose body is Resend's JSON answer is a delivery even when a proxy relabelled it
+    text/plain (resend itself would call it a 500, and the email would be sent again)."""
+    respx_mock.post("https://resend.test/emails").mock(
+        return_value=httpx.Response(200, text='{"id": "email_1"}')
+    )
+    assert send(resend_sink.SINK, RESEND, message(EMAIL)) == [None]

@@ -78,10 +78,18 @@ def test_chat_post_message_ok_false(
         [{"text": "no type"}],
         {"type": "section", "text": {"type": "mrkdwn", "text": "not a list"}},
         [{"type": "divider"}] * 51,
+        [{"type": "header", "text": {"type": "mrkdwn", "text": "*New sign-up*"}}],
+        [{"type": "header", "text": "a string, not a text object"}],
+        [{"type": "section", "text": {"type": "markdown", "text": "hi"}}],
+        [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}],
+        [{"type": "section", "fields": [{"type": "mrkdwn", "text": "x" * 2001}]}],
+        [{"type": "context", "elements": [{"type": "plain_text", "text": ""}]}],
     ],
 )
 def test_invalid_block_kit_is_permanent_and_not_sent(blocks: Any) -> None:
-    """Blocks that fail Block Kit validation are a permanent error, and nothing is posted."""
+    """Blocks that Slack would refuse (invalid_blocks) are a permanent error, and nothing is
+    posted: a header's text must be plain_text, a text object's type one Slack knows, its text not
+    empty, a section field at most 2,000 characters."""
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post(WEBHOOK_URL).mock(return_value=httpx.Response(200, text="ok"))
         [error] = send(slack_sink.SINK, {"type": "slack", "webhook_url": WEBHOOK_URL},

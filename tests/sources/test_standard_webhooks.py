@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
+import pytest
+from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from relay.errors import EventShapeError
@@ -34,3 +37,34 @@ def test_standard_webhooks_event_signed_by_the_reference_library() -> None:
         source = build("standard-webhooks", secret=secret)
         [event] = source.verify(CLERK_EVENT, svix_headers("msg_sw", NOW, signature, "webhook"))
         assert (event.message_id, event.type, event.body) == ("msg_sw", "user.created", CLERK_EVENT)
+
+
+def test_standard_webhooks_secret_without_padding_is_the_same_key() -> None:
+    """A base64 secret without its `=` padding (the reference library accepts it) verifies what
+    the library signs with it, with or without whsec_."""
+    bare = base64.b64encode(b"partner-key-of-17").decode().rstrip("=")  # 17 bytes: one '='
+    signature = StandardWebhook(bare).sign(
+        "msg_pad", datetime.fromtimestamp(NOW, UTC), CLERK_EVENT.decode()
+    )
+    for secret in (bare, "whsec_" + bare):
+        source = build("standard-webhooks", secret=secret)
+        [event] = source.verify(CLERK_EVENT, svix_headers("msg_pad", NOW, signature, "webhook"))
+        assert event.message_id == "msg_pad"
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("bm90LWJhc2U2NA!!", "signing secret is not valid base64"),
+        ("whsec_bm90LWJhc2U2NA!!", "signing secret is not valid base64 after 'whsec_'"),
+    ],
+)
+def test_standard_webhooks_secret_errors_mention_whsec_only_when_it_is_there(
+    secret: str, message: str
+) -> None:
+    """A bare secret that is not base64 is refused without a word about whsec_, which it never
+    had; one with the prefix says where the base64 went wrong."""
+    with pytest.raises(ValidationError) as info:
+        build("standard-webhooks", secret=secret)
+    [error] = info.value.errors()
+    assert error["msg"] == f"Value error, {message}"

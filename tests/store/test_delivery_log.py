@@ -1,11 +1,11 @@
 """The delivery log that the CLI and /metrics read: events, deliveries and attempts by id and by
-filter, and purge, on every backend."""
+filter, on every backend (purge: test_purge.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from relay.store import IngestOutcome, NewEvent
+from relay.store import NewEvent
 from tests.store.helpers import T0, attempt, delivery, event
 
 pytestmark = pytest.mark.anyio
@@ -90,20 +90,6 @@ async def test_list_deliveries_filters(store):
     assert await ids(limit=1) == [f"dlv_{b.id}_0"]
     with pytest.raises(ValueError, match="'lost' is not a valid DeliveryStatus"):
         await ids(status="lost")
-
-
-async def test_purge_removes_only_old_finished_events(store):
-    """purge deletes old events whose deliveries are all final; the message id is then new."""
-    done, busy, young = event(1, at=T0), event(2, at=T0), event(3, at=T0 + 100)
-    for e in (done, busy, young):
-        await store.ingest(e, [delivery(e.id)])
-    await store.record_delivered(attempt(f"dlv_{done.id}_0", code=200, error=None))
-    await store.record_dead(None, f"dlv_{young.id}_0", "no")
-    assert await store.purge(older_than=T0 + 50) == 1
-    assert await store.get_event(done.id) is None
-    assert await store.list_attempts(f"dlv_{done.id}_0") == []
-    assert {d.event_id for d in await store.list_deliveries()} == {busy.id, young.id}
-    assert await store.ingest(done, []) is IngestOutcome.ACCEPTED
 
 
 @pytest.mark.parametrize(
