@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config.model import Config
+from relay.config.workflow import check_samples, describe_timing, describe_workflow
 from relay.errors import Diagnostic, TemplateError
 from relay.rules import Rule
 
@@ -55,6 +56,8 @@ def load_samples(folder: Path) -> tuple[list[Sample], list[Diagnostic]]:
 
 def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> list[Diagnostic]:
     """Render every send of every rule against each sample it matches; report what fails.
+    A digest's sends are rendered once, over a batch of every sample the rule matches; its
+    workflow keys are checked against the samples too (``check_samples``).
 
     A rule that matches no sample gets a warning: nothing vouches for its templates.
     """
@@ -75,10 +78,18 @@ def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> l
                     "warning",
                 )
             )
-        for sample in matched:
+        renders: list[tuple[Sample, list[Mapping[str, Any]] | None]] = [
+            (sample, None) for sample in matched
+        ]
+        if rule.workflow.digest is not None and matched:
+            renders = [(matched[0], [sample.event for sample in matched])]
+        for sample, batch in renders:
+            what = f"sample {Path(sample.file).name}"
+            if batch is not None:
+                what = f"a digest of {len(batch)} sample events"
             for send in rule.sends:
                 try:
-                    send.render(sample.event)
+                    send.render(sample.event, batch)
                 except TemplateError as exc:
                     key = (exc.file, exc.line, exc.message)
                     if key not in seen:
@@ -88,10 +99,10 @@ def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> l
                                 exc.file or "rules.yaml",
                                 exc.line or rule.line,
                                 1,
-                                f"{exc.message} (rule '{rule.name}', sample "
-                                f"{Path(sample.file).name})",
+                                f"{exc.message} (rule '{rule.name}', {what})",
                             )
                         )
+        found += check_samples(rule, samples, "rules.yaml")
     return found
 
 
@@ -102,6 +113,8 @@ class PreviewSend:
     payload: Mapping[str, Any] | None
     lines: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None
+    due_at: float | None = None  # when it would go out, if not at once (a delay, a window)
+    timing: str = "at once"  # why then, in words
 
 
 @dataclass(frozen=True)
@@ -110,17 +123,38 @@ class PreviewRule:
     matched: bool
     reason: str
     sends: list[PreviewSend] = field(default_factory=list)
+    workflow: list[str] = field(default_factory=list)  # what else applies: a cancel, a digest...
+    digest_of: int = 0  # a digest's sends are rendered over this many events
 
 
-def preview(config: Config, event: Mapping[str, Any], only: str | None = None) -> list[PreviewRule]:
-    """What each rule would do with ``event``: matched or why not, and each rendered send."""
+def preview(
+    config: Config,
+    event: Mapping[str, Any],
+    only: str | None = None,
+    *,
+    now: float = 0.0,
+    samples: Sequence[Sample] = (),
+) -> list[PreviewRule]:
+    """What each rule would do with ``event`` received at ``now``: matched or why not, each
+    rendered send and when it would go out, and what would cancel it or hold it back. A
+    digest's sends are rendered over a batch of ``event`` and the other samples the rule
+    matches (at most its ``max``)."""
     result = []
     for rule in config.rules:
         if only is not None and rule.name != only:
             continue
         matched, reason = _why(rule, event)
-        sends = [_preview_send(config, rule, i, event) for i in range(len(rule.sends))]
-        result.append(PreviewRule(rule.name, matched, reason, sends if matched else []))
+        batch = None
+        digest = rule.workflow.digest
+        if digest is not None:
+            others = [s.event for s in samples if s.event != event and rule.matches(s.event)]
+            batch = [event, *others][: digest.max]
+        sends = [_preview_send(config, rule, i, event, now, batch) for i in range(len(rule.sends))]
+        notes = describe_workflow(rule, event)
+        digest_of = 0 if batch is None else len(batch)
+        result.append(
+            PreviewRule(rule.name, matched, reason, sends if matched else [], notes, digest_of)
+        )
     return result
 
 
@@ -135,13 +169,23 @@ def _why(rule: Rule, event: Mapping[str, Any]) -> tuple[bool, str]:
     return True, "matched"
 
 
-def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, Any]) -> PreviewSend:
+def _preview_send(
+    config: Config,
+    rule: Rule,
+    index: int,
+    event: Mapping[str, Any],
+    now: float,
+    batch: list[Mapping[str, Any]] | None,
+) -> PreviewSend:
     send = rule.sends[index]
     spec = config.sinks[send.sink]
+    due_at, timing = describe_timing(rule, send, event, now)
     try:
-        payload = send.render(event)
+        payload = send.render(event, batch)
     except TemplateError as exc:
-        return PreviewSend(send.sink, spec.type.name, None, error=str(exc))
+        return PreviewSend(
+            send.sink, spec.type.name, None, error=str(exc), due_at=due_at, timing=timing
+        )
     if spec.type.describe is not None:
         lines = spec.type.describe(payload)
     else:
@@ -150,4 +194,4 @@ def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, An
         ]
     if not spec.type.template_required and not payload:
         lines = [("body", json.dumps(event, indent=2))]
-    return PreviewSend(send.sink, spec.type.name, payload, lines)
+    return PreviewSend(send.sink, spec.type.name, payload, lines, due_at=due_at, timing=timing)

@@ -17,6 +17,7 @@ from relay.store.base import (
     NewEvent,
     Queue,
     QueueStats,
+    Recorded,
     Store,
 )
 from relay.store.sqlite import SQLiteStore
@@ -34,6 +35,7 @@ __all__ = [
     "NewEvent",
     "Queue",
     "QueueStats",
+    "Recorded",
     "SQLiteStore",
     "Store",
     "open_store",

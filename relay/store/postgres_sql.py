@@ -26,7 +26,7 @@ SCHEMA_LOCK = "SELECT pg_advisory_lock(hashtext('relay schema ' || coalesce(curr
 EVENT_COLS = sql.SQL("id, source, message_id, type, received_at, body")
 DELIVERY_COLS = sql.SQL(
     "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at, "
-    "lease_until, last_error, created_at, updated_at, delivered_at"
+    "lease_until, last_error, created_at, updated_at, delivered_at, cancel_key, batch_id"
 )
 ATTEMPT_COLS = sql.SQL(
     "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome"
@@ -38,9 +38,12 @@ CLAIM = """WITH due AS (
 ), claimed AS (
     UPDATE deliveries d SET lease_until = %(until)s, updated_at = %(now)s FROM due
     WHERE d.id = due.id RETURNING d.*
+), closed AS (
+    UPDATE batches b SET state = 'closed' FROM claimed c
+    WHERE b.id = c.batch_id AND b.state = 'open'
 )
 SELECT c.id, c.event_id, e.source, e.message_id, e.type, e.received_at, e.body, c.rule,
-    c.send_index, c.sink, c.idempotency_key, c.attempts, c.lease_until
+    c.send_index, c.sink, c.idempotency_key, c.attempts, c.lease_until, c.batch_id
 FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id"""
 INGEST = """WITH event AS (
     INSERT INTO events (id, source, message_id, type, received_at, body)
@@ -48,12 +51,13 @@ INGEST = """WITH event AS (
     ON CONFLICT (source, message_id) DO NOTHING RETURNING id
 ), sent AS (
     INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
-        next_attempt_at, created_at, updated_at)
-    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, 'pending', d.due,
-        %(received_at)s, %(received_at)s
+        next_attempt_at, created_at, updated_at, cancel_key)
+    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, d.status, d.due,
+        %(received_at)s, %(received_at)s, d.cancel_key
     FROM event, unnest(%(d_ids)s::text[], %(d_rules)s::text[], %(d_sends)s::integer[],
-        %(d_sinks)s::text[], %(d_keys)s::text[], %(d_due)s::double precision[])
-        AS d(id, rule, send_index, sink, idempotency_key, due)
+        %(d_sinks)s::text[], %(d_keys)s::text[], %(d_due)s::double precision[],
+        %(d_status)s::text[], %(d_cancel)s::text[])
+        AS d(id, rule, send_index, sink, idempotency_key, due, status, cancel_key)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM sent)"""
@@ -69,13 +73,14 @@ INGEST_BATCH = """WITH event AS (
     ON CONFLICT (source, message_id) DO NOTHING RETURNING id, received_at
 ), sent AS (
     INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
-        next_attempt_at, created_at, updated_at)
-    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, 'pending', d.due,
-        event.received_at, event.received_at
+        next_attempt_at, created_at, updated_at, cancel_key)
+    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, d.status, d.due,
+        event.received_at, event.received_at, d.cancel_key
     FROM event JOIN unnest(%(d_ids)s::text[], %(d_events)s::text[], %(d_rules)s::text[],
         %(d_sends)s::integer[], %(d_sinks)s::text[], %(d_keys)s::text[],
-        %(d_due)s::double precision[])
-        AS d(id, event_id, rule, send_index, sink, idempotency_key, due) ON d.event_id = event.id
+        %(d_due)s::double precision[], %(d_status)s::text[], %(d_cancel)s::text[])
+        AS d(id, event_id, rule, send_index, sink, idempotency_key, due, status, cancel_key)
+        ON d.event_id = event.id
     RETURNING 1
 )
 SELECT id FROM event"""
@@ -119,7 +124,7 @@ def where(filters: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
 # replicas' batches take their locks in the same order: no deadlock).
 ATTEMPT_COUNTS = (
     "SELECT d.id, d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
-    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d"
+    " WHERE a.delivery_id = d.id), 0), d.lease_until, d.status, d.last_error FROM deliveries d"
     " WHERE d.id = ANY(%s::text[]) ORDER BY d.id FOR UPDATE OF d"
 )
 INSERT_ATTEMPT = (
@@ -139,7 +144,8 @@ RELEASE = (
     " AND (%s::double precision IS NULL OR lease_until = %s)"
 )
 DEFER = (
-    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = %s WHERE id = %s"
+    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = %s, status = CASE WHEN %s"
+    " AND status IN ('pending', 'failed') THEN 'scheduled' ELSE status END WHERE id = %s"
     " AND (%s::double precision IS NULL OR lease_until = %s)"
 )
 
@@ -155,6 +161,8 @@ def delivery_arrays(items: Sequence[PendingIngest]) -> dict[str, list[Any]]:
         "d_sinks": [d.sink for _, d in pairs],
         "d_keys": [d.idempotency_key for _, d in pairs],
         "d_due": [d.next_attempt_at for _, d in pairs],
+        "d_status": [d.status.value for _, d in pairs],
+        "d_cancel": [d.cancel_key for _, d in pairs],
     }
 
 
