@@ -102,7 +102,7 @@ def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> l
                                 f"{exc.message} (rule '{rule.name}', {what})",
                             )
                         )
-        found += check_samples(rule, samples, "rules.yaml")
+        found += check_samples(rule, samples)
     return found
 
 

@@ -190,7 +190,7 @@ class WorkflowCompiler:
             return None
 
 
-def check_samples(rule: Rule, samples: Sequence[Sample], rules_file: str) -> list[Diagnostic]:
+def check_samples(rule: Rule, samples: Sequence[Sample]) -> list[Diagnostic]:
     """Render the rule's keys (and an event's time zone) against the samples it matches, and
     its cancel key against the samples its ``cancel_on`` names: a key that fails is an error
     (its deliveries could not be cancelled, or would be held back); one that renders empty, or
@@ -198,10 +198,10 @@ def check_samples(rule: Rule, samples: Sequence[Sample], rules_file: str) -> lis
     workflow = rule.workflow
     found: list[Diagnostic] = []
 
-    def say(sample: Sample, message: str, severity: str = "error") -> None:
+    def say(sample: Sample, where: Where, message: str, severity: str = "error") -> None:
         name = sample.file.rsplit("/", 1)[-1]
         text = f"rule '{rule.name}': {message} (sample {name})"
-        found.append(Diagnostic(rules_file, rule.line, 1, text, severity))
+        found.append(Diagnostic(where.file, where.line, 1, text, severity))
 
     matched = [s for s in samples if rule.matches(s.event)]
     keys: list[tuple[str, Key | None, Sequence[Sample]]] = []
@@ -215,11 +215,12 @@ def check_samples(rule: Rule, samples: Sequence[Sample], rules_file: str) -> lis
     for what, key, group in keys:
         for sample in group if key is not None else ():
             assert key is not None
+            where = key.template.where
             try:
                 if key.render(sample.event) is None:
-                    say(sample, f"{what} renders empty", "warning")
+                    say(sample, where, f"{what} renders empty", "warning")
             except TemplateError as exc:
-                say(sample, f"{what} does not render: {exc.message}")
+                say(sample, where, f"{what} does not render: {exc.message}")
     for sample in matched:
         for send in rule.sends:
             window = send.timing.window if send.timing is not None else None
@@ -228,6 +229,7 @@ def check_samples(rule: Rule, samples: Sequence[Sample], rules_file: str) -> lis
                 if zone is None:
                     say(
                         sample,
+                        window.zone.template.where,
                         f"its time zone ({window.zone.template.source.strip()}) names none:"
                         f" the default {window.zone.default.key} applies",
                         "warning",
