@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                             {
                                 "sink": s.sink,
                                 "type": s.sink_type,
-                                "due_at": iso(s.due_at),
+                                "due_at": iso(s.due_at, ms=True),
                                 "timing": s.timing,
                                 "payload": s.payload,
                                 "error": s.error,
