@@ -81,14 +81,13 @@ async def test_each_event_says_what_its_workflow_did(
     again["data"]["id"] = "user_again"
     await post(endpoint, "msg_2", again)
     second = accepted(caplog)
-    assert second["suppressed"] == [
-        "onboarding: once: already sent for key 'ada@example.com'"
-    ]
+    assert second["suppressed"] == ["onboarding: once: already sent for key 'ada@example.com'"]
     assert [d["outcome"] for d in second["digests"]] == ["joined"]
 
     await post(endpoint, "msg_3", sample("user.deleted.json"))
     third = accepted(caplog)  # no worker ran: the welcome was not sent either
-    assert len(third["cancelled"]) == 2 and third["in_flight"] == []
+    assert len(third["cancelled"]) == 2
+    assert third["in_flight"] == []
 
     def count(outcome: str) -> float:
         return sample_value(
@@ -101,9 +100,12 @@ async def test_each_event_says_what_its_workflow_did(
     )
     assert scheduled == 1
     for outcome, n in (("lead", 1), ("joined", 1)):
-        assert sample_value(
-            endpoint, "relay_digest_events_total", rule="signup-digest", outcome=outcome
-        ) == n
+        assert (
+            sample_value(
+                endpoint, "relay_digest_events_total", rule="signup-digest", outcome=outcome
+            )
+            == n
+        )
 
 
 async def test_a_key_that_does_not_render_is_a_warning_and_the_event_is_stored(

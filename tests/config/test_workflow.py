@@ -54,7 +54,9 @@ rules:
 """
 TEMPLATES = {
     "welcome.yaml": 'subject: "Hi {{ data.id }}"\ntext: "Hello"\n',
-    "digest.yaml": 'text: "{{ count }} sign-ups: {{ events | map(attribute=\'data.id\') | join(\', \') }}"\n',
+    "digest.yaml": (
+        "text: \"{{ count }} sign-ups: {{ events | map(attribute='data.id') | join(', ') }}\"\n"
+    ),
 }
 
 
@@ -71,7 +73,8 @@ def test_the_workflow_rules_load_and_compile(tmp_path: Path) -> None:
     onboarding, signups = config.rules
     assert onboarding.sends[0].timing is None
     timing = onboarding.sends[1].timing
-    assert isinstance(timing, Timing) and timing.delay_s == 3 * 86400
+    assert isinstance(timing, Timing)
+    assert timing.delay_s == 3 * 86400
     assert timing.window is not None
     assert timing.window.describe() == (
         "mon-fri 09:00-17:00 the event's {{ data.public_metadata.timezone }} (else Europe/Berlin)"
@@ -79,7 +82,8 @@ def test_the_workflow_rules_load_and_compile(tmp_path: Path) -> None:
     assert onboarding.workflow.cancel is not None
     assert onboarding.workflow.cancel.patterns == ("user.deleted",)
     digest = signups.workflow.digest
-    assert digest is not None and (digest.window_s, digest.max, digest.lead) == (600, 50, True)
+    assert digest is not None
+    assert (digest.window_s, digest.max, digest.lead) == (600, 50, True)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +155,8 @@ def test_each_workflow_mistake_is_reported_where_it_is(
         ("    digest: {window: 10m, max: 50, first: now}\n",
          '    once: "{{ data.id }}"\n    throttle: {key: "{{ data.id }}", per: 1d}\n',
          ["rules.yaml:35:15: use once or throttle, not both"]),
-        ("    digest: {window: 10m, max: 50, first: now}\n", '    throttle: {key: "x", per: 1d, max: 0}\n',
+        ("    digest: {window: 10m, max: 50, first: now}\n",
+         '    throttle: {key: "x", per: 1d, max: 0}\n',
          ["rules.yaml:34:40: max: Input should be greater than or equal to 1"]),
         ("    digest: {window: 10m, max: 50, first: now}\n", '    throttle: {key: "x"}\n',
          ["rules.yaml:34:5: missing required key 'per'"]),
@@ -185,7 +190,9 @@ def test_check_renders_a_digest_over_a_batch_of_the_samples(tmp_path: Path) -> N
     ]
     TEMPLATES["bad.yaml"] = 'text: "{{ events[0].data.nickname }}"\n'
     try:
-        found = render(tmp_path, RULES.replace("template: digest.yaml", "template: bad.yaml"), [USER])
+        found = render(
+            tmp_path, RULES.replace("template: digest.yaml", "template: bad.yaml"), [USER]
+        )
     finally:
         del TEMPLATES["bad.yaml"]
     assert found == [

@@ -161,7 +161,8 @@ async def test_a_delete_before_day_3_cancels_the_tips_and_nothing_is_sent(flow: 
     welcome, tips = await flow.deliveries(event_id, "onboarding")
     assert step.cancelled == ((tips.id, "email"),)
     assert (welcome.status, tips.status) == ("delivered", "cancelled")
-    assert tips.last_error is not None and tips.last_error.startswith("cancelled by user.deleted")
+    assert tips.last_error is not None
+    assert tips.last_error.startswith("cancelled by user.deleted")
     flow.at(SPRING + 10 * DAY)
     await flow.run_due()  # the sign-up digest goes out
     assert flow.sent() == [{"welcome": "user_1"}]
@@ -278,7 +279,7 @@ async def test_once_never_sends_the_rule_twice_for_a_key(flow: Flow) -> None:
     """once: the second event for the same address is suppressed with its reason, and never
     sent, whenever the worker runs."""
     flow.at(SPRING)
-    first, _ = await flow.post("user.updated", {"id": "user_1", "email": "ada@example.com"})
+    _first, _ = await flow.post("user.updated", {"id": "user_1", "email": "ada@example.com"})
     second, _ = await flow.post("user.updated", {"id": "user_1", "email": "ada@example.com"})
     flow.at(SPRING + 400 * DAY)
     await flow.run_due()

@@ -34,7 +34,9 @@ async def created(store: Store, n: int, due: float, key: str, at: float = T0) ->
     return d.id
 
 
-async def cancel(store: Store, n: int, key: str, at: float = T0, rule: str = "onboarding") -> StepResult:
+async def cancel(
+    store: Store, n: int, key: str, at: float = T0, rule: str = "onboarding"
+) -> StepResult:
     """Event n (user.deleted) cancelling ``rule``'s unsent deliveries with ``key``."""
     e = event(n, type="user.deleted", at=at)
     result = await store.admit(e, [], [Cancel(rule, key, f"cancelled by user.deleted msg_{n}")])
@@ -42,9 +44,7 @@ async def cancel(store: Store, n: int, key: str, at: float = T0, rule: str = "on
     return step
 
 
-async def limit(
-    store: Store, n: int, key: str | None, at: float, **kw: float | None
-) -> StepResult:
+async def limit(store: Store, n: int, key: str | None, at: float, **kw: float | None) -> StepResult:
     e = event(n, at=at)
     d = NewDelivery(f"dlv_{e.id}", "welcome", 0, "email", f"key_{e.id}", at)
     step = Limited("welcome", key, int(kw.get("max") or 1), kw.get("per_s"), (d,), f"held {key}")

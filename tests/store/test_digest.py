@@ -52,7 +52,8 @@ async def test_a_claimed_digest_takes_no_more_events(store):
     await store.promote_due(T0 + 600)
     await store.claim_due(T0 + 600, 10, 60)
     late = (await digest(store, 2, T0 + 300)).steps[0]  # a replica whose clock is behind
-    assert late.outcome == "opened" and late.batch_id != first.batch_id
+    assert late.outcome == "opened"
+    assert late.batch_id != first.batch_id
     assert await members(store, first.batch_id) == [body(1)]
 
 
@@ -91,7 +92,8 @@ async def test_lead_sends_the_first_event_at_once_and_digests_the_rest(store):
     assert (made.next_attempt_at, made.event_id) == (T0 + 600, event(2).id)
     assert await members(store, lead.batch_id) == [body(2), body(3)]
     again = (await digest(store, 4, T0 + 600, lead=True)).steps[0]
-    assert again.outcome == "lead" and again.batch_id != lead.batch_id
+    assert again.outcome == "lead"
+    assert again.batch_id != lead.batch_id
 
 
 async def test_a_lead_without_followers_leaves_no_digest(store):
@@ -106,7 +108,8 @@ async def test_an_expired_batch_is_closed_by_the_next_event_even_if_never_claime
     the old digest yet; the old one keeps its events."""
     first = (await digest(store, 1, T0)).steps[0]
     second = (await digest(store, 2, T0 + 600)).steps[0]
-    assert second.outcome == "opened" and second.batch_id != first.batch_id
+    assert second.outcome == "opened"
+    assert second.batch_id != first.batch_id
     assert await members(store, first.batch_id) == [body(1)]
 
 
