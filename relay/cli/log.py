@@ -45,7 +45,10 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--body", action="store_true", help="also print the stored JSON body")
         parser.set_defaults(handler=with_store(parser, show_event))
     else:
-        parser.add_argument("--status", choices=[s.value for s in DeliveryStatus])
+        statuses = [s.value for s in DeliveryStatus]
+        parser.add_argument(
+            "--status", choices=statuses, metavar="S", help=f"one of: {', '.join(statuses)}"
+        )
         parser.add_argument("--sink", metavar="NAME")
         parser.add_argument("--rule", metavar="NAME")
         add_filters(parser, "created")
