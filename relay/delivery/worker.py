@@ -30,6 +30,7 @@ from relay.config import Config, SinkSpec
 from relay.delivery.breaker import CircuitState
 from relay.delivery.gate import GateChange, SinkGate
 from relay.delivery.policy import next_delay
+from relay.delivery.workflow import defer_outside_window, digest_events
 from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
 from relay.metrics import Metrics
 from relay.rules import Rule, Send
@@ -303,22 +304,14 @@ class Worker:
         return Target(send, sink, spec, rule)
 
     async def _outside_window(self, claimed: ClaimedDelivery, target: Target) -> bool:
-        """A delivery that came due outside its send window (in its event's time zone, as its
-        rule says now) moves to the window's next opening, as scheduled, without an attempt."""
-        timing = target.timing
-        if timing is None or timing.window is None:
+        """Moved to its send window's next opening (``relay.delivery.workflow``)?"""
+        opening = await defer_outside_window(self.store, claimed, target.timing, self.clock())
+        if opening is None:
             return False
-        event = _envelope(claimed.body)
-        now = self.clock()
-        opening = timing.open_at(now, event)
-        if opening <= now:
-            return False
-        await self.store.defer(claimed.id, opening, lease=claimed.lease_until, scheduled=True)
         fields = {
             "delivery_id": claimed.id,
             "rule": claimed.rule,
             "sink": claimed.sink,
-            "window": timing.window.describe(),
             "next_attempt_at": opening,
             "outcome": "rescheduled",
         }
@@ -332,7 +325,7 @@ class Worker:
         retry would render the same)."""
         try:
             event = json.loads(claimed.body)
-            batch = await self._batch(claimed, target, event)
+            batch = await digest_events(self.store, claimed, target.rule, event)
             return Message(
                 delivery_id=claimed.id,
                 idempotency_key=claimed.idempotency_key,
@@ -348,17 +341,6 @@ class Worker:
             attempt = Attempt(claimed.id, self.clock(), 0.0, None, error)
             await self._dead(claimed, attempt, error or "template error")
             return None
-
-    async def _batch(
-        self, claimed: ClaimedDelivery, target: Target, event: Any
-    ) -> list[Any] | None:
-        """A digest's events (its batch's, oldest first; a lead's is itself); None otherwise."""
-        if claimed.batch_id is not None:
-            bodies = await self.store.digest_events(claimed.batch_id, claimed.send_index)
-            return [json.loads(body) for body in bodies]
-        if target.rule is not None and target.rule.workflow.digest is not None:
-            return [event]
-        return None
 
     async def _attempt(self, message: Message, target: Target) -> Outcome:
         """Send once, within the attempt's deadline; the sink's gate hears how it went."""
@@ -488,16 +470,6 @@ class Worker:
         text = redact(text, runtime.config.secret_values)
         text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
         return text[:MAX_ERROR_CHARS]
-
-
-def _envelope(body: bytes) -> Any:
-    """The event's envelope, or an empty one if its body is not a JSON object (the window's time
-    zone is then the default)."""
-    try:
-        event = json.loads(body)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
 
 
 def _rule_gone(claimed: ClaimedDelivery) -> str:

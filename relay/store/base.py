@@ -65,6 +65,11 @@ class Recorded(enum.Enum):
     # cancel's reason kept), a failure left it cancelled (recorded in its history, not retried).
     CANCELLED = "cancelled"
 
+    def __bool__(self) -> bool:
+        """True when the delivery moved as the result said (what ``record_*`` returned before
+        there were cancels)."""
+        return self is Recorded.MOVED
+
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
