@@ -69,6 +69,13 @@ rules:
     send:
       - sink: slack
         template: digest.yaml
+  - name: office-digest
+    events: organization.updated
+    window: {days: mon-fri, hours: "09:00-17:00", timezone: Europe/Berlin}
+    digest: {window: 10m}
+    send:
+      - sink: slack
+        template: digest.yaml
   - name: welcome-once
     events: user.updated
     once: "{{ data.email }}"

@@ -65,3 +65,29 @@ async def test_replicas_racing_on_one_key_send_it_once(make_store):
     finally:
         for replica in replicas:
             await replica.close()
+
+
+async def test_replicas_racing_on_a_throttle_row_that_exists_send_only_what_it_allows(
+    make_store,
+):
+    """The throttle's row for a key exists (a send two hours ago, no longer counted); four
+    replicas then ingest 12 events each at once for it: max 1 per hour, so exactly one is
+    sent. Ten rounds, a key each."""
+    replicas = [make_store() for _ in range(4)]
+    for replica in replicas:
+        await replica.open()
+    try:
+        for round in range(10):
+            key, first = f"org_{round}", 1000 * (round + 1)
+            old = await limit(replicas[0], first, key, T0 - 2 * HOUR, max=1, per_s=HOUR)
+            assert old.outcome == "sent"
+            outcomes = await asyncio.gather(
+                *(
+                    limit(replicas[n % 4], first + 1 + n, key, T0, max=1, per_s=HOUR)
+                    for n in range(48)
+                )
+            )
+            assert sorted(o.outcome for o in outcomes) == ["sent"] + ["suppressed"] * 47
+    finally:
+        for replica in replicas:
+            await replica.close()

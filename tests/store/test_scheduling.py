@@ -5,8 +5,9 @@ the held-back states replayed only when asked; what purge keeps."""
 from __future__ import annotations
 
 import pytest
+from psycopg import sql
 
-from relay.store import DeliveryStatus, Recorded
+from relay.store import DeliveryStatus, Recorded, SQLiteStore
 from relay.store.steps import Cancel
 from tests.store.helpers import T0, attempt, event, ingest_one
 from tests.store.steps_helpers import DAY, cancel, created, digest, limit
@@ -124,9 +125,19 @@ async def test_purge_keeps_what_is_unsent_and_the_events_an_unsent_digest_holds(
     (claimed,) = await store.claim_due(T0 + 605, 10, 60)
     assert claimed.id == digest_row.id
     await store.record_delivered(attempt(claimed.id, T0 + 605, code=200, error=None))
+    assert await batches(store) == 1
     assert await store.purge(T0 + DAY) == 2  # events 4 and 5, with their batch
     assert {e.id for e in await store.list_events()} == {event(1).id}
     assert await store.list_deliveries(batch_id=claimed.batch_id) == []
+    assert await batches(store) == 0
+
+
+async def batches(store) -> int:
+    """How many digest batches the store holds (no API reads them: the table, directly)."""
+    count = "SELECT COUNT(*) FROM batches"
+    query = count if isinstance(store, SQLiteStore) else sql.SQL(count)
+    ((n,),) = await store._fetch("count batches", query, ())
+    return int(n)
 
 
 async def test_cancel_step_and_plain_deliveries_commit_together(store):

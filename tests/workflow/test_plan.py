@@ -45,6 +45,18 @@ def test_a_plain_send_is_pending_and_a_later_one_scheduled(rules) -> None:  # ty
     assert digest.digests[0].idempotency_key != digest.members[0].idempotency_key
 
 
+def test_a_digest_in_a_window_closes_at_its_opening(rules) -> None:  # type: ignore[no-untyped-def]
+    """A digest rule with a send window: a batch opened on Friday night closes (and is sent)
+    at Monday 09:00 in Berlin, holding the weekend's events; if it fills, it is due then too."""
+    friday_night = utc("2026-03-27 21:00")
+    plan = plan_event(rules, {"type": "organization.updated", "data": {"id": "org_1"}},
+                      arrival("organization.updated", friday_night))  # fmt: skip
+    (entry,) = plan.steps
+    assert isinstance(entry, Batched)
+    monday = utc("2026-03-30 07:00")  # 09:00 in Berlin, summer time since Sunday
+    assert (entry.closes_at, entry.due_full) == (monday, monday)
+
+
 def test_a_cancelling_event_makes_a_cancel_naming_itself(rules) -> None:  # type: ignore[no-untyped-def]
     plan = plan_event(rules, {"type": "user.deleted", "data": {"id": "user_1"}},
                       arrival("user.deleted"))  # fmt: skip
