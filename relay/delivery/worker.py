@@ -6,8 +6,9 @@ sink never holds back the others. A delivery is leased while it is being worked 
 dies, the lease expires (or, for the single embedded worker, is dropped at start) and the delivery
 is attempted again with the same idempotency key.
 
-Workflows (``relay.workflow``): each tick first makes the scheduled deliveries that have come due
-pending (``promote_due``). A claimed delivery whose send has a window and comes due outside it (a
+Workflows (``relay.workflow``): a tick first makes the scheduled deliveries that have come due
+pending (``promote_due``, at most once per ``poll_s``: a scheduled send goes out within about
+that of its due time). A claimed delivery whose send has a window and comes due outside it (a
 retry, a replay, a reload that changed the window) is moved to the window's next opening, without
 an attempt. A digest is rendered over its batch's events (``events``, ``count``). A delivery
 cancelled while it was being sent keeps the outcome of that attempt only if it delivered; a
@@ -98,6 +99,7 @@ class Worker:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: bool = False
     _orphans_checked_at: float = float("-inf")
+    _promoted_at: float = float("-inf")
 
     def attempt_deadline_s(self, timeout_s: float) -> float:
         """How long one attempt may run in all: a sink's ``timeout_s`` bounds each wait (connect,
@@ -130,13 +132,15 @@ class Worker:
         runtime = self.runtime()
         now = self.clock()
         total = 0
-        try:
-            await self.store.promote_due(now)
-        except Exception as exc:  # the claims below still take what is pending
-            log.error(
-                "promoting scheduled deliveries failed", extra={"fields": {"error": str(exc)}}
-            )
-            self.metrics.worker_failed("claim")
+        if not 0 <= now - self._promoted_at < self.poll_s:  # at most once a poll: a write
+            self._promoted_at = now  # statement on PostgreSQL, and a busy worker ticks often
+            try:
+                await self.store.promote_due(now)
+            except Exception as exc:  # the claims below still take what is pending
+                log.error(
+                    "promoting scheduled deliveries failed", extra={"fields": {"error": str(exc)}}
+                )
+                self.metrics.worker_failed("claim")
         known_rules = [rule.name for rule in runtime.config.rules]  # the rest: see the sweep
         for name, spec in runtime.config.sinks.items():
             gate = self._gates.get(name)

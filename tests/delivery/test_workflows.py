@@ -303,3 +303,24 @@ async def test_throttle_holds_back_what_exceeds_max_per_window(flow: Flow) -> No
     assert [d.last_error for d in suppressed] == [
         "throttle (2 per 1h): the limit for key 'user_1' is reached"
     ]
+
+
+async def test_the_worker_promotes_due_sends_at_most_once_a_poll(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Promoting is a write on PostgreSQL and a busy worker ticks many times a second: it
+    promotes at most once per poll interval (a scheduled send waits at most about that)."""
+    calls: list[float] = []
+    promote = flow.store.promote_due
+
+    async def counted(now: float, limit: int = 1000) -> int:
+        calls.append(now)
+        return await promote(now, limit)
+
+    monkeypatch.setattr(flow.store, "promote_due", counted)
+    flow.at(SPRING)
+    for _ in range(3):
+        await flow.run_due()
+    flow.at(SPRING + flow.worker.poll_s)
+    await flow.run_due()
+    assert calls == [SPRING, SPRING + flow.worker.poll_s]
