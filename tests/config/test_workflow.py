@@ -168,9 +168,11 @@ def test_workflow_keys_that_do_not_go_together_are_refused(
     assert errors(tmp_path, old, new) == expected
 
 
-def render(tmp_path: Path, rules: str, samples: list[dict[str, object]]) -> list[str]:
-    """`relay check`'s renders: every diagnostic, located."""
-    errors_for(tmp_path, rules, templates=TEMPLATES)
+def render(
+    tmp_path: Path, rules: str, samples: list[dict[str, object]], **templates: str
+) -> list[str]:
+    """`relay check`'s renders (with ``templates`` besides the test's): every diagnostic."""
+    errors_for(tmp_path, rules, templates={**TEMPLATES, **templates})
     config = load_config(tmp_path / "rules.yaml", tmp_path / "templates", env=TEST_ENV)
     found = render_all(config, [Sample(f"samples/{i}.json", e) for i, e in enumerate(samples)], "s")
     return [str(d).replace(str(tmp_path) + "/", "") for d in found]
@@ -188,13 +190,8 @@ def test_check_renders_a_digest_over_a_batch_of_the_samples(tmp_path: Path) -> N
         " ({{ data.public_metadata.timezone }}) names none: the default Europe/Berlin applies"
         " (sample 1.json)"
     ]
-    TEMPLATES["bad.yaml"] = 'text: "{{ events[0].data.nickname }}"\n'
-    try:
-        found = render(
-            tmp_path, RULES.replace("template: digest.yaml", "template: bad.yaml"), [USER]
-        )
-    finally:
-        del TEMPLATES["bad.yaml"]
+    bad = RULES.replace("template: digest.yaml", "template: bad.yaml")
+    found = render(tmp_path, bad, [USER], **{"bad.yaml": 'text: "{{ events[0].data.nickname }}"\n'})
     assert found == [
         "templates/bad.yaml:1:1: undefined variable: 'dict object' has no attribute 'nickname'"
         " (rule 'signups', a digest of 1 sample events)"
