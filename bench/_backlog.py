@@ -44,18 +44,19 @@ def create_schema(db: Path) -> None:
 
 
 def backlog_rows(
-    n: int, *, rule: str = "bench", sink: str = "hook"
+    n: int, *, rule: str = "bench", sink: str = "hook", start: int = 0
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(events, deliveries) rows of a backlog of ``n`` user.created events, each with one
     pending delivery due now: the columns ``*_COLUMNS`` name, as the stores' ingest writes them
-    (``status`` is 'pending', ``attempts`` 0 by default)."""
+    (``status`` is 'pending', ``attempts`` 0 by default). ``start`` numbers them from there, so
+    a backlog made in chunks has no id twice."""
     from relay.ids import idempotency_key
 
     now = time.time()
     ms = int(now * 1000)
     events: list[tuple[Any, ...]] = []
     deliveries: list[tuple[Any, ...]] = []
-    for i, body in enumerate(user_created_bodies(n, "bk")):
+    for i, body in enumerate(user_created_bodies(n, f"bk{start}"), start=start):
         event_id = f"evt_{ms:012x}{i:010x}"
         message_id = f"msg_backlog_{i:08d}"
         events.append((event_id, "clerk", message_id, "user.created", now, body))

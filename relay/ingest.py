@@ -25,13 +25,14 @@ from starlette.datastructures import Headers
 from relay import logs
 from relay.config import Config, SourceSpec
 from relay.errors import EventShapeError, StoreError, VerificationError
-from relay.ids import idempotency_key, new_id
+from relay.ids import new_id
 from relay.metrics import Metrics
-from relay.rules import match
 from relay.settings import BODY_TIMEOUT_S
 from relay.sources import base as sources
 from relay.sources.base import InboundEvent
-from relay.store.base import IngestOutcome, NewDelivery, NewEvent, Queue
+from relay.store.base import IngestOutcome, NewEvent, Queue
+from relay.workflow.plan import Arrival, plan_event
+from relay.workflow.report import report_workflow
 
 log = logging.getLogger("relay.ingest")
 
@@ -243,27 +244,21 @@ class IngestEndpoint:
     async def _store(
         self, config: Config, source: SourceSpec, event: InboundEvent
     ) -> tuple[str, int] | None:
-        """Store one event with its deliveries: (event id, deliveries), or None if a duplicate."""
+        """Store one event with its deliveries and workflow steps (``relay.workflow.plan``):
+        (event id, deliveries), or None if a duplicate."""
         now = self.clock()
         event_id = new_id("evt")
-        deliveries = [
-            NewDelivery(
-                id=new_id("dlv"),
-                rule=rule.name,
-                send_index=send.index,
-                sink=send.sink,
-                idempotency_key=idempotency_key(
-                    source.name, event.message_id, rule.name, send.index
-                ),
-                next_attempt_at=now,
-            )
-            for rule in match(config.rules, event.event)
-            for send in rule.sends
-        ]
+        arrival = Arrival(source.name, event.message_id, event_id, event.type, now)
+        plan = plan_event(config.rules, event.event, arrival)
         record = NewEvent(event_id, source.name, event.message_id, event.type, now, event.body)
         fields: dict[str, Any] = {"source": source.name, "message_id": event.message_id}
+        result = None
         try:
-            outcome = await self.store.ingest(record, deliveries)
+            if plan.steps:  # the steps' results are for the log and the metrics
+                result = await self.store.admit(record, plan.deliveries, plan.steps)
+                outcome = result.outcome
+            else:
+                outcome = await self.store.ingest(record, plan.deliveries)
         except StoreError as exc:
             fields.update(error=str(exc), outcome="store_unavailable")
             log.error("store cannot commit", extra={"fields": fields})
@@ -277,12 +272,15 @@ class IngestEndpoint:
         self.metrics.received(source.name, event.type, "accepted")
         fields.update(
             event_id=event_id,
-            deliveries=len(deliveries),
-            rules=sorted({d.rule for d in deliveries}),
+            deliveries=plan.sends,
+            rules=sorted(plan.rules),
             outcome="accepted",
         )
-        logs.emit(log, logging.INFO, "event accepted", fields)
-        return event_id, len(deliveries)
+        if result is not None or plan.scheduled or plan.problems:
+            fields.update(report_workflow(plan, result, self.metrics))
+        level = logging.WARNING if plan.problems else logging.INFO
+        logs.emit(log, level, "event accepted", fields)
+        return event_id, plan.sends
 
     def _reject(self, source: str, reason: str, status: int, detail: str) -> Answer:
         self.metrics.rejected(source, reason)

@@ -34,7 +34,7 @@ WorkerStage = Literal["claim", "sweep", "tick", "delivery"]
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 COMMIT_WRITES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
-OUTCOMES = ("delivered", "dead")
+OUTCOMES = ("delivered", "dead", "cancelled", "suppressed")
 PURGED_TABLES = ("events", "deliveries", "attempts")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 WORKER_STAGES: tuple[WorkerStage, ...] = get_args(WorkerStage)
@@ -72,8 +72,24 @@ class Metrics:
         )
         self.deliveries = Counter(
             "relay_deliveries",
-            "Deliveries (notifications, not attempts) by final outcome.",
+            "Deliveries (notifications, not attempts) by final outcome: delivered, dead,"
+            " cancelled (a later event cancelled it before it went out), suppressed (held back"
+            " by once or throttle).",
             ["sink", "rule", "outcome"],
+            registry=r,
+        )
+        self.scheduled_total = Counter(
+            "relay_deliveries_scheduled",
+            "Deliveries stored to go out later (a delay, a send window, a digest's own),"
+            " counted when stored: scheduled ones are not in relay_queue_pending until due.",
+            ["sink", "rule"],
+            registry=r,
+        )
+        self.digest_events = Counter(
+            "relay_digest_events",
+            "Events added to a digest by rule, and by what they did to its batch: opened,"
+            " joined, full (filled it: it goes out now), lead (first: now: sent at once).",
+            ["rule", "outcome"],
             registry=r,
         )
         self.attempts = Counter(
@@ -181,6 +197,7 @@ class Metrics:
         for rule, sink in sends:
             for outcome in OUTCOMES:
                 self.deliveries.labels(sink, rule, outcome)
+            self.scheduled_total.labels(sink, rule)
         for sink in sinks:
             for cls in STATUS_CLASSES:
                 self.attempts.labels(sink, cls)
@@ -234,6 +251,22 @@ class Metrics:
     def dead(self, sink: str, rule: str) -> None:
         """A delivery dead-lettered (a permanent error, or its attempts used up)."""
         self.deliveries.labels(sink, rule, "dead").inc()
+
+    def cancelled(self, sink: str, rule: str) -> None:
+        """A delivery cancelled before it went out."""
+        self.deliveries.labels(sink, rule, "cancelled").inc()
+
+    def suppressed(self, sink: str, rule: str) -> None:
+        """A delivery held back (once, throttle)."""
+        self.deliveries.labels(sink, rule, "suppressed").inc()
+
+    def scheduled(self, sink: str, rule: str) -> None:
+        """A delivery stored to go out later."""
+        self.scheduled_total.labels(sink, rule).inc()
+
+    def digested(self, rule: str, outcome: str) -> None:
+        """An event added to a digest: opened, joined, full or lead."""
+        self.digest_events.labels(rule, outcome).inc()
 
     def circuit_changed(self, sink: str, state: int) -> None:
         """A sink's circuit moved: 0 closed, 1 open, 2 half-open."""

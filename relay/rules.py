@@ -5,14 +5,15 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
 
 from relay.errors import TemplateError
-from relay.templates import event_context, render_data
+from relay.templates import digest_context, event_context, render_data
+from relay.workflow.spec import NO_WORKFLOW, Timing, Workflow
 
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?-]+$")  # ':' for Klaviyo topics (event:klaviyo.x)
 
@@ -65,17 +66,22 @@ class Condition:
 
 @dataclass(frozen=True)
 class Send:
-    """One send of a rule: a sink, a compiled message template and compiled send fields."""
+    """One send of a rule: a sink, a compiled message template and compiled send fields, and
+    when it goes out (its ``delay`` and ``window``, or its rule's)."""
 
     index: int
     sink: str
     template: str | None
     parts: Mapping[str, Any]
     fields: Mapping[str, Any]
+    timing: Timing | None = None
 
-    def render(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """The message payload for this event; raises TemplateError."""
-        context = event_context(event)
+    def render(
+        self, event: Mapping[str, Any], batch: Sequence[Mapping[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The message payload for this event (for a digest: for its ``batch`` of events, the
+        first of them as ``event``); raises TemplateError."""
+        context = event_context(event) if batch is None else digest_context(event, batch)
         payload = {key: render_data(value, context) for key, value in self.parts.items()}
         for key, value in self.fields.items():
             payload[key] = render_data(value, context)
@@ -89,6 +95,7 @@ class Rule:
     condition: Condition | None
     sends: tuple[Send, ...]
     line: int = 0
+    workflow: Workflow = NO_WORKFLOW
 
     @staticmethod
     def pattern_matches(pattern: str, event_type: str) -> bool:

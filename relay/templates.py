@@ -8,13 +8,14 @@ expression's type (a number stays a number). ``{% include 'file.html' %}`` reads
 folder. Undefined variables are errors, never silent blanks; ``None`` renders as an empty string.
 
 Templates see ``event`` (the whole envelope), ``data`` (``event.data``), ``type``, and the helpers
-``primary_email(user)`` and ``display_name(user)`` (also as filters).
+``primary_email(user)`` and ``display_name(user)`` (also as filters); a digest's also see
+``events`` (its events' envelopes) and ``count``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,9 @@ def event_context(event: Mapping[str, Any]) -> dict[str, Any]:
     """The variables a template sees for one event envelope."""
     data = event.get("data")
     return {"event": event, "data": data if data is not None else {}, "type": event.get("type")}
+
+
+def digest_context(event: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a digest's template sees: ``events`` (the envelopes, oldest first) and ``count``,
+    and ``event``/``data``/``type`` of ``event`` (the first of them)."""
+    return {**event_context(event), "events": list(events), "count": len(events)}

@@ -110,7 +110,15 @@ def delivery_json(d: DeliveryRecord, **extra: Any) -> dict[str, Any]:
 
 
 def waiting(d: DeliveryRecord) -> bool:
-    return d.status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+    """Whether the delivery waits for an attempt (its ``next_attempt_at`` means something)."""
+    return d.status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED, DeliveryStatus.SCHEDULED)
+
+
+def status_cell(d: DeliveryRecord, now: float) -> str:
+    """The status, with when a scheduled one is due: ``scheduled (in 3d)``."""
+    if d.status is DeliveryStatus.SCHEDULED:
+        return f"scheduled ({when(d.next_attempt_at, now).partition(' (')[2].rstrip(')')})"
+    return d.status
 
 
 def event_body(event: EventRecord) -> Any:
@@ -126,5 +134,5 @@ def dump(value: Any) -> None:
 
 def delivery_rows(rows: Sequence[DeliveryRecord], now: float) -> list[list[str]]:
     """Deliveries as rows under ``DELIVERY_HEADERS``."""
-    return [[d.id, d.event_id, d.rule, d.sink, d.status, str(d.attempts), when(d.updated_at, now),
-             d.last_error or ""] for d in rows]  # fmt: skip
+    return [[d.id, d.event_id, d.rule, d.sink, status_cell(d, now), str(d.attempts),
+             when(d.updated_at, now), d.last_error or ""] for d in rows]  # fmt: skip

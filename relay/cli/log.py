@@ -28,7 +28,7 @@ from relay.cli._format import (
     when,
 )
 from relay.cli._shared import add_database_arg, add_json_arg, fail, with_store
-from relay.store.base import DeliveryLog, DeliveryStatus
+from relay.store.base import DeliveryLog, DeliveryRecord, DeliveryStatus
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,10 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--body", action="store_true", help="also print the stored JSON body")
         parser.set_defaults(handler=with_store(parser, show_event))
     else:
-        parser.add_argument("--status", choices=[s.value for s in DeliveryStatus])
+        statuses = [s.value for s in DeliveryStatus]
+        parser.add_argument(
+            "--status", choices=statuses, metavar="S", help=f"one of: {', '.join(statuses)}"
+        )
         parser.add_argument("--sink", metavar="NAME")
         parser.add_argument("--rule", metavar="NAME")
         add_filters(parser, "created")
@@ -100,8 +103,13 @@ async def show_event(store: DeliveryLog, args: argparse.Namespace) -> int:
         info = [("rule", d.rule), ("sink", d.sink), ("status", d.status)]
         info += [("attempts", str(d.attempts)), ("idempotency", d.idempotency_key)]
         if waiting(d):
-            info.append(("next attempt", when(d.next_attempt_at, now)))
-        info += [("last error", d.last_error)] if d.last_error else []
+            due = "due" if d.status is DeliveryStatus.SCHEDULED else "next attempt"
+            info.append((due, when(d.next_attempt_at, now)))
+        info += [("cancel key", d.cancel_key)] if d.cancel_key else []
+        info += await digest_lines(store, d)
+        if d.last_error:
+            final = d.status in (DeliveryStatus.CANCELLED, DeliveryStatus.SUPPRESSED)
+            info.append(("reason" if final else "last error", d.last_error))
         emit([f"\ndelivery {d.id}", *(f"  {k + ':':<14}{v}" for k, v in info)])
         rows = [[str(a.number), iso(a.started_at) or "", f"{a.duration_ms:.0f}",
                  "-" if a.status_code is None else str(a.status_code), a.outcome, a.error or ""]
@@ -114,6 +122,21 @@ async def show_event(store: DeliveryLog, args: argparse.Namespace) -> int:
         print("\nbody:")
         dump(event_body(event))
     return 0
+
+
+async def digest_lines(store: DeliveryLog, d: DeliveryRecord) -> list[tuple[str, str]]:
+    """Where a delivery stands in a digest: an event's place (which digest sends it), or a
+    digest's own (how many events it holds)."""
+    if d.batch_id is None:
+        return []
+    rows = await store.list_deliveries(batch_id=d.batch_id, limit=BULK_LIMIT)
+    if d.status is DeliveryStatus.BATCHED:
+        digests = [r for r in rows if r.status is not DeliveryStatus.BATCHED]
+        digests = [r for r in digests if r.send_index == d.send_index]
+        sent_by = ", ".join(f"{r.id} ({r.status})" for r in digests) or "not made yet"
+        return [("digest", f"batch {d.batch_id}, sent by {sent_by}")]
+    members = {r.event_id for r in rows if r.status is DeliveryStatus.BATCHED}
+    return [("digest of", f"batch {d.batch_id}: {len(members)} event(s)")]
 
 
 async def show_deliveries(store: DeliveryLog, args: argparse.Namespace) -> int:

@@ -1,5 +1,8 @@
 """``relay preview EVENT``: what an event would send, rule by rule, rendered (sends nothing).
 
+Each send says when it would go out if the event were received now (``--at``: then): at once,
+after its delay, at its send window's opening, or in a digest (rendered over the event and the
+other sample events the rule matches); and what would cancel it or hold it back.
 ``--explain`` also says why the other rules did not match; ``--json`` gives the same for scripts.
 """
 
@@ -8,8 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+from relay.cli._format import iso
 from relay.cli._shared import (
     EXIT_FAILED,
     EXIT_OK,
@@ -19,11 +25,11 @@ from relay.cli._shared import (
     load,
     settings_for,
 )
-from relay.config.samples import parse_event, preview
+from relay.config.samples import load_samples, parse_event, preview
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
-    add_config_args(parser)
+    add_config_args(parser, samples=True)
     parser.add_argument(
         "event", type=Path, help="an event JSON file (e.g. samples/user.created.json)"
     )
@@ -31,8 +37,24 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--explain", action="store_true", help="also say why other rules did not match"
     )
+    parser.add_argument(
+        "--at",
+        type=_moment,
+        metavar="T",
+        help="as if received at T, an ISO-8601 time (default: now; UTC unless it says)",
+    )
     add_json_arg(parser)
     parser.set_defaults(handler=run)
+
+
+def _moment(text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not an ISO-8601 time (2024-05-01T12:00:00Z)"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if args.rule and args.rule not in {r.name for r in config.rules}:
         print(f"relay preview: no rule named '{args.rule}'", file=sys.stderr)
         return EXIT_USAGE
-    results = preview(config, event, args.rule)
+    now = time.time() if args.at is None else args.at
+    samples, _ = load_samples(settings.samples_dir)
+    results = preview(config, event, args.rule, now=now, samples=samples)
     if args.json:
         print(
             json.dumps(
@@ -61,10 +85,14 @@ def run(args: argparse.Namespace) -> int:
                         "rule": r.rule,
                         "matched": r.matched,
                         "reason": r.reason,
+                        "workflow": r.workflow,
+                        "digest_of": r.digest_of or None,
                         "sends": [
                             {
                                 "sink": s.sink,
                                 "type": s.sink_type,
+                                "due_at": iso(s.due_at, ms=True),
+                                "timing": s.timing,
                                 "payload": s.payload,
                                 "error": s.error,
                             }
@@ -78,11 +106,18 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_OK
-    print(f"event {event.get('type')} ({args.event})")
+    print(f"event {event.get('type')} ({args.event}), as if received at {iso(now)}")
     matched = [r for r in results if r.matched]
     for result in matched:
         for send in result.sends:
             print(f"\n=== rule {result.rule} -> sink {send.sink} ({send.sink_type})")
+            when = send.timing if send.due_at is None else f"{iso(send.due_at)}: {send.timing}"
+            print(f"  {'goes out:':<9} {when}")
+            for note in result.workflow:
+                print(f"  {'and:':<9} {note}")
+            if result.digest_of:
+                over = f"{result.digest_of} event(s): this one and the samples the rule matches"
+                print(f"  {'digest:':<9} rendered over {over}")
             if send.error:
                 print(f"  ERROR: {send.error}")
             for label, value in send.lines:

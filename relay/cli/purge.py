@@ -1,9 +1,10 @@
-"""``relay purge --older-than DURATION``: delete delivered and dead history now.
+"""``relay purge --older-than DURATION``: delete finished history now.
 
 What the background retention does (``relay.delivery.retention``), on demand: events received
-more than DURATION ago whose deliveries are all delivered or dead go, with their deliveries and
-attempts, in small batches, while ``relay serve`` runs. Pending work is never purged. DURATION
-is at least 28h: a purged event's id is accepted as new, and Svix retries a message for ~28 h.
+more than DURATION ago whose deliveries are all finished (``FINAL_STATUSES``) go, with their
+deliveries and attempts, in small batches, while ``relay serve`` runs. Pending work is never
+purged. DURATION is at least 28h: a purged event's id is accepted as new, and Svix retries a
+message for ~28 h.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from relay.store.base import DeliveryLog, Purged
 
 PURGE_NOTE = (
     "Deletes, in small batches and while `relay serve` runs, the events received more than "
-    "DURATION ago whose deliveries are all delivered or dead, with their deliveries and attempts: "
+    "DURATION ago whose deliveries are all delivered, dead, cancelled or suppressed (or in a sent "
+    "digest), with their deliveries and attempts: "
     "what rules.yaml's `retention:` does every hour. Pending work is never purged. A purged "
     "event's id is accepted again if it comes back, so DURATION is at least 28h (Svix retries "
     "a message for up to ~28 h)."
@@ -60,7 +62,7 @@ async def purge(store: DeliveryLog, args: argparse.Namespace) -> int:
     from relay.delivery.retention import purge as purge_batches
 
     older_than = time.time() - args.older_than
-    what = f"delivered and dead history received before {iso(older_than)}"
+    what = f"finished history received before {iso(older_than)}"
     if not confirm(f"Purge {what}?", f"not purging {what} unconfirmed", "nothing purged", args.yes):
         return 1
     show = not args.json and sys.stderr.isatty()

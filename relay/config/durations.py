@@ -3,7 +3,8 @@
 
 ``parse_duration`` gives seconds or a ValueError that says what is accepted; ``Duration`` is the
 pydantic field type of a duration in ``rules.yaml`` (bound it with ``Field(ge=..., le=...)`` in
-seconds, as any float).
+seconds, as any float), or with ``within("1s", "365d")``, whose errors say the bounds as
+durations.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -46,3 +47,18 @@ def _duration(value: object) -> object:
 
 Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_duration)]
 """A ``rules.yaml`` duration, in seconds once validated; a bare number is refused (which unit?)."""
+
+
+def within(low: str, high: str) -> AfterValidator:
+    """Bounds for a ``Duration``, said as durations in its errors (``400d is more than 365d``):
+    ``Annotated[Duration, within("1s", "365d")]``."""
+    low_s, high_s = parse_duration(low), parse_duration(high)
+
+    def check(seconds: float) -> float:
+        if seconds < low_s:
+            raise ValueError(f"{format_duration(seconds)} is less than {low}")
+        if seconds > high_s:
+            raise ValueError(f"{format_duration(seconds)} is more than {high}")
+        return seconds
+
+    return AfterValidator(check)

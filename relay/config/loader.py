@@ -1,9 +1,10 @@
 """``rules.yaml`` and ``templates/`` → a validated, compiled ``Config``, or every error at once.
 
 Each problem is reported as ``FILE:LINE:COL: message``. Loading validates sources, sinks (through
-each sink type's own settings model), rules, patterns, conditions, templates and send fields, and
-compiles every template once. ``relay check`` and ``relay serve`` load through the same function;
-only the severity of an unset environment variable differs (warning for check, error for serve).
+each sink type's own settings model), rules, patterns, conditions, templates, send fields and the
+workflow keys (``relay.config.workflow``), and compiles every template once. ``relay check`` and
+``relay serve`` load through the same function; only the severity of an unset environment
+variable differs (warning for check, error for serve).
 
 The models of the file and the runtime specs are in ``relay.config.model``. The loader compiles
 each rule's sends (send fields and message templates) through a ``relay.config.sends.SendCompiler``,
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from relay.config import yamlfile
 from relay.config.model import Config, Mode, RuleModel, RulesFileModel, SinkSpec, SourceSpec
 from relay.config.sends import SendCompiler
+from relay.config.workflow import WorkflowCompiler
 from relay.errors import ConfigError, Diagnostic, TemplateError, did_you_mean
 from relay.rules import Condition, Rule, valid_pattern
 from relay.secret import Secret, secret_fragments, url_credentials
@@ -97,6 +99,7 @@ class _Loader:
         self.mode = mode
         self.envs = Environments.for_dir(templates_dir)
         self.sends = SendCompiler(doc, templates_dir, self.envs, self._report)
+        self.workflows = WorkflowCompiler(doc, self.envs)
         self.secrets: set[str] = set()
         self.source_types: Mapping[str, SourceType] = {}
         self.broken_sources: Mapping[str, str] = {}
@@ -319,8 +322,9 @@ class _Loader:
                 for j, send in enumerate(rule.send)
             )
             sends = tuple(s for s in compiled if s is not None)
+            workflow, sends = self.workflows.compile(rule, base, sends, self.known_types)
             line = self.doc.locate(base).line
-            rules.append(Rule(rule.name, patterns, condition, sends, line))
+            rules.append(Rule(rule.name, patterns, condition, sends, line, workflow))
         return rules
 
     def _patterns(self, rule: RuleModel, base: tuple[str | int, ...]) -> tuple[str, ...]:

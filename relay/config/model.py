@@ -1,7 +1,8 @@
 """What ``rules.yaml`` says (pydantic models of the file) and what a load makes of it (the
 validated, compiled ``Config`` that ``relay serve`` runs and ``relay check`` vouches for).
 
-The file models (``RulesFileModel``, ``RuleModel``, ``SendModel``) only check shapes; the loader
+The file models (``RulesFileModel``, ``RuleModel``, ``SendModel``, and the workflow keys
+``WindowModel``, ``DigestModel``, ``ThrottleModel``) only check shapes; the loader
 (``relay.config.loader``) validates the rest and builds the specs: ``SourceSpec`` (a source's type
 and settings; ``build`` makes its verifier), ``SinkSpec`` (a sink's type and settings) and the
 compiled rules.
@@ -11,30 +12,74 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from relay.config.durations import Duration, format_duration
+from relay.config.durations import Duration, format_duration, within
 from relay.errors import Diagnostic
 from relay.rules import Rule
 from relay.sinks.base import SinkSettings, SinkType
 from relay.sources import base as sources
 from relay.sources.base import SourceSettings, SourceType
+from relay.workflow.windows import parse_days, parse_hours
 
 Mode = Literal["check", "serve", "dry-run"]
 
 
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+MAX_DELAY = "365d"
+Delay = Annotated[Duration, within("0s", MAX_DELAY)]
+Span = Annotated[Duration, within("1s", MAX_DELAY)]
+
+
+class WindowModel(_Model):
+    """A ``window:``: the days and hours a send may go out, in a time zone (a name, or a
+    template naming the event's, with ``default_timezone`` when it names none)."""
+
+    days: str | list[str] = "mon-sun"
+    hours: str = "00:00-24:00"
+    timezone: str = "UTC"
+    default_timezone: str = "UTC"
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: str | list[str]) -> str | list[str]:
+        parse_days(value)
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value
+
+
+class DigestModel(_Model):
+    window: Span
+    max: int = Field(100, ge=1, le=1000)
+    key: str | None = None
+    first: Literal["digest", "now"] = "digest"
+
+
+class ThrottleModel(_Model):
+    key: str
+    max: int = Field(1, ge=1, le=1000)
+    per: Span
+
+
 class SendModel(BaseModel):
-    """One ``send:`` entry; keys other than ``sink`` and ``template`` are the sink's send fields."""
+    """One ``send:`` entry; keys other than ``sink``, ``template``, ``delay`` and ``window`` are
+    the sink's send fields."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     sink: str
     template: str | None = None
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    delay: Delay | None = None
+    window: WindowModel | None = None
 
 
 class RuleModel(_Model):
@@ -42,6 +87,13 @@ class RuleModel(_Model):
     events: str | list[str]
     when: str | None = None
     send: list[SendModel] = Field(min_length=1)
+    delay: Delay | None = None
+    window: WindowModel | None = None
+    cancel_on: str | list[str] | None = None
+    key: str | None = None
+    digest: DigestModel | None = None
+    once: str | None = None
+    throttle: ThrottleModel | None = None
 
 
 MIN_RETENTION_S = 28 * 3600.0  # Svix retries a message for up to ~28 h: dedup must outlive it

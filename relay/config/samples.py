@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config.model import Config
+from relay.config.workflow import check_samples, describe_timing, describe_workflow
 from relay.errors import Diagnostic, PayloadError, TemplateError
 from relay.rules import Rule
 from relay.templates import Where
@@ -56,6 +57,8 @@ def load_samples(folder: Path) -> tuple[list[Sample], list[Diagnostic]]:
 
 def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> list[Diagnostic]:
     """Render every send of every rule against each sample it matches; report what fails.
+    A digest's sends are rendered once, over a batch of every sample the rule matches; its
+    workflow keys are checked against the samples too (``check_samples``).
 
     A rule that matches no sample gets a warning: nothing vouches for its templates.
     """
@@ -76,11 +79,19 @@ def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> l
                     "warning",
                 )
             )
-        for sample in matched:
+        renders: list[tuple[Sample, list[Mapping[str, Any]] | None]] = [
+            (sample, None) for sample in matched
+        ]
+        if rule.workflow.digest is not None and matched:
+            renders = [(matched[0], [sample.event for sample in matched])]
+        for sample, batch in renders:
+            what = f"sample {Path(sample.file).name}"
+            if batch is not None:
+                what = f"a digest of {len(batch)} sample events"
             for send in rule.sends:
                 check = config.sinks[send.sink].type.check
                 try:
-                    payload = send.render(sample.event)
+                    payload = send.render(sample.event, batch)
                     if check is not None:
                         check(payload)
                 except TemplateError as exc:
@@ -92,12 +103,13 @@ def render_all(config: Config, samples: Sequence[Sample], samples_dir: str) -> l
                     continue
                 if (file, line, message) not in seen:
                     seen.add((file, line, message))
-                    where = f"rule '{rule.name}', sample {Path(sample.file).name}"
+                    where = f"rule '{rule.name}', {what}"
                     found.append(
                         Diagnostic(
                             file or "rules.yaml", line or rule.line, 1, f"{message} ({where})"
                         )
                     )
+        found += check_samples(rule, samples)
     return found
 
 
@@ -124,6 +136,8 @@ class PreviewSend:
     lines: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None
     index: int = 0  # which send of its rule (0-based), as a delivery's send_index
+    due_at: float | None = None  # when it would go out, if not at once (a delay, a window)
+    timing: str = "at once"  # why then, in words
 
 
 @dataclass(frozen=True)
@@ -132,17 +146,38 @@ class PreviewRule:
     matched: bool
     reason: str
     sends: list[PreviewSend] = field(default_factory=list)
+    workflow: list[str] = field(default_factory=list)  # what else applies: a cancel, a digest...
+    digest_of: int = 0  # a digest's sends are rendered over this many events
 
 
-def preview(config: Config, event: Mapping[str, Any], only: str | None = None) -> list[PreviewRule]:
-    """What each rule would do with ``event``: matched or why not, and each rendered send."""
+def preview(
+    config: Config,
+    event: Mapping[str, Any],
+    only: str | None = None,
+    *,
+    now: float = 0.0,
+    samples: Sequence[Sample] = (),
+) -> list[PreviewRule]:
+    """What each rule would do with ``event`` received at ``now``: matched or why not, each
+    rendered send and when it would go out, and what would cancel it or hold it back. A
+    digest's sends are rendered over a batch of ``event`` and the other samples the rule
+    matches (at most its ``max``)."""
     result = []
     for rule in config.rules:
         if only is not None and rule.name != only:
             continue
         matched, reason = _why(rule, event)
-        sends = [_preview_send(config, rule, i, event) for i in range(len(rule.sends))]
-        result.append(PreviewRule(rule.name, matched, reason, sends if matched else []))
+        batch = None
+        digest = rule.workflow.digest
+        if digest is not None:
+            others = [s.event for s in samples if s.event != event and rule.matches(s.event)]
+            batch = [event, *others][: digest.max]
+        sends = [_preview_send(config, rule, i, event, now, batch) for i in range(len(rule.sends))]
+        notes = describe_workflow(rule, event)
+        digest_of = 0 if batch is None else len(batch)
+        result.append(
+            PreviewRule(rule.name, matched, reason, sends if matched else [], notes, digest_of)
+        )
     return result
 
 
@@ -166,13 +201,29 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
-def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, Any]) -> PreviewSend:
+def _preview_send(
+    config: Config,
+    rule: Rule,
+    index: int,
+    event: Mapping[str, Any],
+    now: float,
+    batch: list[Mapping[str, Any]] | None,
+) -> PreviewSend:
     send = rule.sends[index]
     spec = config.sinks[send.sink]
+    due_at, timing = describe_timing(rule, send, event, now)
     try:
-        payload = send.render(event)
+        payload = send.render(event, batch)
     except TemplateError as exc:
-        return PreviewSend(send.sink, spec.type.name, None, error=str(exc), index=index)
+        return PreviewSend(
+            send.sink,
+            spec.type.name,
+            None,
+            error=str(exc),
+            index=index,
+            due_at=due_at,
+            timing=timing,
+        )
     if spec.type.describe is not None:
         lines = spec.type.describe(payload)
     else:
@@ -181,4 +232,6 @@ def _preview_send(config: Config, rule: Rule, index: int, event: Mapping[str, An
         ]
     if not spec.type.template_required and not payload:
         lines = [("body", json.dumps(event, indent=2))]
-    return PreviewSend(send.sink, spec.type.name, payload, lines, index=index)
+    return PreviewSend(
+        send.sink, spec.type.name, payload, lines, index=index, due_at=due_at, timing=timing
+    )

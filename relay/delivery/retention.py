@@ -1,5 +1,6 @@
-"""Retention: delivered and dead history older than ``retention.events`` (rules.yaml; 30 days by
-default) is purged in the background, in small batches, without stalling ingest.
+"""Retention: finished history (delivered, dead, cancelled, suppressed) older than
+``retention.events`` (rules.yaml; 30 days by default) is purged in the background, in small
+batches, without stalling ingest.
 
 A pass deletes ``BATCH`` events (with their deliveries and attempts) per store call, each its own
 short transaction, and then waits three times as long as that call took (``PAUSE_S`` at least):
@@ -106,5 +107,5 @@ class Purger:
         if total.events:
             fields = {"events": total.events, "deliveries": total.deliveries,
                       "attempts": total.attempts, "older_than": older_than}  # fmt: skip
-            log.info("purged delivered and dead history", extra={"fields": fields})
+            log.info("purged finished history", extra={"fields": fields})
         return total

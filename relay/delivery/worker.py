@@ -5,6 +5,14 @@ the worker claims work per sink only as far as that gate allows, so a slow, rate
 sink never holds back the others. A delivery is leased while it is being worked on; if the process
 dies, the lease expires (or, for the single embedded worker, is dropped at start) and the delivery
 is attempted again with the same idempotency key.
+
+Workflows (``relay.workflow``): a tick first makes the scheduled deliveries that have come due
+pending (``promote_due``, at most once per ``poll_s``: a scheduled send goes out within about
+that of its due time). A claimed delivery whose send has a window and comes due outside it (a
+retry, a replay, a reload that changed the window) is moved to the window's next opening, without
+an attempt. A digest is rendered over its batch's events (``events``, ``count``). A delivery
+cancelled while it was being sent keeps the outcome of that attempt only if it delivered; a
+failure is recorded and never retried.
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ from relay.delivery.breaker import CircuitState
 from relay.delivery.gate import GateChange, SinkGate
 from relay.delivery.policy import next_delay
 from relay.delivery.snapshot import snapshot
+from relay.delivery.workflow import defer_outside_window, digest_events
 from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
 from relay.metrics import Metrics
-from relay.rules import Send
+from relay.rules import Rule, Send
 from relay.secret import redact
 from relay.sinks.base import Message, Sink
-from relay.store.base import Attempt, ClaimedDelivery, Queue
+from relay.store.base import Attempt, ClaimedDelivery, Queue, Recorded
+from relay.workflow.spec import Timing
 
 log = logging.getLogger("relay.worker")
 MAX_ERROR_CHARS = 1000
@@ -59,6 +69,13 @@ class Target:
     send: Send
     sink: Sink
     spec: SinkSpec
+    rule: Rule | None = None
+
+    @property
+    def timing(self) -> Timing | None:
+        """When the send may go out: its own timing, or its digest's (the rule's window)."""
+        digest = None if self.rule is None else self.rule.workflow.digest
+        return self.send.timing or (digest.timing if digest is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,7 @@ class Worker:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: bool = False
     _orphans_checked_at: float = float("-inf")
+    _promoted_at: float = float("-inf")
 
     def attempt_deadline_s(self, timeout_s: float) -> float:
         """How long one attempt may run in all: a sink's ``timeout_s`` bounds each wait (connect,
@@ -110,10 +128,20 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
     async def tick(self) -> int:
-        """Claim what each sink has room for and start working on it; returns how many."""
+        """Make due scheduled deliveries pending, then claim what each sink has room for and
+        start working on it; returns how many were claimed."""
         runtime = self.runtime()
         now = self.clock()
         total = 0
+        if not 0 <= now - self._promoted_at < self.poll_s:  # at most once a poll: a write
+            self._promoted_at = now  # statement on PostgreSQL, and a busy worker ticks often
+            try:
+                await self.store.promote_due(now)
+            except Exception as exc:  # the claims below still take what is pending
+                log.error(
+                    "promoting scheduled deliveries failed", extra={"fields": {"error": str(exc)}}
+                )
+                self.metrics.worker_failed("claim")
         known_rules = [rule.name for rule in runtime.config.rules]  # the rest: see the sweep
         for name, spec in runtime.config.sinks.items():
             gate = self._gates.get(name)
@@ -257,7 +285,7 @@ class Worker:
         now, render its message, send it once, record what happened."""
         runtime = self.runtime()
         target = await self._resolve(claimed, runtime)
-        if target is None:
+        if target is None or await self._outside_window(claimed, target):
             return
         message = await self._render(claimed, target, runtime)
         if message is None:
@@ -279,7 +307,22 @@ class Worker:
         if sink is None or spec is None:
             await self._dead(claimed, None, f"sink '{send.sink}' is no longer configured")
             return None
-        return Target(send, sink, spec)
+        return Target(send, sink, spec, rule)
+
+    async def _outside_window(self, claimed: ClaimedDelivery, target: Target) -> bool:
+        """Moved to its send window's next opening (``relay.delivery.workflow``)?"""
+        opening = await defer_outside_window(self.store, claimed, target.timing, self.clock())
+        if opening is None:
+            return False
+        fields = {
+            "delivery_id": claimed.id,
+            "rule": claimed.rule,
+            "sink": claimed.sink,
+            "next_attempt_at": opening,
+            "outcome": "rescheduled",
+        }
+        logs.emit(log, logging.INFO, "delivery outside its send window: rescheduled", fields)
+        return True
 
     async def _render(
         self, claimed: ClaimedDelivery, target: Target, runtime: Runtime
@@ -288,6 +331,7 @@ class Worker:
         retry would render the same)."""
         try:
             event = json.loads(claimed.body)
+            batch = await digest_events(self.store, claimed, target.rule, event)
             return Message(
                 delivery_id=claimed.id,
                 idempotency_key=claimed.idempotency_key,
@@ -295,8 +339,8 @@ class Worker:
                 event_type=claimed.event_type,
                 rule=claimed.rule,
                 sink=target.send.sink,
-                payload=target.send.render(event),
-                event=event,
+                payload=target.send.render(batch[0] if batch else event, batch),
+                event=event if batch is None else {"count": len(batch), "events": batch},
             )
         except TemplateError as exc:
             error = self._clean(f"template: {exc}", runtime)
@@ -353,13 +397,12 @@ class Worker:
             "received_at": claimed.received_at,
         }
         lease, error = claimed.lease_until, outcome.error
+        sink, rule = target.send.sink, claimed.rule
         if error is None:
             attempt = Attempt(claimed.id, outcome.started, outcome.duration_ms, 200, None, rendered)
-            if self._report(
-                await self.store.record_delivered(attempt, lease=lease), "delivered", fields
-            ):
-                latency_s = self.clock() - claimed.received_at
-                self.metrics.delivered(target.send.sink, claimed.rule, latency_s)
+            recorded = await self.store.record_delivered(attempt, lease=lease)
+            if self._report(recorded, "delivered", fields):
+                self.metrics.delivered(sink, rule, self.clock() - claimed.received_at)
             return
         text = self._clean(str(error), runtime)
         attempt = Attempt(
@@ -373,22 +416,38 @@ class Worker:
                 if isinstance(error, PermanentError)
                 else f"gave up after {number} attempts"
             )
-            moved = await self.store.record_dead(attempt, claimed.id, f"{why}: {text}", lease=lease)
-            if self._report(moved, "dead", fields):
-                self.metrics.dead(target.send.sink, claimed.rule)
+            recorded = await self.store.record_dead(
+                attempt, claimed.id, f"{why}: {text}", lease=lease
+            )
+            if self._report(recorded, "dead", fields):
+                self.metrics.dead(sink, rule)
         else:
-            moved = await self.store.record_retry(attempt, self.clock() + delay, lease=lease)
-            if self._report(moved, "retry", {**fields, "retry_in_s": round(delay, 1)}):
-                self.metrics.retried(target.send.sink)
+            recorded = await self.store.record_retry(attempt, self.clock() + delay, lease=lease)
+            if self._report(recorded, "retry", {**fields, "retry_in_s": round(delay, 1)}):
+                self.metrics.retried(sink)
+        if recorded is Recorded.CANCELLED:
+            self.metrics.cancelled(sink, rule)
 
-    def _report(self, moved: bool, outcome: str, fields: dict[str, Any]) -> bool:
-        """Log the outcome if it moved the delivery (and say so: the caller counts it). If not,
-        the attempt outlived its
-        claim's lease (the process stalled past it, say) and the delivery has been claimed again
-        (or replayed) since: the attempt is in its history, the delivery is left to whoever
-        holds it now, and this is only logged. If such an attempt delivered, the receiver may
-        get the message twice, with the same idempotency key."""
-        if moved:
+    def _report(self, recorded: Recorded, outcome: str, fields: dict[str, Any]) -> bool:
+        """Log the outcome; True if it moved the delivery as the attempt said (the caller
+        counts it). A delivery cancelled while the attempt ran was left cancelled by a failure
+        (the cancel won: no retry) and moved to delivered by a success (the send won); both are
+        said. Otherwise the attempt outlived its claim's lease (the process stalled past it,
+        say) and the delivery has been claimed again (or replayed) since: the attempt is in its
+        history, the delivery is left to whoever holds it now, and this is only logged. If such
+        an attempt delivered, the receiver may get the message twice, with the same
+        idempotency key."""
+        if recorded is Recorded.CANCELLED:
+            won = outcome == "delivered"
+            message = (
+                "delivery delivered: a cancel came while it was being sent, the send won"
+                if won
+                else "attempt failed after a cancel: the delivery stays cancelled, no retry"
+            )
+            fields = {**fields, "result": outcome, "outcome": "delivered" if won else "cancelled"}
+            logs.emit(log, logging.INFO if won else logging.WARNING, message, fields)
+            return won
+        if recorded is Recorded.MOVED:
             level = logging.WARNING if outcome == "dead" else logging.INFO
             logs.emit(log, level, f"delivery {outcome}", {**fields, "outcome": outcome})
             return True
@@ -401,7 +460,9 @@ class Worker:
         return False
 
     async def _dead(self, claimed: ClaimedDelivery, attempt: Attempt | None, reason: str) -> None:
-        moved = await self.store.record_dead(attempt, claimed.id, reason, lease=claimed.lease_until)
+        recorded = await self.store.record_dead(
+            attempt, claimed.id, reason, lease=claimed.lease_until
+        )
         fields = {
             "delivery_id": claimed.id,
             "rule": claimed.rule,
@@ -409,8 +470,10 @@ class Worker:
             "error": reason,
             "attempt": claimed.attempts + 1,
         }
-        if self._report(moved, "dead", fields):
+        if self._report(recorded, "dead", fields):
             self.metrics.dead(claimed.sink, claimed.rule)
+        elif recorded is Recorded.CANCELLED:
+            self.metrics.cancelled(claimed.sink, claimed.rule)
 
     @staticmethod
     def _clean(text: str, runtime: Runtime) -> str:

@@ -18,6 +18,7 @@ from relay.store.base import (
     Purged,
     Queue,
     QueueStats,
+    Recorded,
     Store,
 )
 from relay.store.sqlite import SQLiteStore
@@ -36,6 +37,7 @@ __all__ = [
     "Purged",
     "Queue",
     "QueueStats",
+    "Recorded",
     "SQLiteStore",
     "Store",
     "open_store",

@@ -6,10 +6,20 @@ Times are Unix seconds (floats) passed in by the caller, so tests drive the cloc
 
 Life of a delivery::
 
-    pending ──claim──▶ (leased) ──send ok──────────▶ delivered
-       ▲                  │ ──retryable error─────▶ failed (next_attempt_at set; claimable when due)
-       │                  │ ──permanent / exhausted▶ dead   (reason kept)
-       └── replay ◀───────┘ (dead/failed/delivered → pending, same idempotency key)
+    scheduled ──due (promote_due)──▶ pending ──claim──▶ (leased) ──send ok───────────▶ delivered
+        ▲                              ▲                   │ ──retryable error─────▶ failed
+        └── outside its send window ───┼───────────────────┘    (claimable again when due)
+                                       │                   │ ──permanent / exhausted▶ dead
+                                       └── replay ◀────────┘ (dead/failed/delivered → pending)
+
+    made final at ingest, never attempted:  cancelled (a later event cancelled it: scheduled,
+    pending or failed), suppressed (held back by a rule's once/throttle, or a recipient's
+    suppression), batched (an event's place in a digest; the digest is a delivery of its own).
+    cancelled and suppressed ones are replayed only when asked for by name (``replay(also=...)``).
+
+A delivery cancelled while a worker holds it stays cancelled unless that attempt delivers: a
+success is recorded (delivered, the cancel's reason kept in ``last_error``), a failure is
+recorded in its history and never retried (``Recorded.CANCELLED``).
 """
 
 from __future__ import annotations
@@ -17,7 +27,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from relay.store.steps import IngestResult, Step
 
 
 class IngestOutcome(enum.Enum):
@@ -26,10 +39,36 @@ class IngestOutcome(enum.Enum):
 
 
 class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"  # not tried yet
+    PENDING = "pending"  # not tried yet, due (claimable at next_attempt_at)
     FAILED = "failed"  # tried, failed, will be retried at next_attempt_at
     DELIVERED = "delivered"
     DEAD = "dead"  # permanent error or attempts exhausted; replayable
+    SCHEDULED = "scheduled"  # due later (a delay, a send window, a digest): pending once due
+    CANCELLED = "cancelled"  # a later event cancelled it before it was sent; last_error says which
+    SUPPRESSED = "suppressed"  # held back (once, throttle, a suppressed recipient); last_error: why
+    BATCHED = "batched"  # an event's place in a digest (batch_id); the digest delivery sends it
+
+
+# Not yet sent: what a cancel moves to cancelled (a claim of a pending/failed one may be under way).
+UNSENT = (DeliveryStatus.SCHEDULED, DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+# What ``replay`` makes pending again unless asked for more (``also``), and what it may be asked.
+REPLAYABLE = (DeliveryStatus.FAILED, DeliveryStatus.DEAD, DeliveryStatus.DELIVERED)
+REPLAYABLE_ON_REQUEST = (DeliveryStatus.CANCELLED, DeliveryStatus.SUPPRESSED)
+
+
+class Recorded(enum.Enum):
+    """What recording an attempt's result did to its delivery."""
+
+    MOVED = "moved"  # the delivery moved as the result says
+    LEASE_LOST = "lease_lost"  # the claim's lease had passed: kept in the history only
+    # The delivery was cancelled while the attempt ran: a success moved it to delivered (the
+    # cancel's reason kept), a failure left it cancelled (recorded in its history, not retried).
+    CANCELLED = "cancelled"
+
+    def __bool__(self) -> bool:
+        """True when the delivery moved as the result said (what ``record_*`` returned before
+        there were cancels)."""
+        return self is Recorded.MOVED
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +89,10 @@ class NewDelivery:
     sink: str
     idempotency_key: str  # stable for this delivery on every attempt and replay
     next_attempt_at: float
+    status: DeliveryStatus = DeliveryStatus.PENDING  # or scheduled, suppressed, batched
+    cancel_key: str | None = None  # what a cancelling event must match (its rule's ``key``)
+    batch_id: str | None = None  # the digest batch it is a member (or the digest) of
+    reason: str | None = None  # why it is suppressed (stored as last_error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +115,7 @@ class ClaimedDelivery:
     # after its lease has passed, so a later claim always sets a later lease; record_* and the
     # other changes a worker makes take it, and move the delivery only while it is still its lease.
     lease_until: float
+    batch_id: str | None = None  # a digest's batch: its events are ``digest_events(batch_id, ...)``
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +157,26 @@ class Queue(Lifecycle, Protocol):
         """Have ``observe(kind, seconds, writes)`` called after each group commit (kind
         ``ingest``, and ``results`` where attempt results are grouped too)."""
 
-    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
+    async def ingest(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
+    ) -> IngestOutcome:
         """Store the event and its deliveries in ONE durable commit, or report a duplicate.
 
         Deduplicates on (source, message_id). Raises StoreUnavailableError if it cannot commit.
+        ``steps`` are the workflow decisions made in the same commit (``admit``).
         """
+
+    async def admit(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
+    ) -> IngestResult:
+        """``ingest``, saying what each workflow step did (``relay.store.steps``): in the one
+        commit that stores the event, its cancels move the deliveries they match to cancelled,
+        its limits (once, throttle) store their deliveries or suppress them, and its digest
+        entries open or join their (rule, key)'s batch."""
+
+    async def promote_due(self, now: float, limit: int = 1000) -> int:
+        """Make up to ``limit`` scheduled deliveries due by ``now`` pending (claimable), the
+        earliest first; returns how many. The scan stops at the first one not yet due."""
 
     async def claim_due(
         self,
@@ -129,7 +188,11 @@ class Queue(Lifecycle, Protocol):
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries (pending/failed, next_attempt_at <= now, no live
         lease), oldest due first: of one ``sink`` (any when None), of the ``rules`` given (any
-        when None). A lease expires at now + lease_s."""
+        when None). A lease expires at now + lease_s. Claiming a digest closes its batch: no
+        event joins it after that."""
+
+    async def digest_events(self, batch_id: str, send_index: int) -> list[bytes]:
+        """The bodies of the events in a digest's batch, in the order they were received."""
 
     async def claim_orphans(
         self, now: float, limit: int, lease_s: float, sinks: Collection[str], rules: Collection[str]
@@ -138,18 +201,24 @@ class Queue(Lifecycle, Protocol):
         is not one of ``rules``: the work of a removed sink or rule (or, during a rolling deploy,
         of one only newer replicas know)."""
 
-    async def record_delivered(self, attempt: Attempt, *, lease: float | None = None) -> bool:
+    async def record_delivered(self, attempt: Attempt, *, lease: float | None = None) -> Recorded:
         """Record a successful attempt; the delivery becomes delivered and its lease is dropped."""
 
     async def record_retry(
         self, attempt: Attempt, next_attempt_at: float, *, lease: float | None = None
-    ) -> bool:
+    ) -> Recorded:
         """Record a failed attempt; the delivery becomes failed, due again at next_attempt_at."""
 
     async def record_dead(
         self, attempt: Attempt | None, delivery_id: str, reason: str, *, lease: float | None = None
-    ) -> bool:
+    ) -> Recorded:
         """Dead-letter a delivery with a reason (recording the attempt, if one was made)."""
+
+    async def record_suppressed(
+        self, delivery_id: str, reason: str, *, lease: float | None = None
+    ) -> Recorded:
+        """Hold a claimed delivery back without an attempt (a suppressed recipient, say): it
+        becomes suppressed with the reason, final unless replayed by name."""
 
     async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
         """Drop leases without recording an attempt (graceful shutdown): due again at once.
@@ -159,11 +228,17 @@ class Queue(Lifecycle, Protocol):
         """Drop every lease (a single worker starting after a crash). Returns how many."""
 
     async def defer(
-        self, delivery_id: str, next_attempt_at: float, *, lease: float | None = None
+        self,
+        delivery_id: str,
+        next_attempt_at: float,
+        *,
+        lease: float | None = None,
+        scheduled: bool = False,
     ) -> None:
         """Drop the lease and make the delivery due later, without counting an attempt (a
         replica that does not know the delivery's rule yet leaves it to one that does). With
-        ``lease``, only while it is still the delivery's lease."""
+        ``lease``, only while it is still the delivery's lease. ``scheduled``: a pending or
+        failed delivery becomes scheduled (it came due outside its send window)."""
 
 
 class DeliveryLog(Lifecycle, Protocol):
@@ -187,10 +262,14 @@ class DeliveryLog(Lifecycle, Protocol):
         event_id: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        batch_id: str | None = None,
     ) -> list[DeliveryRecord]:
         """Deliveries newest first (by created_at), filtered by every argument given.
 
         An unknown ``status`` raises ValueError."""
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        """The delivery with this id."""
 
     async def count_deliveries(self, event_ids: Collection[str]) -> dict[str, dict[str, int]]:
         """For each of ``event_ids`` that has deliveries, how many it has in each status (one
@@ -199,22 +278,32 @@ class DeliveryLog(Lifecycle, Protocol):
     async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
         """Every attempt of one delivery, in order (number 1, 2, ...)."""
 
-    async def replay(self, delivery_ids: Collection[str], now: float) -> int:
-        """Make failed/dead/delivered deliveries pending and due at ``now``. Returns how many.
+    async def replay(
+        self,
+        delivery_ids: Collection[str],
+        now: float,
+        *,
+        also: Collection[DeliveryStatus] = (),
+    ) -> int:
+        """Make failed/dead/delivered deliveries (and those in ``also``: cancelled, suppressed)
+        pending and due at ``now``. Returns how many.
 
         The idempotency key and the attempt history are kept (the next attempt is numbered after
         the last); the retry budget starts again (``attempts`` goes back to 0). Pending ones and
-        ones under a live lease are left alone."""
+        ones under a live lease are left alone. ``also`` beyond REPLAYABLE_ON_REQUEST is a
+        ValueError."""
 
     async def queue_stats(self, now: float) -> QueueStats:
         """How much work is waiting, for metrics and ``/readyz``."""
 
     async def purge(self, older_than: float, *, limit: int = 1000) -> Purged:
         """Delete up to ``limit`` events received before ``older_than`` (oldest first) whose
-        deliveries are all final (``FINAL_STATUSES``: delivered or dead), with their deliveries
-        and attempts, in one short transaction; returns how many rows of each went. Pending work
-        is never touched: an event with a delivery in any other status stays, and a replay that
-        races the purge either wins (the event stays) or finds the delivery gone.
+        deliveries are all final (``FINAL_STATUSES``, or batched in a digest that is itself
+        final: the digest reads its events' bodies when it is sent), with their deliveries and
+        attempts, and the digest batches left empty, in one short transaction; returns how many
+        rows of each went. Pending work is never touched: an event with a delivery in any other
+        status stays, and a replay that races the purge either wins (the event stays) or finds
+        the delivery gone.
 
         Events are the deduplication record: a purged message id is accepted again. The caller
         must keep at least 28 hours (Svix retries a message for up to ~28 h); call again while
@@ -254,10 +343,14 @@ class DeliveryRecord:
     attempts: int  # attempts made so far
     next_attempt_at: float
     lease_until: float | None  # a worker holds it until then
-    last_error: str | None  # the latest failure or dead-letter reason; None once delivered
+    # Why it is where it is: the latest failure, or why it was dead-lettered, cancelled or
+    # suppressed; None once delivered (unless a cancel came while it was being sent).
+    last_error: str | None
     created_at: float
     updated_at: float
     delivered_at: float | None  # when it was last delivered
+    cancel_key: str | None = None  # what a cancelling event of its rule must match
+    batch_id: str | None = None  # its digest batch (a member's, or the digest's own)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> DeliveryRecord:
@@ -290,11 +383,14 @@ class AttemptRecord:
         return cls(*values)
 
 
-FINAL_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD)
+FINAL_STATUSES = (
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.DEAD,
+    DeliveryStatus.CANCELLED,
+    DeliveryStatus.SUPPRESSED,
+)
 """The statuses of history that retention purges: an event goes once all its deliveries are in
-one of them."""
-FINAL_SQL = ", ".join(f"'{status.value}'" for status in FINAL_STATUSES)
-"""``FINAL_STATUSES`` as an SQL list's items (constants), for both backends' purge."""
+one of them (or ``batched`` in a digest whose own delivery is)."""
 
 
 @dataclass(frozen=True, slots=True)

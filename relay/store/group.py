@@ -32,6 +32,7 @@ from typing import Generic, Protocol, TypeVar
 
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store.base import NewDelivery, NewEvent
+from relay.store.steps import Step
 
 log = logging.getLogger("relay.store")
 MAX_BATCH = 256  # writes committed together at most
@@ -49,10 +50,12 @@ Outcome = TypeVar("Outcome")
 
 @dataclass(frozen=True, slots=True)
 class PendingIngest:
-    """One ingest waiting for its commit: the event and the deliveries it starts."""
+    """One ingest waiting for its commit: the event, the deliveries it starts and its workflow
+    steps (``relay.store.steps``)."""
 
     event: NewEvent
     deliveries: Sequence[NewDelivery]
+    steps: Sequence[Step] = ()
 
     def describe(self) -> str:
         return f"ingest {self.event.source} message {self.event.message_id}"

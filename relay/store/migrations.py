@@ -42,6 +42,30 @@ EVENT_SOURCES = (
     " WHERE s.source IS NOT NULL) SELECT source FROM s WHERE source IS NOT NULL"
 )
 
+# Version 4: workflows (delays, send windows, cancels, digests, once/throttle; relay.store.steps).
+# Deliveries get four more statuses and two columns: cancel_key (what a cancelling event of its
+# rule must match) and batch_id (its digest batch); both are NULL for a plain delivery, so the
+# partial indexes on them cost a plain ingest nothing. A scheduled delivery is outside the claim
+# index until promote_due makes it pending: the claims, and the queue statistics that count the
+# claim index, never walk the future (a million deliveries due in three days). Digests are
+# batches, one open row per (rule, digest key) by a unique partial index; once/throttle keep the
+# sends taken per (rule, key) in rule_limits.
+STATUSES = (
+    "'pending', 'failed', 'delivered', 'dead', 'scheduled', 'cancelled', 'suppressed', 'batched'"
+)
+WORKFLOW_INDEXES = (
+    """CREATE INDEX deliveries_scheduled ON deliveries (next_attempt_at, id)
+        WHERE status = 'scheduled'""",
+    """CREATE INDEX deliveries_cancel_key ON deliveries (rule, cancel_key)
+        WHERE cancel_key IS NOT NULL""",
+    "CREATE INDEX deliveries_batch ON deliveries (batch_id) WHERE batch_id IS NOT NULL",
+    "CREATE UNIQUE INDEX batches_open ON batches (rule, digest_key) WHERE state = 'open'",
+)
+_V3_DELIVERY_COLUMNS = (
+    "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at,"
+    " lease_until, last_error, created_at, updated_at, delivered_at"
+)
+
 # Every schema change is a new step appended to each backend (a released step is never edited),
 # with a test that upgrades a database of the previous version.
 SQLITE_STEPS: Steps = (
@@ -85,7 +109,36 @@ SQLITE_STEPS: Steps = (
         "DROP INDEX IF EXISTS events_message_id",
         *LISTING_INDEXES,
     ),
-    (  # 4: what each attempt rendered and sent, for `relay explain` (relay.delivery.snapshot)
+    (  # 4: workflows. SQLite cannot alter a CHECK: the deliveries table is rebuilt (_migrate
+        # turns foreign keys off around the migration, so dropping the old table leaves the
+        # attempts, which name the table, to the new one) with its indexes, then the new tables.
+        f"""CREATE TABLE deliveries_v4 (
+            id TEXT PRIMARY KEY,
+            event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+            rule TEXT NOT NULL, send_index INTEGER NOT NULL, sink TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ({STATUSES})),
+            attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL,
+            lease_until REAL, last_error TEXT, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, delivered_at REAL, cancel_key TEXT, batch_id TEXT)""",
+        f"INSERT INTO deliveries_v4 ({_V3_DELIVERY_COLUMNS})"  # noqa: S608 (constants only)
+        f" SELECT {_V3_DELIVERY_COLUMNS} FROM deliveries",
+        "DROP TABLE deliveries",
+        "ALTER TABLE deliveries_v4 RENAME TO deliveries",
+        "CREATE INDEX deliveries_event ON deliveries (event_id)",
+        """CREATE INDEX deliveries_claimable ON deliveries (sink, next_attempt_at, id)
+            WHERE status IN ('pending', 'failed')""",
+        *LISTING_INDEXES,
+        """CREATE TABLE batches (
+            id TEXT PRIMARY KEY, rule TEXT NOT NULL, digest_key TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+            opened_at REAL NOT NULL, closes_at REAL NOT NULL,
+            members INTEGER NOT NULL, max_members INTEGER NOT NULL)""",
+        """CREATE TABLE rule_limits (
+            rule TEXT NOT NULL, limit_key TEXT NOT NULL, sent_at TEXT NOT NULL,
+            PRIMARY KEY (rule, limit_key))""",
+        *WORKFLOW_INDEXES,
+    ),
+    (  # 5: what each attempt rendered and sent, for `relay explain` (relay.delivery.snapshot)
         "ALTER TABLE attempts ADD COLUMN rendered TEXT",
     ),
 )
@@ -132,7 +185,24 @@ POSTGRES_STEPS: Steps = (
         "DROP INDEX events_message_id",
         *LISTING_INDEXES,
     ),
-    (  # 4: what each attempt rendered and sent, for `relay explain` (relay.delivery.snapshot)
+    (  # 4: workflows (see WORKFLOW_INDEXES)
+        "ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check",
+        "ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check"
+        f" CHECK (status IN ({STATUSES}))",
+        'ALTER TABLE deliveries ADD COLUMN cancel_key text COLLATE "C",'
+        ' ADD COLUMN batch_id text COLLATE "C"',
+        """CREATE TABLE batches (
+            id text COLLATE "C" PRIMARY KEY, rule text COLLATE "C" NOT NULL,
+            digest_key text COLLATE "C" NOT NULL,
+            state text NOT NULL CHECK (state IN ('open', 'closed')),
+            opened_at double precision NOT NULL, closes_at double precision NOT NULL,
+            members integer NOT NULL, max_members integer NOT NULL)""",
+        """CREATE TABLE rule_limits (
+            rule text COLLATE "C" NOT NULL, limit_key text COLLATE "C" NOT NULL,
+            sent_at text NOT NULL, PRIMARY KEY (rule, limit_key))""",
+        *WORKFLOW_INDEXES,
+    ),
+    (  # 5: what each attempt rendered and sent, for `relay explain` (relay.delivery.snapshot)
         "ALTER TABLE attempts ADD COLUMN rendered text",
     ),
 )

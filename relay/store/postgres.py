@@ -6,7 +6,8 @@ that simply expires (``lease_s``), after which any replica claims the delivery a
 compare the callers' clocks, so replicas must keep them in sync (NTP). Deduplication is the unique
 key events (source, message_id): a racing second ingest of one message waits for the first to
 commit and is then DUPLICATE. Ingest uses group commit (``relay.store.group``): the events that
-arrive together are written by one statement, in one round trip and one commit. Attempt results
+arrive together are written by one statement, in one round trip and one commit; an event with
+workflow steps is written by a transaction of its own (``relay.store.admit``). Attempt results
 that arrive together share one transaction too (its rows locked in id order, so two replicas'
 batches cannot deadlock).
 
@@ -36,23 +37,26 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from relay.errors import StoreError, StoreUnavailableError
+from relay.store import admit, redact_url
 from relay.store import postgres_sql as q
-from relay.store import redact_url
+from relay.store import queries as shared
+from relay.store.admit import Admits
 from relay.store.base import (
     AttemptRecord,
     ClaimedDelivery,
     DeliveryRecord,
     DeliveryStatus,
     EventRecord,
-    IngestOutcome,
     NewDelivery,
     NewEvent,
     Purged,
     QueueStats,
+    Recorded,
 )
 from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, POSTGRES_STEPS, plan
 from relay.store.results import RecordsResults, ResultChange
+from relay.store.steps import ACCEPTED, DUPLICATE, IngestResult, Step
 
 _MIGRATIONS = POSTGRES_STEPS
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -67,7 +71,7 @@ _KEEPALIVES = {
 }
 
 
-class PostgresStore(RecordsResults):
+class PostgresStore(RecordsResults, Admits):
     """The Store on a PostgreSQL database (``postgresql://user:password@host:port/dbname``).
 
     ``open()`` before use, ``close()`` after. Each instance has its own pool of ``min_size`` to
@@ -87,7 +91,7 @@ class PostgresStore(RecordsResults):
         self._ingests = GroupCommit(self._commit, busy_s=timeout_s)
         # No busy_s for results: one queued behind a slow commit waits for its turn, as on
         # SQLite, rather than fail (its delivery would then be sent again once its lease ends).
-        self._results: GroupCommit[ResultChange, bool] = GroupCommit(self._commit_results)
+        self._results: GroupCommit[ResultChange, Recorded] = GroupCommit(self._commit_results)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -208,12 +212,28 @@ class PostgresStore(RecordsResults):
             await cursor.execute(query, params)
             return cursor.rowcount
 
-    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
+    async def admit(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
+    ) -> IngestResult:
         """Group commit (``relay.store.group``): the ingests that arrive together are written by
         one statement, so one round trip and one commit."""
-        return await self._ingests.submit(PendingIngest(event, deliveries))
+        return await self._ingests.submit(PendingIngest(event, deliveries, steps))
 
-    async def _commit(self, batch: Sequence[PendingIngest]) -> list[IngestOutcome | StoreError]:
+    async def _commit(self, batch: Sequence[PendingIngest]) -> list[IngestResult | StoreError]:
+        """The ingests without workflow steps in one statement (``_commit_plain``), then each
+        one with steps in a transaction of its own, in the order they arrived."""
+        plain = [item for item in batch if not item.steps]
+        done = dict(
+            zip(map(id, plain), await self._commit_plain(plain) if plain else [], strict=True)
+        )
+        for item in batch:
+            if item.steps:
+                done[id(item)] = await self._ingest_alone(item)
+        return [done[id(item)] for item in batch]
+
+    async def _commit_plain(
+        self, batch: Sequence[PendingIngest]
+    ) -> list[IngestResult | StoreError]:
         """The batch in one statement. Its events go in (source, message id) order, so that two
         replicas inserting the same messages take their locks in the same order (no deadlock);
         the first of equal keys wins, as in the batch. If the statement fails for a reason other
@@ -238,16 +258,17 @@ class PostgresStore(RecordsResults):
             raise
         except StoreError:
             return [await self._ingest_alone(item) for item in batch]
-        return [
-            IngestOutcome.ACCEPTED if item.event.id in inserted else IngestOutcome.DUPLICATE
-            for item in batch
-        ]
+        return [ACCEPTED if item.event.id in inserted else DUPLICATE for item in batch]
 
-    async def _ingest_alone(self, item: PendingIngest) -> IngestOutcome | StoreError:
-        """One event and its deliveries in one statement; its own error if it fails."""
-        params = {**asdict(item.event), **q.delivery_arrays([item])}
+    async def _ingest_alone(self, item: PendingIngest) -> IngestResult | StoreError:
+        """One event and its deliveries in one statement, or with its workflow steps in one
+        transaction (``relay.store.admit``); its own error if it fails."""
         what = item.describe()
         try:
+            if item.steps:
+                async with self._cursor(what) as cursor:
+                    return await _drive(cursor, admit.write(item, admit.POSTGRES))
+            params = {**asdict(item.event), **q.delivery_arrays([item])}
             async with self._cursor(what, transaction=False) as cursor:  # one statement: atomic
                 await cursor.execute(q.INGEST, params)
                 row = await cursor.fetchone()
@@ -255,7 +276,15 @@ class PostgresStore(RecordsResults):
             raise
         except StoreError as exc:
             return exc
-        return IngestOutcome.ACCEPTED if row and row[0] else IngestOutcome.DUPLICATE
+        return ACCEPTED if row and row[0] else DUPLICATE
+
+    async def promote_due(self, now: float, limit: int = 1000) -> int:
+        """Rows another replica is promoting are skipped, not waited for."""
+        return await self._write("promote scheduled deliveries", _PROMOTE, (now, now, limit))
+
+    async def digest_events(self, batch_id: str, send_index: int) -> list[bytes]:
+        rows = await self._fetch(f"read digest {batch_id}", _DIGEST_EVENTS, (batch_id, send_index))
+        return [bytes(body) for (body,) in rows]
 
     async def claim_due(
         self,
@@ -295,12 +324,12 @@ class PostgresStore(RecordsResults):
             await cursor.execute(query, params)
             return [ClaimedDelivery(*row) for row in await cursor.fetchall()]
 
-    async def _apply(self, change: ResultChange) -> bool:
+    async def _apply(self, change: ResultChange) -> Recorded:
         """Group commit, as for ingest: the results that arrive together (a sink's concurrent
         sends finishing) are recorded by one transaction."""
         return await self._results.submit(change)
 
-    async def _commit_results(self, batch: Sequence[ResultChange]) -> list[bool | StoreError]:
+    async def _commit_results(self, batch: Sequence[ResultChange]) -> list[Recorded | StoreError]:
         """The batch in one transaction of three statements: lock and read every delivery, add
         the attempts, move the deliveries (``ResultChange.writes`` decides what each writes). A
         result for a delivery that is gone fails alone. If the transaction fails for a reason
@@ -314,7 +343,7 @@ class PostgresStore(RecordsResults):
         except StoreError:
             return [await self._record_alone(change) for change in batch]
 
-    async def _record_alone(self, change: ResultChange) -> bool | StoreError:
+    async def _record_alone(self, change: ResultChange) -> Recorded | StoreError:
         try:
             async with self._cursor(change.describe()) as cursor:
                 (outcome,) = await _record_all(cursor, [change])
@@ -328,9 +357,15 @@ class PostgresStore(RecordsResults):
         await self._write("release leases", q.RELEASE, (list(delivery_ids), lease, lease))
 
     async def defer(
-        self, delivery_id: str, next_attempt_at: float, *, lease: float | None = None
+        self,
+        delivery_id: str,
+        next_attempt_at: float,
+        *,
+        lease: float | None = None,
+        scheduled: bool = False,
     ) -> None:
-        await self._write("defer delivery", q.DEFER, (next_attempt_at, delivery_id, lease, lease))
+        params = (next_attempt_at, scheduled, delivery_id, lease, lease)
+        await self._write("defer delivery", q.DEFER, params)
 
     async def release_all_leases(self) -> int:
         """Does nothing and returns 0: on PostgreSQL other replicas may hold live leases, and
@@ -370,6 +405,7 @@ class PostgresStore(RecordsResults):
         event_id: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        batch_id: str | None = None,
     ) -> list[DeliveryRecord]:
         where, params = q.where(
             {
@@ -378,12 +414,18 @@ class PostgresStore(RecordsResults):
                 "rule = %s": rule,
                 "event_id = %s": event_id,
                 "created_at >= %s": since,
+                "batch_id = %s": batch_id,
             }
         )
         select = sql.SQL("SELECT {} FROM deliveries{} ORDER BY created_at DESC, id LIMIT %s")
         query = select.format(q.DELIVERY_COLS, where)
         rows = await self._fetch("list deliveries", query, [*params, limit])
         return [DeliveryRecord.from_row(row) for row in rows]
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        query = sql.SQL("SELECT {} FROM deliveries WHERE id = %s").format(q.DELIVERY_COLS)
+        rows = await self._fetch(f"get delivery {delivery_id}", query, (delivery_id,))
+        return DeliveryRecord.from_row(rows[0]) if rows else None
 
     async def count_deliveries(self, event_ids: Collection[str]) -> dict[str, dict[str, int]]:
         query = sql.SQL(
@@ -401,12 +443,19 @@ class PostgresStore(RecordsResults):
         rows = await self._fetch(f"list attempts of {delivery_id}", query, (delivery_id,))
         return [AttemptRecord.from_row(row) for row in rows]
 
-    async def replay(self, delivery_ids: Collection[str], now: float) -> int:
+    async def replay(
+        self,
+        delivery_ids: Collection[str],
+        now: float,
+        *,
+        also: Collection[DeliveryStatus] = (),
+    ) -> int:
         query = (
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = %(now)s,"
+            "UPDATE deliveries"  # noqa: S608 (constants only)
+            " SET status = 'pending', next_attempt_at = %(now)s,"
             " lease_until = NULL, attempts = 0, updated_at = %(now)s"
             " WHERE id = ANY(%(ids)s::text[])"
-            " AND status IN ('failed', 'dead', 'delivered')"
+            f" AND status IN ({shared.replayable(also)})"
             " AND (lease_until IS NULL OR lease_until <= %(now)s)"
         )
         return await self._write(
@@ -427,7 +476,8 @@ class PostgresStore(RecordsResults):
         """One short transaction: pick the oldest purgeable events (skipping rows another
         replica's purge holds), lock their deliveries (a replay racing this waits, then finds
         them gone), look again with a fresh snapshot (a replay that committed first keeps its
-        event), and delete, counting what goes with each event (ON DELETE CASCADE)."""
+        event), and delete, counting what goes with each event (ON DELETE CASCADE); then the
+        digest batches left empty."""
         async with self._cursor("purge events") as cursor:
             await cursor.execute(q.PURGEABLE, {"before": older_than, "limit": limit})
             ids = [row[0] for row in await cursor.fetchall()]
@@ -436,22 +486,48 @@ class PostgresStore(RecordsResults):
             await cursor.execute(q.LOCK_DELIVERIES, (ids,))
             await cursor.execute(q.PURGE, (ids,))
             row = await cursor.fetchone()
+            await cursor.execute(_PURGE_BATCHES, (older_than,))
         return Purged(*row) if row else Purged()
 
 
-async def _record_all(cursor: _Cursor, batch: Sequence[ResultChange]) -> list[bool | StoreError]:
+_PROMOTE = shared.postgres(shared.PROMOTE.format(skip=" FOR UPDATE SKIP LOCKED"))
+_DIGEST_EVENTS = sql.SQL(shared.postgres(shared.DIGEST_EVENTS))
+_PURGE_BATCHES = shared.postgres(shared.PURGE_BATCHES)
+
+
+async def _drive(cursor: _Cursor, writer: admit.Writer) -> IngestResult:
+    """Run ``writer`` (``relay.store.admit``) on the cursor, in the caller's transaction."""
+    try:
+        statement = next(writer)
+        while True:
+            text, params, many = statement
+            if many:
+                await cursor.executemany(text, params)
+                rows: list[Any] = []
+            else:
+                await cursor.execute(text, params)
+                rows = await cursor.fetchall() if cursor.description is not None else []
+            statement = writer.send(rows)
+    except StopIteration as done:
+        result: IngestResult = done.value
+        return result
+
+
+async def _record_all(
+    cursor: _Cursor, batch: Sequence[ResultChange]
+) -> list[Recorded | StoreError]:
     """Inside a transaction: what ``PostgresStore._commit_results`` describes. Several results
     for one delivery are applied in turn, each seeing the ones before it."""
     ids = sorted({change.delivery_id for change in batch})
     await cursor.execute(q.ATTEMPT_COUNTS, (ids,))
     found = {row[0]: list(row[1:]) for row in await cursor.fetchall()}
-    outcomes: list[bool | StoreError] = []
+    outcomes: list[Recorded | StoreError] = []
     attempts: list[dict[str, Any]] = []
     updates: list[tuple[Any, ...]] = []
     for change in batch:
-        state = found.get(change.delivery_id)  # attempts, last attempt number, lease
+        state = found.get(change.delivery_id)  # attempts, last number, lease, status, last error
         try:
-            row, update = change.writes(state)
+            row, update, recorded = change.writes(state)
         except StoreError as exc:
             outcomes.append(exc)
             continue
@@ -461,8 +537,8 @@ async def _record_all(cursor: _Cursor, batch: Sequence[ResultChange]) -> list[bo
             state[1] = row["number"]
         if update is not None:
             updates.append(update)
-            state[0], state[2] = update[1], None
-        outcomes.append(update is not None)
+            state[0], state[2], state[3], state[4] = update[1], None, update[0], update[3]
+        outcomes.append(recorded)
     if attempts:
         await cursor.executemany(q.INSERT_ATTEMPT, attempts)
     if updates:

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from relay.store.base import FINAL_SQL
 from relay.store.group import PendingIngest
+from relay.store.queries import STILL_NEEDED
 
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS relay_schema (
     one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)"""
@@ -27,20 +27,18 @@ SCHEMA_LOCK = "SELECT pg_advisory_lock(hashtext('relay schema ' || coalesce(curr
 EVENT_COLS = sql.SQL("id, source, message_id, type, received_at, body")
 DELIVERY_COLS = sql.SQL(
     "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at, "
-    "lease_until, last_error, created_at, updated_at, delivered_at"
+    "lease_until, last_error, created_at, updated_at, delivered_at, cancel_key, batch_id"
 )
 ATTEMPT_COLS = sql.SQL(
     "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome, rendered"
 )
 # Retention (see PostgresStore.purge): the oldest events received before a time whose deliveries
 # are all final; their deliveries, locked; then, looked at again, the ones still purgeable go.
-PURGEABLE = f"""SELECT e.id FROM events e WHERE e.received_at < %(before)s AND NOT EXISTS (
-    SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ({FINAL_SQL}))
-ORDER BY e.received_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""  # noqa: S608 (constants only)
+PURGEABLE = f"""SELECT e.id FROM events e WHERE e.received_at < %(before)s AND NOT {STILL_NEEDED}
+ORDER BY e.received_at LIMIT %(limit)s FOR UPDATE OF e SKIP LOCKED"""  # noqa: S608 (constants only)
 LOCK_DELIVERIES = "SELECT 1 FROM deliveries WHERE event_id = ANY(%s::text[]) FOR UPDATE"
 PURGE = f"""WITH doomed AS (
-    SELECT e.id FROM events e WHERE e.id = ANY(%s::text[]) AND NOT EXISTS (
-        SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ({FINAL_SQL}))
+    SELECT e.id FROM events e WHERE e.id = ANY(%s::text[]) AND NOT {STILL_NEEDED}
 ), gone AS (
     DELETE FROM events WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )
@@ -55,9 +53,12 @@ CLAIM = """WITH due AS (
 ), claimed AS (
     UPDATE deliveries d SET lease_until = %(until)s, updated_at = %(now)s FROM due
     WHERE d.id = due.id RETURNING d.*
+), closed AS (
+    UPDATE batches b SET state = 'closed' FROM claimed c
+    WHERE b.id = c.batch_id AND b.state = 'open'
 )
 SELECT c.id, c.event_id, e.source, e.message_id, e.type, e.received_at, e.body, c.rule,
-    c.send_index, c.sink, c.idempotency_key, c.attempts, c.lease_until
+    c.send_index, c.sink, c.idempotency_key, c.attempts, c.lease_until, c.batch_id
 FROM claimed c JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id"""
 INGEST = """WITH event AS (
     INSERT INTO events (id, source, message_id, type, received_at, body)
@@ -65,12 +66,13 @@ INGEST = """WITH event AS (
     ON CONFLICT (source, message_id) DO NOTHING RETURNING id
 ), sent AS (
     INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
-        next_attempt_at, created_at, updated_at)
-    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, 'pending', d.due,
-        %(received_at)s, %(received_at)s
+        next_attempt_at, created_at, updated_at, cancel_key)
+    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, d.status, d.due,
+        %(received_at)s, %(received_at)s, d.cancel_key
     FROM event, unnest(%(d_ids)s::text[], %(d_rules)s::text[], %(d_sends)s::integer[],
-        %(d_sinks)s::text[], %(d_keys)s::text[], %(d_due)s::double precision[])
-        AS d(id, rule, send_index, sink, idempotency_key, due)
+        %(d_sinks)s::text[], %(d_keys)s::text[], %(d_due)s::double precision[],
+        %(d_status)s::text[], %(d_cancel)s::text[])
+        AS d(id, rule, send_index, sink, idempotency_key, due, status, cancel_key)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM sent)"""
@@ -86,13 +88,14 @@ INGEST_BATCH = """WITH event AS (
     ON CONFLICT (source, message_id) DO NOTHING RETURNING id, received_at
 ), sent AS (
     INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
-        next_attempt_at, created_at, updated_at)
-    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, 'pending', d.due,
-        event.received_at, event.received_at
+        next_attempt_at, created_at, updated_at, cancel_key)
+    SELECT d.id, event.id, d.rule, d.send_index, d.sink, d.idempotency_key, d.status, d.due,
+        event.received_at, event.received_at, d.cancel_key
     FROM event JOIN unnest(%(d_ids)s::text[], %(d_events)s::text[], %(d_rules)s::text[],
         %(d_sends)s::integer[], %(d_sinks)s::text[], %(d_keys)s::text[],
-        %(d_due)s::double precision[])
-        AS d(id, event_id, rule, send_index, sink, idempotency_key, due) ON d.event_id = event.id
+        %(d_due)s::double precision[], %(d_status)s::text[], %(d_cancel)s::text[])
+        AS d(id, event_id, rule, send_index, sink, idempotency_key, due, status, cancel_key)
+        ON d.event_id = event.id
     RETURNING 1
 )
 SELECT id FROM event"""
@@ -136,7 +139,7 @@ def where(filters: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
 # replicas' batches take their locks in the same order: no deadlock).
 ATTEMPT_COUNTS = (
     "SELECT d.id, d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
-    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d"
+    " WHERE a.delivery_id = d.id), 0), d.lease_until, d.status, d.last_error FROM deliveries d"
     " WHERE d.id = ANY(%s::text[]) ORDER BY d.id FOR UPDATE OF d"
 )
 INSERT_ATTEMPT = (
@@ -156,7 +159,8 @@ RELEASE = (
     " AND (%s::double precision IS NULL OR lease_until = %s)"
 )
 DEFER = (
-    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = %s WHERE id = %s"
+    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = %s, status = CASE WHEN %s"
+    " AND status IN ('pending', 'failed') THEN 'scheduled' ELSE status END WHERE id = %s"
     " AND (%s::double precision IS NULL OR lease_until = %s)"
 )
 
@@ -172,6 +176,8 @@ def delivery_arrays(items: Sequence[PendingIngest]) -> dict[str, list[Any]]:
         "d_sinks": [d.sink for _, d in pairs],
         "d_keys": [d.idempotency_key for _, d in pairs],
         "d_due": [d.next_attempt_at for _, d in pairs],
+        "d_status": [d.status.value for _, d in pairs],
+        "d_cancel": [d.cancel_key for _, d in pairs],
     }
 
 

@@ -12,7 +12,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from relay.errors import StoreError
-from relay.store.base import Attempt, DeliveryStatus
+from relay.store.base import Attempt, DeliveryStatus, Recorded
+
+# What a delivered result writes to a delivery cancelled while it was being sent: the cancel's
+# reason is kept, and says who won.
+SENT_ANYWAY = "; it was already being sent: the send went out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +41,30 @@ class ResultChange:
 
     def writes(
         self, found: Sequence[Any] | None
-    ) -> tuple[dict[str, Any] | None, tuple[Any, ...] | None]:
+    ) -> tuple[dict[str, Any] | None, tuple[Any, ...] | None, Recorded]:
         """What recording this result writes, given what the store read of its delivery under
-        the write lock, ``(attempts, last attempt number, lease_until)`` or None: the attempt's
-        row (None without an attempt) and the delivery's update (None if this change no longer
-        holds its lease). A delivery that is gone is a StoreError."""
+        the write lock, ``(attempts, last attempt number, lease_until, status, last_error)`` or
+        None: the attempt's row (None without an attempt), the delivery's update (None if this
+        change no longer holds its lease) and what that does. A delivery that is gone is a
+        StoreError.
+
+        A delivery cancelled while this attempt ran stays cancelled, its lease dropped, unless
+        the attempt delivered: then it is delivered, the cancel's reason kept in last_error."""
         if found is None:
             raise StoreError(f"{self.describe()}: no such delivery")
-        attempts, last_number, lease_until = found
+        attempts, last_number, lease_until, status, last_error = found
         row = self.attempt_row(last_number) if self.attempt is not None else None
-        return row, self.delivery_update(attempts) if self.holds(lease_until) else None
+        if not self.holds(lease_until):
+            return row, None, Recorded.LEASE_LOST
+        if status != DeliveryStatus.CANCELLED:
+            return row, self.delivery_update(attempts), Recorded.MOVED
+        if self.status is DeliveryStatus.DELIVERED:
+            note = (last_error or "cancelled") + SENT_ANYWAY
+            return row, self.delivery_update(attempts, last_error=note), Recorded.CANCELLED
+        kept = self.delivery_update(
+            attempts, status=DeliveryStatus.CANCELLED, last_error=last_error
+        )
+        return row, kept, Recorded.CANCELLED
 
     def describe(self) -> str:
         """What this write is, for errors (as ``PendingIngest.describe``)."""
@@ -57,16 +75,24 @@ class ResultChange:
         assert self.attempt is not None
         return {**asdict(self.attempt), "number": last_number + 1, "outcome": self.status.value}
 
-    def delivery_update(self, attempts_so_far: int) -> tuple[Any, ...]:
-        """status, attempts, next_attempt_at, last_error, updated_at, delivered_at, id."""
+    def delivery_update(
+        self,
+        attempts_so_far: int,
+        *,
+        status: DeliveryStatus | None = None,
+        last_error: str | None = None,
+    ) -> tuple[Any, ...]:
+        """status, attempts, next_attempt_at, last_error, updated_at, delivered_at, id: this
+        change's, unless ``status`` (with ``last_error``) overrides them."""
         attempts = attempts_so_far + 1 if self.attempt is not None else attempts_so_far
+        kept = status is not None
         return (
-            self.status.value,
+            (status or self.status).value,
             attempts,
-            self.next_attempt_at,
-            self.last_error,
+            None if kept else self.next_attempt_at,
+            last_error if kept or last_error is not None else self.last_error,
             self.updated_at,
-            self.delivered_at,
+            None if kept else self.delivered_at,
             self.delivery_id,
         )
 
@@ -75,13 +101,13 @@ class RecordsResults:
     """``record_delivered``, ``record_retry`` and ``record_dead`` for a store that implements
     ``_apply(change)``: add the attempt and move the delivery, in one transaction."""
 
-    async def record_delivered(self, attempt: Attempt, *, lease: float | None = None) -> bool:
+    async def record_delivered(self, attempt: Attempt, *, lease: float | None = None) -> Recorded:
         status = DeliveryStatus.DELIVERED
         return await self._record(attempt.delivery_id, attempt, status, None, None, lease)
 
     async def record_retry(
         self, attempt: Attempt, next_attempt_at: float, *, lease: float | None = None
-    ) -> bool:
+    ) -> Recorded:
         status, error = DeliveryStatus.FAILED, attempt.error
         return await self._record(
             attempt.delivery_id, attempt, status, next_attempt_at, error, lease
@@ -89,10 +115,16 @@ class RecordsResults:
 
     async def record_dead(
         self, attempt: Attempt | None, delivery_id: str, reason: str, *, lease: float | None = None
-    ) -> bool:
+    ) -> Recorded:
         if attempt is not None and attempt.delivery_id != delivery_id:
             raise ValueError(f"attempt is for {attempt.delivery_id}, not {delivery_id}")
         return await self._record(delivery_id, attempt, DeliveryStatus.DEAD, None, reason, lease)
+
+    async def record_suppressed(
+        self, delivery_id: str, reason: str, *, lease: float | None = None
+    ) -> Recorded:
+        status = DeliveryStatus.SUPPRESSED
+        return await self._record(delivery_id, None, status, None, reason, lease)
 
     async def _record(
         self,
@@ -102,7 +134,7 @@ class RecordsResults:
         next_attempt_at: float | None,
         last_error: str | None,
         lease: float | None,
-    ) -> bool:
+    ) -> Recorded:
         a = attempt
         updated_at = a.started_at + a.duration_ms / 1000 if a is not None else time.time()
         delivered_at = updated_at if status is DeliveryStatus.DELIVERED else None
@@ -112,7 +144,7 @@ class RecordsResults:
             )
         )
 
-    async def _apply(self, change: ResultChange) -> bool:
+    async def _apply(self, change: ResultChange) -> Recorded:
         """Add the attempt (if any); move the delivery if ``change.holds`` its lease. Returns
-        whether it moved."""
+        what it did."""
         raise NotImplementedError

@@ -6,7 +6,8 @@ and write the same file while ``relay serve`` runs; a writer waits up to ``busy_
 lock. ``synchronous = FULL`` makes an ingest that returned ACCEPTED survive a power cut.
 
 What a batch of ingests or attempt results writes in its transaction is in
-``relay.store.sqlite_writes``; this module owns the connection, its thread and every other query.
+``relay.store.sqlite_writes`` (an ingest with workflow steps: ``relay.store.admit``); this module
+owns the connection, its thread and every other query.
 sqlite3 errors are translated at this boundary (``sqlite_writes.translate``): a BUSY, LOCKED,
 READONLY, IOERR, FULL, CANTOPEN or PROTOCOL failure means "cannot commit right now"
 (StoreUnavailableError, 503 at ingest); anything else is a StoreError. Events are the
@@ -27,22 +28,31 @@ from typing import Any, TypeVar
 
 from relay.errors import StoreError
 from relay.store import sqlite_writes as writes
+from relay.store.admit import Admits
 from relay.store.base import (
-    FINAL_SQL,
     AttemptRecord,
     ClaimedDelivery,
     DeliveryRecord,
     DeliveryStatus,
     EventRecord,
-    IngestOutcome,
     NewDelivery,
     NewEvent,
     Purged,
     QueueStats,
+    Recorded,
 )
 from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
+from relay.store.queries import (
+    CLOSE_BATCH,
+    DIGEST_EVENTS,
+    PROMOTE,
+    PURGE_BATCHES,
+    STILL_NEEDED,
+    replayable,
+)
 from relay.store.results import RecordsResults, ResultChange
+from relay.store.steps import IngestResult, Step
 
 T = TypeVar("T")
 
@@ -51,14 +61,14 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _EVENT_COLS = "id, source, message_id, type, received_at, body"
 _DELIVERY_COLS = (
     "id, event_id, rule, send_index, sink, idempotency_key, status, attempts, next_attempt_at, "
-    "lease_until, last_error, created_at, updated_at, delivered_at"
+    "lease_until, last_error, created_at, updated_at, delivered_at, cancel_key, batch_id"
 )
 _ATTEMPT_COLS = (
     "id, delivery_id, number, started_at, duration_ms, status_code, error, outcome, rendered"
 )
 _CLAIM_COLS = (
     "d.id, d.event_id, e.source, e.message_id, e.type, e.received_at, e.body, d.rule, "
-    "d.send_index, d.sink, d.idempotency_key, d.attempts"
+    "d.send_index, d.sink, d.idempotency_key, d.attempts, d.batch_id"
 )
 _CLAIMABLE = (  # due and not leased; two parameters: now, now
     "d.status IN ('pending', 'failed')",
@@ -68,16 +78,27 @@ _CLAIMABLE = (  # due and not leased; two parameters: now, now
 
 
 def _migrate(conn: sqlite3.Connection, what: str, create: bool, upgrade: bool) -> tuple[int, int]:
-    """Apply the steps ``plan`` asks for under the write lock; returns the (from, to) versions."""
+    """Apply the steps ``plan`` asks for under the write lock; returns the (from, to) versions.
+
+    Foreign keys are off while the steps run (a step may rebuild a table that others refer to;
+    the pragma only takes effect outside a transaction) and checked before the commit."""
     (found,) = conn.execute("PRAGMA user_version").fetchone()
     if plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
-        # Another process may have done it while we waited for the lock: look again.
-        with writes.transaction(conn):
-            (found,) = conn.execute("PRAGMA user_version").fetchone()
-            for step in plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
-                for statement in _MIGRATIONS[step]:
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            # Another process may have done it while we waited for the lock: look again.
+            with writes.transaction(conn):
+                (found,) = conn.execute("PRAGMA user_version").fetchone()
+                for step in plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
+                    for statement in _MIGRATIONS[step]:
+                        conn.execute(statement)
+                if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise StoreError(f"{what}: the upgrade would break a foreign key")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute("PRAGMA foreign_keys = ON")
     return found, SCHEMA_VERSION
 
 
@@ -107,15 +128,17 @@ _RELEASE = (
     "UPDATE deliveries SET lease_until = NULL WHERE id = ? AND (? IS NULL OR lease_until = ?)"
 )
 _DEFER = (
-    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = ?"
+    "UPDATE deliveries SET lease_until = NULL, next_attempt_at = ?, status = CASE WHEN ?"
+    " AND status IN ('pending', 'failed') THEN 'scheduled' ELSE status END"
     " WHERE id = ? AND (? IS NULL OR lease_until = ?)"
 )
+_PROMOTE = PROMOTE.format(skip="")
 
 
-# Retention: the oldest events received before ? whose deliveries are all final, up to ?.
+# Retention: the oldest events received before ? that nothing needs any more, up to ?.
 _PURGEABLE = (
-    "SELECT e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"  # noqa: S608 (constants only)
-    f" WHERE d.event_id = e.id AND d.status NOT IN ({FINAL_SQL})) ORDER BY e.received_at LIMIT ?"
+    "SELECT e.id FROM events e WHERE e.received_at < ?"  # noqa: S608 (constants only)
+    f" AND NOT {STILL_NEEDED} ORDER BY e.received_at LIMIT ?"
 )
 # The deliveries and attempts of the events listed in {} (placeholders), before they go.
 _PURGE_COUNTS = (
@@ -124,7 +147,7 @@ _PURGE_COUNTS = (
 )
 
 
-class SQLiteStore(RecordsResults):
+class SQLiteStore(RecordsResults, Admits):
     """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
@@ -133,7 +156,7 @@ class SQLiteStore(RecordsResults):
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._ingests = GroupCommit(self._commit_ingests)
-        self._results: GroupCommit[ResultChange, bool] = GroupCommit(self._commit_results)
+        self._results: GroupCommit[ResultChange, Recorded] = GroupCommit(self._commit_results)
 
     def observe_commits(self, observe: Callable[[str, float, int], None]) -> None:
         self._ingests.observe = partial(observe, "ingest")
@@ -249,15 +272,28 @@ class SQLiteStore(RecordsResults):
     async def _fetch(self, what: str, sql: str, params: Sequence[Any]) -> list[Any]:
         return await self._run(what, lambda conn: conn.execute(sql, params).fetchall())
 
-    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
+    async def admit(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
+    ) -> IngestResult:
         """Group commit (``relay.store.group``): the ingests that arrive together are written by
         one transaction on the store's thread, with one fsync."""
-        return await self._ingests.submit(PendingIngest(event, deliveries))
+        return await self._ingests.submit(PendingIngest(event, deliveries, steps))
 
     async def _commit_ingests(
         self, batch: Sequence[PendingIngest]
-    ) -> list[IngestOutcome | StoreError]:
+    ) -> list[IngestResult | StoreError]:
         return await self._run("ingest", lambda conn: writes.ingest_batch(conn, batch))
+
+    async def promote_due(self, now: float, limit: int = 1000) -> int:
+        """A read first: the write lock only when something is due."""
+        due = "SELECT 1 FROM deliveries WHERE status = 'scheduled' AND next_attempt_at <= ? LIMIT 1"
+        if not await self._fetch("promote scheduled deliveries", due, [now]):
+            return 0
+        return await self._write("promote scheduled deliveries", _PROMOTE, [(now, now, limit)])
+
+    async def digest_events(self, batch_id: str, send_index: int) -> list[bytes]:
+        rows = await self._fetch(f"read digest {batch_id}", DIGEST_EVENTS, [batch_id, send_index])
+        return [bytes(body) for (body,) in rows]
 
     async def claim_due(
         self,
@@ -301,25 +337,34 @@ class SQLiteStore(RecordsResults):
                     "UPDATE deliveries SET lease_until = ?, updated_at = ? WHERE id = ?",
                     [(now + lease_s, now, row[0]) for row in rows],
                 )
-            return [ClaimedDelivery(*(*row, now + lease_s)) for row in rows]  # + the lease
+                batches = [(row[-1],) for row in rows if row[-1] is not None]
+                conn.executemany(CLOSE_BATCH, batches)
+            # the claim's columns, then its lease, then its batch (the last column read)
+            return [ClaimedDelivery(*(*row[:-1], now + lease_s, row[-1])) for row in rows]
 
         return await self._run("claim due deliveries", run)
 
-    async def _apply(self, change: ResultChange) -> bool:
+    async def _apply(self, change: ResultChange) -> Recorded:
         """Group commit, as for ingest: the results that arrive together (a sink's concurrent
         sends finishing) are recorded by one transaction, with one fsync."""
         return await self._results.submit(change)
 
-    async def _commit_results(self, batch: Sequence[ResultChange]) -> list[bool | StoreError]:
+    async def _commit_results(self, batch: Sequence[ResultChange]) -> list[Recorded | StoreError]:
         return await self._run("record results", lambda conn: writes.record_batch(conn, batch))
 
     async def release(self, delivery_ids: Collection[str], *, lease: float | None = None) -> None:
         await self._write("release leases", _RELEASE, [(i, lease, lease) for i in delivery_ids])
 
     async def defer(
-        self, delivery_id: str, next_attempt_at: float, *, lease: float | None = None
+        self,
+        delivery_id: str,
+        next_attempt_at: float,
+        *,
+        lease: float | None = None,
+        scheduled: bool = False,
     ) -> None:
-        await self._write("defer delivery", _DEFER, [(next_attempt_at, delivery_id, lease, lease)])
+        params = (next_attempt_at, scheduled, delivery_id, lease, lease)
+        await self._write("defer delivery", _DEFER, [params])
 
     async def release_all_leases(self) -> int:
         sql = "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"
@@ -353,6 +398,7 @@ class SQLiteStore(RecordsResults):
         event_id: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        batch_id: str | None = None,
     ) -> list[DeliveryRecord]:
         clauses, params = _filters(
             {
@@ -361,12 +407,18 @@ class SQLiteStore(RecordsResults):
                 "rule = ?": rule,
                 "event_id = ?": event_id,
                 "created_at >= ?": since,
+                "batch_id = ?": batch_id,
             }
         )
         tail = "ORDER BY created_at DESC, id LIMIT ?"
         sql = _select(f"{_DELIVERY_COLS} FROM deliveries", clauses, tail)
         rows = await self._fetch("list deliveries", sql, [*params, limit])
         return [DeliveryRecord.from_row(row) for row in rows]
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        sql = f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE id = ?"  # noqa: S608 (constants)
+        rows = await self._fetch(f"get delivery {delivery_id}", sql, [delivery_id])
+        return DeliveryRecord.from_row(rows[0]) if rows else None
 
     async def count_deliveries(self, event_ids: Collection[str]) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -386,11 +438,18 @@ class SQLiteStore(RecordsResults):
         rows = await self._fetch(f"list attempts of {delivery_id}", sql, [delivery_id])
         return [AttemptRecord.from_row(row) for row in rows]
 
-    async def replay(self, delivery_ids: Collection[str], now: float) -> int:
+    async def replay(
+        self,
+        delivery_ids: Collection[str],
+        now: float,
+        *,
+        also: Collection[DeliveryStatus] = (),
+    ) -> int:
         sql = (
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_until = NULL,"
+            "UPDATE deliveries"  # noqa: S608 (constants only)
+            " SET status = 'pending', next_attempt_at = ?, lease_until = NULL,"
             " attempts = 0, updated_at = ? WHERE id = ?"
-            " AND status IN ('failed', 'dead', 'delivered')"
+            f" AND status IN ({replayable(also)})"
             " AND (lease_until IS NULL OR lease_until <= ?)"
         )
         return await self._write(
@@ -408,7 +467,8 @@ class SQLiteStore(RecordsResults):
     async def purge(self, older_than: float, *, limit: int = 1000) -> Purged:
         """One write transaction (the store's thread runs nothing else meanwhile, so no replay
         can slip between the check and the delete): the oldest purgeable events, counted, then
-        deleted with their deliveries and attempts (ON DELETE CASCADE)."""
+        deleted with their deliveries and attempts (ON DELETE CASCADE), and the digest batches
+        left empty."""
 
         def run(conn: sqlite3.Connection) -> Purged:
             with writes.transaction(conn):
@@ -418,6 +478,7 @@ class SQLiteStore(RecordsResults):
                 marks = ", ".join("?" * len(ids))
                 counts = conn.execute(_PURGE_COUNTS.format(marks), ids + ids).fetchone()
                 events = conn.execute(f"DELETE FROM events WHERE id IN ({marks})", ids).rowcount  # noqa: S608 (placeholders only)
+                conn.execute(PURGE_BATCHES, (older_than,))
             return Purged(events, *counts)
 
         return await self._run("purge events", run)

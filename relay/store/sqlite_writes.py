@@ -3,8 +3,10 @@
 Ingests and attempt results arrive in batches (``relay.store.group``). A batch is one
 ``BEGIN IMMEDIATE`` ... ``COMMIT``: ingests as a few multi-row statements (one per table for
 up to 64 events), falling back to one savepoint per item when the fast path fails on an item of
-its own; results one savepoint each. Functions here take the connection and never touch the
-thread or the event loop; ``relay.store.sqlite`` runs them.
+its own; results one savepoint each. A batch holding an ingest with workflow steps is written
+one item per savepoint, in the order they arrived, each by ``relay.store.admit.write``. Functions
+here take the connection and never touch the thread or the event loop; ``relay.store.sqlite``
+runs them.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from relay.errors import StoreError, StoreUnavailableError
-from relay.store.base import IngestOutcome, NewDelivery, NewEvent
+from relay.store import admit
+from relay.store.base import NewEvent, Recorded
 from relay.store.group import PendingIngest, Write
 from relay.store.results import ResultChange
+from relay.store.steps import ACCEPTED, DUPLICATE, IngestResult
 
 T = TypeVar("T")
 Writes = TypeVar("Writes", bound=Write)
@@ -44,30 +48,26 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 # The delivery's attempts in its current retry budget (reset by a replay), the number of the
-# last attempt recorded for it ever (attempt numbers keep counting across replays), and its lease.
+# last attempt recorded for it ever (attempt numbers keep counting across replays), its lease,
+# its status and its last error (a cancel's reason, kept by a result after the cancel).
 _ATTEMPT_COUNTS = (
     "SELECT d.attempts, COALESCE((SELECT MAX(a.number) FROM attempts a"
-    " WHERE a.delivery_id = d.id), 0), d.lease_until FROM deliveries d WHERE d.id = ?"
+    " WHERE a.delivery_id = d.id), 0), d.lease_until, d.status, d.last_error"
+    " FROM deliveries d WHERE d.id = ?"
 )
-_INSERT_EVENT = (
-    "INSERT INTO events (id, source, message_id, type, received_at, body) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_INSERT_DELIVERY = (
-    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
-    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
-)
-_EXISTS = "SELECT 1 FROM events WHERE source = ? AND message_id = ?"
 
 
 def ingest_batch(
     conn: sqlite3.Connection, batch: Sequence[PendingIngest]
-) -> list[IngestOutcome | StoreError]:
+) -> list[IngestResult | StoreError]:
     """Insert the batch's new events and their deliveries, then commit them all at once.
 
     The fast path writes the whole batch with a few multi-row statements. If that fails for a
-    reason other than "the database cannot write" (which fails the whole batch), the batch is
-    written again one event per savepoint, so an event that fails on its own (a constraint)
-    touches only itself."""
+    reason other than "the database cannot write" (which fails the whole batch), or an ingest
+    has workflow steps, the batch is written one event per savepoint, so an event that fails on
+    its own (a constraint) touches only itself."""
+    if any(item.steps for item in batch):
+        return _ingest_one_by_one(conn, batch)
     try:
         with transaction(conn):
             return list(_insert_all(conn, batch))
@@ -79,23 +79,23 @@ def ingest_batch(
     return _ingest_one_by_one(conn, batch)
 
 
-def _insert_all(conn: sqlite3.Connection, batch: Sequence[PendingIngest]) -> list[IngestOutcome]:
+def _insert_all(conn: sqlite3.Connection, batch: Sequence[PendingIngest]) -> list[IngestResult]:
     """Inside a write transaction (no other writer): duplicates are the keys already stored
     (one read per chunk of the batch) or seen earlier in the batch."""
     stored = _stored_keys(conn, [item.event for item in batch])
-    outcomes: list[IngestOutcome] = []
+    outcomes: list[IngestResult] = []
     events: list[tuple[Any, ...]] = []
     deliveries: list[tuple[Any, ...]] = []
     for item in batch:
         event = item.event
         key = (event.source, event.message_id)
         if key in stored:
-            outcomes.append(IngestOutcome.DUPLICATE)
+            outcomes.append(DUPLICATE)
             continue
         stored.add(key)
-        events.append(_event_row(event))
-        deliveries.extend(_delivery_rows(event, item.deliveries))
-        outcomes.append(IngestOutcome.ACCEPTED)
+        events.append(admit.event_row(event))
+        deliveries.extend(admit.delivery_row(event, d) for d in item.deliveries)
+        outcomes.append(ACCEPTED)
     for rows, statement in ((events, _INSERT_EVENTS), (deliveries, _INSERT_DELIVERIES)):
         for chunk in _chunks(rows):
             conn.execute(statement(len(chunk)), [value for row in chunk for value in row])
@@ -144,9 +144,7 @@ _INSERT_EVENTS = _multirow(
     "(?, ?, ?, ?, ?, ?)",
 )
 _INSERT_DELIVERIES = _multirow(
-    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
-    " next_attempt_at, created_at, updated_at) VALUES",
-    "(?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+    f"INSERT INTO deliveries ({admit.DELIVERY_COLUMNS}) VALUES", admit.DELIVERY_VALUES
 )
 _STORED_KEYS = _multirow(
     "SELECT message_id FROM events WHERE source = ? AND message_id IN (", "?", ")"
@@ -155,12 +153,28 @@ _STORED_KEYS = _multirow(
 
 def _ingest_one_by_one(
     conn: sqlite3.Connection, batch: Sequence[PendingIngest]
-) -> list[IngestOutcome | StoreError]:
-    """The slow path: each event under its own savepoint; one that fails gets its error."""
+) -> list[IngestResult | StoreError]:
+    """The slow path: each event under its own savepoint, written with its workflow steps by
+    ``relay.store.admit``; one that fails gets its error."""
     with transaction(conn):
-        return _each_alone(
-            conn, batch, lambda c, item: _insert_event(c, item.event, item.deliveries)
-        )
+        return _each_alone(conn, batch, lambda c, item: drive(c, admit.write(item, admit.SQLITE)))
+
+
+def drive(conn: sqlite3.Connection, writer: admit.Writer) -> IngestResult:
+    """Run ``writer`` (``relay.store.admit``) on the connection, in the caller's transaction."""
+    try:
+        statement = next(writer)
+        while True:
+            text, params, many = statement
+            if many:
+                conn.executemany(text, params)
+                rows: list[Any] = []
+            else:
+                rows = conn.execute(text, params).fetchall()
+            statement = writer.send(rows)
+    except StopIteration as done:
+        result: IngestResult = done.value
+        return result
 
 
 def _each_alone(
@@ -187,51 +201,19 @@ def _each_alone(
     return outcomes
 
 
-def _event_row(event: NewEvent) -> tuple[Any, ...]:
-    return (event.id, event.source, event.message_id, event.type, event.received_at, event.body)
-
-
-def _delivery_rows(event: NewEvent, deliveries: Sequence[NewDelivery]) -> list[tuple[Any, ...]]:
-    now = event.received_at
-    return [
-        (
-            d.id,
-            event.id,
-            d.rule,
-            d.send_index,
-            d.sink,
-            d.idempotency_key,
-            d.next_attempt_at,
-            now,
-            now,
-        )
-        for d in deliveries
-    ]
-
-
-def _insert_event(
-    conn: sqlite3.Connection, event: NewEvent, deliveries: Sequence[NewDelivery]
-) -> IngestOutcome:
-    if conn.execute(_EXISTS, (event.source, event.message_id)).fetchone() is not None:
-        return IngestOutcome.DUPLICATE
-    conn.execute(_INSERT_EVENT, _event_row(event))
-    conn.executemany(_INSERT_DELIVERY, _delivery_rows(event, deliveries))
-    return IngestOutcome.ACCEPTED
-
-
 def record_batch(
     conn: sqlite3.Connection, batch: Sequence[ResultChange]
-) -> list[bool | StoreError]:
+) -> list[Recorded | StoreError]:
     """Record the results in one transaction, each alone (``_each_alone``)."""
     with transaction(conn):
         return _each_alone(conn, batch, _record)
 
 
-def _record(conn: sqlite3.Connection, change: ResultChange) -> bool:
+def _record(conn: sqlite3.Connection, change: ResultChange) -> Recorded:
     """Add the attempt (if there was one) and move the delivery to its new state, if the change
-    still holds the delivery's lease (``ResultChange.writes``). Returns whether it moved."""
+    still holds the delivery's lease (``ResultChange.writes``). Returns what it did."""
     found = conn.execute(_ATTEMPT_COUNTS, (change.delivery_id,)).fetchone()
-    row, update = change.writes(found)
+    row, update, recorded = change.writes(found)
     if row is not None:
         conn.execute(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,"
@@ -246,4 +228,4 @@ def _record(conn: sqlite3.Connection, change: ResultChange) -> bool:
             " updated_at = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
             update,
         )
-    return update is not None
+    return recorded

@@ -65,7 +65,7 @@ def test_purge_asks_on_a_terminal(
     """Without --yes it asks on a terminal; only a yes purges."""
     monkeypatch.setattr("sys.stdin", Terminal(answer))
     assert run(db, "purge", "--older-than", "30d") == code
-    assert "Purge delivered and dead history received before " in capsys.readouterr().out
+    assert "Purge finished history received before " in capsys.readouterr().out
     assert len(event_ids(db)) == left
 
 

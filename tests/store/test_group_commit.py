@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from relay.errors import StoreError, StoreUnavailableError
-from relay.store import IngestOutcome, NewEvent, SQLiteStore
+from relay.store import IngestOutcome, NewEvent, Recorded, SQLiteStore
 from relay.store.postgres import PostgresStore
 from tests.store.helpers import (
     T0,
@@ -205,13 +205,15 @@ async def test_a_result_after_its_lease_passed_leaves_the_delivery_to_the_new_cl
     (second,) = await store.claim_due(T0 + 61, 10, lease_s=60)  # the first lease has passed
     assert second.lease_until == T0 + 121
 
-    assert await store.record_retry(attempt(dlv), T0 + 200, lease=first.lease_until) is False
+    lost = await store.record_retry(attempt(dlv), T0 + 200, lease=first.lease_until)
+    assert lost is Recorded.LEASE_LOST
     (d,) = await store.list_deliveries()
     assert (d.status, d.attempts, d.lease_until) == ("pending", 0, T0 + 121)  # the second's
 
     ok = attempt(dlv, T0 + 62, code=200, error=None)
-    assert await store.record_delivered(ok, lease=second.lease_until) is True
-    assert await store.record_dead(attempt(dlv), dlv, "late", lease=first.lease_until) is False
+    assert await store.record_delivered(ok, lease=second.lease_until) is Recorded.MOVED
+    late = await store.record_dead(attempt(dlv), dlv, "late", lease=first.lease_until)
+    assert late is Recorded.LEASE_LOST
     (d,) = await store.list_deliveries()
     assert (d.status, d.attempts, d.lease_until, d.last_error) == ("delivered", 1, None, None)
     history = [(a.number, a.outcome) for a in await store.list_attempts(dlv)]
@@ -247,7 +249,7 @@ async def test_one_bad_result_in_a_batch_fails_alone(store):
         store.record_delivered(attempt("dlv_gone", code=200, error=None)),
         return_exceptions=True,
     )
-    assert results[0] is True
+    assert results[0] is Recorded.MOVED
     assert isinstance(results[1], StoreError)
     assert not isinstance(results[1], StoreUnavailableError)
     assert "record delivered for delivery dlv_gone: no such delivery" in str(results[1])
@@ -268,7 +270,7 @@ async def test_two_results_for_one_delivery_in_a_batch_apply_in_turn(store, monk
         store.record_retry(attempt(dlv), T0 + 60),
         store.record_dead(attempt(dlv, T0 + 1, code=400), dlv, "400 bad request"),
     )
-    assert moved == [True, True]
+    assert moved == [Recorded.MOVED, Recorded.MOVED]
     (d,) = await store.list_deliveries()
     assert (d.status, d.attempts, d.last_error) == ("dead", 2, "400 bad request")
     numbers = [(a.number, a.outcome) for a in await store.list_attempts(dlv)]
@@ -287,7 +289,7 @@ async def test_postgres_a_result_the_database_refuses_fails_alone(store):
         store.record_retry(attempt(ids[2]), T0 + 60),
         return_exceptions=True,
     )
-    assert (results[0], results[2]) == (True, True)
+    assert (results[0], results[2]) == (Recorded.MOVED, Recorded.MOVED)
     assert isinstance(results[1], StoreError)
     assert f"record failed for delivery {ids[1]}: " in str(results[1])
     by_id = {d.id: d for d in await store.list_deliveries()}
@@ -332,7 +334,7 @@ async def test_close_records_results_still_waiting(make_store):
     ]
     await asyncio.sleep(0)
     await store.close()
-    assert all(t.result() is True for t in waiting)
+    assert all(t.result() is Recorded.MOVED for t in waiting)
     reopened = make_store()
     await reopened.open()
     try:
