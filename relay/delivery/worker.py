@@ -27,7 +27,7 @@ from relay.errors import DeliveryError, PermanentError, RetryableError, Template
 from relay.metrics import Metrics
 from relay.rules import Send
 from relay.secret import redact
-from relay.sinks.base import Message, Sink
+from relay.sinks.base import MESSAGE_ERRORS, Message, Sink, message_error
 from relay.store.base import Attempt, ClaimedDelivery, Queue
 
 log = logging.getLogger("relay.worker")
@@ -314,6 +314,8 @@ class Worker:
                 await target.sink.send(message)
         except DeliveryError as exc:
             error = exc
+        except MESSAGE_ERRORS as exc:  # the message's own fault, whatever the sink (a plugin)
+            error = message_error(name, exc)
         except Exception as exc:
             error = RetryableError(
                 f"{name}: the attempt did not finish within {deadline_s:g} s (timeout_s"

@@ -22,6 +22,7 @@ from resend.exceptions import NoContentError, ResendError
 from relay.errors import DeliveryError, PermanentError, RetryableError
 from relay.sinks import httpcheck
 from relay.sinks.base import (
+    MESSAGE_ERRORS,
     Message,
     SecretStr,
     SendFields,
@@ -29,6 +30,7 @@ from relay.sinks.base import (
     SinkSettings,
     SinkType,
     TemplateField,
+    message_error,
 )
 
 __all__ = ["SINK", "ResendSendFields", "ResendSettings", "ResendSink", "SharedClientAdapter"]
@@ -90,10 +92,13 @@ class SharedClientAdapter(resend.AsyncHTTPClient):
         path = url.removeprefix(resend.api_url)  # resend built url from api_url just now
         settings = sink.settings
         sent_headers = {**headers, "Authorization": f"Bearer {settings.api_key.reveal()}"}
-        request = sink.http.build_request(
-            method.upper(), settings.base_url + path, headers=sent_headers, json=json,
-            files=files, data=data, timeout=settings.timeout_s,
-        )  # fmt: skip
+        try:  # httpx encodes the JSON body here: the message's own text may not encode
+            request = sink.http.build_request(
+                method.upper(), settings.base_url + path, headers=sent_headers, json=json,
+                files=files, data=data, timeout=settings.timeout_s,
+            )  # fmt: skip
+        except MESSAGE_ERRORS as exc:
+            raise message_error(WHAT, exc) from exc
         response, body = await httpcheck.send_bounded(sink.http, request)
         if 300 <= response.status_code < 400:  # resend would report a 500: refuse it here
             httpcheck.classify_status(WHAT, response.status_code, response.headers, "")
