@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import logs
+from relay import deepjson, logs
 from relay.config import Config, SinkSpec
 from relay.delivery.breaker import CircuitState
 from relay.delivery.gate import GateChange, SinkGate
@@ -285,7 +284,7 @@ class Worker:
         """The message to send; None when the template fails (the delivery is then dead: a
         retry would render the same)."""
         try:
-            event = json.loads(claimed.body)
+            event = deepjson.loads(claimed.body)  # any depth: what the sender signed
             return Message(
                 delivery_id=claimed.id,
                 idempotency_key=claimed.idempotency_key,
@@ -296,8 +295,9 @@ class Worker:
                 payload=target.send.render(event),
                 event=event,
             )
-        except TemplateError as exc:
-            error = self._clean(f"template: {exc}", runtime)
+        except (TemplateError, ValueError) as exc:  # ValueError: a stored body not JSON
+            kind = "template" if isinstance(exc, TemplateError) else "stored event"
+            error = self._clean(f"{kind}: {exc}", runtime)
             attempt = Attempt(claimed.id, self.clock(), 0.0, None, error)
             await self._dead(claimed, attempt, error or "template error")
             return None

@@ -6,6 +6,7 @@ template or a sink cannot handle it, and never in the way of the next ordinary s
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -13,7 +14,9 @@ import pytest
 
 from tests.e2e.harness import (
     MEMBERSHIP_PATH,
+    RULES,
     SLACK_PATH,
+    SOURCE_PATH,
     E2EProject,
     Fleet,
     user_created,
@@ -65,4 +68,53 @@ def test_lone_surrogates_go_dead_and_never_hold_back_the_next_sign_up(
     print(f"\nlone surrogates: 15 deliveries dead at once; the next sign-up out in {took_s:.2f} s")
     for sink in SINKS:
         assert value(metrics, "relay_sink_circuit_state", sink=sink) == 0
+    assert upstream.requests(MEMBERSHIP_PATH) == []
+
+
+DEEP_RULE = """
+  - name: audit-metadata
+    events: user.created
+    send:
+      - sink: membership-sync
+        template: audit.yaml
+"""
+
+
+def test_an_event_nested_100000_deep_is_accepted_stored_routed_and_delivered(
+    upstream: FakeUpstream, fleet: Fleet, e2e_project: E2EProject
+) -> None:
+    """A signed user.created whose unsafe_metadata is nested 100,000 levels deep (what a user can
+    write in Clerk; json.loads gives up near 1,000): 200 accepted with three deliveries, the raw
+    signed body stored byte for byte; the welcome email and the Slack alert (which never look at
+    the metadata) are delivered, and the one rule whose message holds the metadata is dead,
+    saying why."""
+    (e2e_project.root / "templates" / "audit.yaml").write_text(
+        'body:\n  metadata: "{{ data.unsafe_metadata }}"\n', encoding="utf-8"
+    )
+    (e2e_project.root / "rules.yaml").write_text(
+        RULES.format(source_path=SOURCE_PATH, upstream=upstream.url, membership_first_backoff_s=1)
+        + DEEP_RULE,
+        encoding="utf-8",
+    )
+    relay = fleet.start(e2e_project)
+    event = user_created(e2e_project, 1)
+    head = json.dumps(event)[:-1]  # the envelope, still open
+    body = (
+        head[: head.rindex("}")] + ', "unsafe_metadata": ' + "[" * 100_000 + '"x"' + "]" * 100_000
+    )
+    body += "}" + head[head.rindex("}") + 1 :] + "}"
+    raw = body.encode()
+    assert len(raw) < 1024 * 1024  # within the default max_body_bytes
+
+    response = relay.post(raw)
+    assert response.status_code == 200, response.text
+    assert response.json()["deliveries"] == 3
+    stored = e2e_project.db.query("SELECT body FROM events")
+    assert stored == [{"body": raw}]
+    rows = {row["rule"]: row for row in e2e_project.db.wait_idle()}
+    assert rows["welcome-email"]["status"] == "delivered"
+    assert rows["signup-alert"]["status"] == "delivered"
+    audit = rows["audit-metadata"]
+    assert audit["status"] == "dead"
+    assert audit["last_error"].endswith("the message is nested too deeply to encode"), audit
     assert upstream.requests(MEMBERSHIP_PATH) == []
