@@ -36,8 +36,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from relay.errors import StoreError, StoreUnavailableError
+from relay.store import identity, redact_url
 from relay.store import postgres_sql as q
-from relay.store import redact_url
 from relay.store.base import (
     AttemptRecord,
     ClaimedDelivery,
@@ -152,6 +152,10 @@ class PostgresStore(RecordsResults):
                 self._url, autocommit=True, **self._connection_options()
             ) as conn:
                 found = await q.schema_version(conn)
+                if found == 0:  # no relay schema: refuse a schema that holds anything else
+                    rows = await (await conn.execute(q.SCHEMA_OBJECTS)).fetchall()
+                    schema = rows[0][0] if rows else None
+                    identity.postgres_refusal(schema, [(r[1], r[2]) for r in rows], what)
                 if not plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
                     return found, SCHEMA_VERSION
                 # Held until this connection closes. Only a transaction begun after taking it sees

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import StoreError
+from relay.store import identity
 from relay.store import sqlite_writes as writes
 from relay.store.base import (
     AttemptRecord,
@@ -74,7 +75,16 @@ def _migrate(conn: sqlite3.Connection, what: str, create: bool, upgrade: bool) -
                 for statement in _MIGRATIONS[step]:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA application_id = {identity.APPLICATION_ID}")
+    elif create and _application_id(conn) != identity.APPLICATION_ID:
+        with writes.transaction(conn):  # relay's file from before it set the id: set it now
+            conn.execute(f"PRAGMA application_id = {identity.APPLICATION_ID}")
     return found, SCHEMA_VERSION
+
+
+def _application_id(conn: sqlite3.Connection) -> int:
+    (found,) = conn.execute("PRAGMA application_id").fetchone()
+    return int(found)
 
 
 def _select(head: str, clauses: Sequence[str], tail: str) -> str:
@@ -175,6 +185,10 @@ class SQLiteStore(RecordsResults):
         except sqlite3.Error as exc:
             raise writes.translate(exc, what) from exc
         try:
+            # Whose file it is, and whether it is intact, before anything is written to it.
+            identity.sqlite_version(conn, what)
+            if create:  # serve, worker, `relay db upgrade`: not the read commands
+                identity.quick_check(conn, what)
             conn.execute("PRAGMA foreign_keys = ON")
             mode = self._enable_wal(conn)
             if mode != "wal":
