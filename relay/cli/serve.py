@@ -8,14 +8,18 @@ import asyncio
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from relay.cli._shared import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load, settings_for
 from relay.errors import StoreError
 from relay.settings import Settings
-from relay.store.base import Queue
+from relay.store.base import Queue, Store
+
+if TYPE_CHECKING:
+    from relay.config import Config
+    from relay.store.lock import StoreLock
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
@@ -61,7 +65,6 @@ def worker(args: argparse.Namespace) -> int:
 def run(settings: Settings) -> int:
     """Load and check everything, then serve until a shutdown signal."""
     from relay import logs
-    from relay.app import create_app
     from relay.store import open_store
 
     logs.configure(settings.log_format, logs.level(settings.log_level))
@@ -77,6 +80,31 @@ def run(settings: Settings) -> int:
     except ValueError as exc:
         print(f"relay: RELAY_DATABASE_URL: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        lock = _lock(store, settings)
+    except StoreError as exc:
+        print(f"relay: not starting: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        return _serve(settings, config, store)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock(store: Queue, settings: Settings) -> StoreLock | None:
+    """A delivering relay's exclusive lock on its SQLite file (``relay.store.lock``)."""
+    from relay.store import SQLiteStore
+    from relay.store.lock import hold
+
+    if settings.worker and isinstance(store, SQLiteStore):
+        return hold(store.path)
+    return None
+
+
+def _serve(settings: Settings, config: Config, store: Store) -> int:
+    from relay.app import create_app
+
     problem = asyncio.run(_preflight(store, settings))
     if problem:
         print(f"relay: not starting: {problem}", file=sys.stderr)
