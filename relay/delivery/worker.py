@@ -22,7 +22,14 @@ from relay.config import Config, SinkSpec
 from relay.delivery.breaker import CircuitState
 from relay.delivery.gate import GateChange, SinkGate
 from relay.delivery.policy import next_delay
-from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
+from relay.errors import (
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    StoreUnavailableError,
+    TemplateError,
+)
+from relay.health import CLAIMS, Health
 from relay.metrics import Metrics
 from relay.rules import Send
 from relay.secret import redact
@@ -76,6 +83,7 @@ class Worker:
     poll_s: float = 0.5
     lease_margin_s: float = 60.0
     metrics: Metrics = field(default_factory=Metrics)
+    health: Health = field(default_factory=Health)  # hears how each claim went
     _gates: dict[str, SinkGate] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -131,7 +139,10 @@ class Worker:
             except Exception as exc:
                 log.error("claim failed", extra={"fields": {"sink": name, "error": str(exc)}})
                 self.metrics.worker_failed("claim")
+                self.health.failed(CLAIMS, exc, transient=isinstance(exc, StoreUnavailableError))
                 batch = []
+            else:
+                self.health.ok(CLAIMS)
             if not batch:
                 gate.unused()
                 continue

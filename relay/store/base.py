@@ -164,6 +164,11 @@ class Queue(Lifecycle, Protocol):
         replica that does not know the delivery's rule yet leaves it to one that does). With
         ``lease``, only while it is still the delivery's lease."""
 
+    async def probe(self) -> None:
+        """Raise StoreError (StoreUnavailableError if it may pass) if the store could not take a
+        commit now, as far as a cheap check that writes nothing can tell, off ingest's path:
+        ``/readyz`` asks when ingest's last commit failed and no commit has happened since."""
+
 
 class DeliveryLog(Lifecycle, Protocol):
     """What the CLI and ``/metrics`` read (and ``replay`` writes). None of it changes what a worker

@@ -426,6 +426,15 @@ class PostgresStore(RecordsResults):
         age = None if oldest is None else now - oldest
         return QueueStats(due=due, pending_total=total, oldest_due_age_s=age)
 
+    async def probe(self) -> None:
+        """A pooled connection to a server that takes writes (not a standby, not read-only)."""
+        query = sql.SQL(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+        )
+        ((read_only,),) = await self._fetch("probe", query, ())
+        if read_only:
+            raise StoreUnavailableError(f"probe PostgreSQL store {self.url}: it is read-only")
+
     async def purge(self, older_than: float) -> int:
         query = (
             "DELETE FROM events WHERE received_at < %s AND NOT EXISTS (SELECT 1 FROM deliveries d"

@@ -107,6 +107,8 @@ _GET_EVENT = (
     f" WHERE source IN ({EVENT_SOURCES}) AND message_id = ? ORDER BY received_at DESC LIMIT 1)"
 )
 
+_PROBE = "SELECT 1 FROM deliveries LIMIT 1"
+
 # Changes a worker makes under its claim's lease: the last two parameters are the lease twice
 # (or NULL twice: a change that holds no lease), as in ResultChange.holds.
 _RELEASE = (
@@ -126,6 +128,10 @@ class SQLiteStore(RecordsResults):
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # Reads for /metrics and /readyz: a read-only connection on a thread of its own, so
+        # they never queue behind ingest's commits (WAL readers do not block the writer).
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_conn: sqlite3.Connection | None = None
         self._ingests = GroupCommit(self._commit_ingests)
         self._results: GroupCommit[ResultChange, bool] = GroupCommit(self._commit_results)
 
@@ -164,6 +170,7 @@ class SQLiteStore(RecordsResults):
         connection and stop the thread."""
         await self._ingests.drain()
         await self._results.drain()
+        await self._close_reader()
         executor, conn = self._executor, self._conn
         self._executor = self._conn = None
         if executor is None or conn is None:
@@ -172,6 +179,35 @@ class SQLiteStore(RecordsResults):
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         finally:
             executor.shutdown(wait=True)
+
+    async def _close_reader(self) -> None:
+        reader, conn = self._reader, self._reader_conn
+        self._reader = self._reader_conn = None
+        if reader is None:
+            return
+        try:
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(reader, conn.close)
+        finally:
+            reader.shutdown(wait=True)
+
+    async def _read(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the store's read-only connection and its own thread (opened on first use)."""
+        if self._executor is None:
+            raise StoreError(f"{what}: the store is not open")
+        loop = asyncio.get_running_loop()
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-sqlite-read")
+        if self._reader_conn is None:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            try:
+                self._reader_conn = await loop.run_in_executor(
+                    self._reader,
+                    partial(sqlite3.connect, uri, uri=True, timeout=self._busy_timeout_s),
+                )
+            except sqlite3.Error as exc:
+                raise writes.translate(exc, what) from exc
+        return await loop.run_in_executor(self._reader, self._call, self._reader_conn, what, fn)
 
     def _connect(self, create: bool, upgrade: bool) -> tuple[sqlite3.Connection, tuple[int, int]]:
         what = f"{'upgrade' if upgrade else 'open'} SQLite store {self.path}"
@@ -399,9 +435,15 @@ class SQLiteStore(RecordsResults):
         due = " AND ".join(_CLAIMABLE)
         head = f"COUNT(*), SUM({due}), MIN(CASE WHEN {due} THEN d.next_attempt_at END)"
         sql = _select(f"{head} FROM deliveries d", _CLAIMABLE[:1], "")
-        ((total, due_count, oldest),) = await self._fetch("queue stats", sql, [now] * 4)
+        ((total, due_count, oldest),) = await self._read(
+            "queue stats", lambda conn: conn.execute(sql, [now] * 4).fetchall()
+        )
         age = None if oldest is None else now - oldest
         return QueueStats(due=due_count or 0, pending_total=total, oldest_due_age_s=age)
+
+    async def probe(self) -> None:
+        """A read on the reader connection: the file is there, and readable."""
+        await self._read("probe", lambda conn: conn.execute(_PROBE).fetchall())
 
     async def purge(self, older_than: float) -> int:
         sql = (
