@@ -42,6 +42,7 @@ from relay.store.base import (
 from relay.store.group import GroupCommit, PendingIngest
 from relay.store.migrations import EVENT_SOURCES, SQLITE_STEPS, plan
 from relay.store.results import RecordsResults, ResultChange
+from relay.store.sqlite_space import DiskSpace, is_full
 
 T = TypeVar("T")
 
@@ -123,7 +124,9 @@ _DEFER = (
 class SQLiteStore(RecordsResults):
     """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_s: float = 5.0, disk_reserve_bytes: int = 0
+    ) -> None:
         self.path = Path(path)
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
@@ -132,6 +135,7 @@ class SQLiteStore(RecordsResults):
         # they never queue behind ingest's commits (WAL readers do not block the writer).
         self._reader: ThreadPoolExecutor | None = None
         self._reader_conn: sqlite3.Connection | None = None
+        self._space = DiskSpace(self.path, disk_reserve_bytes)  # relay.store.sqlite_space
         self._ingests = GroupCommit(self._commit_ingests)
         self._results: GroupCommit[ResultChange, bool] = GroupCommit(self._commit_results)
 
@@ -144,6 +148,8 @@ class SQLiteStore(RecordsResults):
         ``create`` is false; an older schema is a StoreError unless ``upgrade``."""
         if self._executor is None:
             await self._start(create, upgrade)
+            if create:  # serving: keep its reserve of disk for a day it is full
+                await self._run("make the disk reserve", self._space.start)
 
     async def upgrade(self) -> tuple[int, int]:
         """Create or upgrade the schema to SCHEMA_VERSION. Returns the (from, to) versions."""
@@ -207,7 +213,9 @@ class SQLiteStore(RecordsResults):
                 )
             except sqlite3.Error as exc:
                 raise writes.translate(exc, what) from exc
-        return await loop.run_in_executor(self._reader, self._call, self._reader_conn, what, fn)
+        return await loop.run_in_executor(
+            self._reader, partial(self._call, self._reader_conn, what, fn, full=None)
+        )
 
     def _connect(self, create: bool, upgrade: bool) -> tuple[sqlite3.Connection, tuple[int, int]]:
         what = f"{'upgrade' if upgrade else 'open'} SQLite store {self.path}"
@@ -252,16 +260,41 @@ class SQLiteStore(RecordsResults):
                     raise
                 time.sleep(0.01)
 
-    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(
+        self, what: str, fn: Callable[[sqlite3.Connection], T], *, full: str | None = "retry"
+    ) -> T:
+        """``fn`` on the writer thread. If it fails for a full disk, the reserve is given back
+        and the WAL checkpointed (``DiskSpace.filled``), then (``full="retry"``) ``fn`` runs
+        once more; ``full="fail"`` (ingest) fails it all the same."""
         executor, conn = self._executor, self._conn
         if executor is None or conn is None:
             raise StoreError(f"{what}: the store is not open")
         return await asyncio.get_running_loop().run_in_executor(
-            executor, self._call, conn, what, fn
+            executor, partial(self._call, conn, what, fn, full=full)
         )
 
+    def _call(
+        self,
+        conn: sqlite3.Connection,
+        what: str,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        full: str | None,
+    ) -> T:
+        """``fn(conn)``, its sqlite3 errors translated. On the writer (``full`` set), a failure
+        for a full disk first has ``DiskSpace.filled`` give the reserve back and checkpoint."""
+        try:
+            return self._once(conn, what, fn)
+        except StoreError as exc:
+            if full is None or not (is_full(exc.__cause__) or is_full(exc.__context__)):
+                raise
+            self._space.filled(conn)
+            if full != "retry":
+                raise
+        return self._once(conn, what, fn)
+
     @staticmethod
-    def _call(conn: sqlite3.Connection, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _once(conn: sqlite3.Connection, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             return fn(conn)
         except sqlite3.Error as exc:
@@ -291,7 +324,13 @@ class SQLiteStore(RecordsResults):
     async def _commit_ingests(
         self, batch: Sequence[PendingIngest]
     ) -> list[IngestOutcome | StoreError]:
-        return await self._run("ingest", lambda conn: writes.ingest_batch(conn, batch))
+        def run(conn: sqlite3.Connection) -> list[IngestOutcome | StoreError]:
+            problem = self._space.ingest_problem(conn)  # low on disk space: room left?
+            if problem is not None:
+                raise problem
+            return writes.ingest_batch(conn, batch)
+
+        return await self._run("ingest", run, full="fail")
 
     async def claim_due(
         self,
@@ -442,7 +481,11 @@ class SQLiteStore(RecordsResults):
         return QueueStats(due=due_count or 0, pending_total=total, oldest_due_age_s=age)
 
     async def probe(self) -> None:
-        """A read on the reader connection: the file is there, and readable."""
+        """Room on the disk for ingest, and a read on the reader connection: the file is there,
+        and readable."""
+        problem = self._space.probe_problem()
+        if problem is not None:
+            raise problem
         await self._read("probe", lambda conn: conn.execute(_PROBE).fetchall())
 
     async def purge(self, older_than: float) -> int:
