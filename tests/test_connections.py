@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -66,3 +67,16 @@ def test_connections_allowed_leave_descriptors_for_the_rest(
     """The connection limit stays under the open-file limit, keeping FILES_RESERVED for the
     store, logs and the sinks' connections (16 at the least)."""
     assert connections_allowed(wanted, open_files) == allowed
+
+
+def test_relay_listens_on_sockets_that_say_they_are_tcp() -> None:
+    """relay binds its listeners itself; they must be IPPROTO_TCP sockets, because asyncio sets
+    TCP_NODELAY only on those: without it an answer written in two parts (head, body) waits
+    for the client's delayed ACK, 40 ms per request."""
+    from relay.cli.serve import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
