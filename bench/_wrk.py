@@ -118,11 +118,7 @@ def run(
     timeout_s: float = 10.0,
 ) -> WrkResult:
     """Run wrk against ``url`` with ``script`` and parse its report."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (apt-get install wrk)")
-    argv = [*taskset(cpu), "wrk", "--latency", f"-t{threads}", f"-c{connections}"]
-    argv += [f"-d{max(1, round(seconds))}s", f"--timeout={max(1, round(timeout_s))}s"]
-    argv += ["-s", str(script), url]
+    argv = _argv(url, script, connections, seconds, threads, cpu, timeout_s)
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
@@ -139,9 +135,24 @@ def start(
     cpu: int | None = LOAD_CPU,
 ) -> subprocess.Popen[str]:
     """wrk in the background (parse its stdout with ``parse`` once it exits)."""
-    argv = [*taskset(cpu), "wrk", "--latency", f"-t{threads}", f"-c{connections}"]
-    argv += [f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    argv = _argv(url, script, connections, seconds, threads, cpu, 10.0)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _argv(
+    url: str,
+    script: Path,
+    connections: int,
+    seconds: float,
+    threads: int,
+    cpu: int | None,
+    timeout_s: float,
+) -> list[str]:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    argv = [*taskset(cpu), "wrk", "--latency", f"-t{threads}", f"-c{connections}"]
+    argv += [f"-d{max(1, round(seconds))}s", f"--timeout={max(1, round(timeout_s))}s"]
+    return [*argv, "-s", str(script), url]
 
 
 def parse(output: str) -> WrkResult:

@@ -124,7 +124,10 @@ def ingest_run(
     )
 
 
-async def half_sent_bodies(port: int, count: int) -> tuple[list[asyncio.StreamWriter], int, int]:
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def half_sent_bodies(port: int, count: int) -> tuple[list[Connection], int]:
     """``count`` connections, each having sent a 1 MiB webhook's headers and half its body."""
     size = 1024 * 1024
     head = (
@@ -134,29 +137,29 @@ async def half_sent_bodies(port: int, count: int) -> tuple[list[asyncio.StreamWr
     ).encode()
     half = b" " * (size // 2)
 
-    async def one() -> asyncio.StreamWriter | None:
+    async def one() -> Connection | None:
         try:
-            _, writer = await asyncio.open_connection(HOST, port)
+            reader, writer = await asyncio.open_connection(HOST, port)
             writer.write(head + half)
             await asyncio.wait_for(writer.drain(), 60)
-            return writer
+            return reader, writer
         except (OSError, TimeoutError):
             return None
 
-    writers = await asyncio.gather(*(one() for _ in range(count)))
-    sent = [w for w in writers if w is not None]
-    return sent, len(sent), count - len(sent)
+    opened = await asyncio.gather(*(one() for _ in range(count)))
+    sent = [c for c in opened if c is not None]
+    return sent, count - len(sent)
 
 
-async def answers_503(writers: Sequence[asyncio.StreamWriter]) -> int:
-    """How many of these connections were answered 503 (read without waiting)."""
-    found = 0
-    for writer in writers:
-        transport = writer.transport
-        reader = transport.get_protocol()._stream_reader  # type: ignore[attr-defined]
-        if reader is not None and bytes(reader._buffer).startswith(b"HTTP/1.1 503"):
-            found += 1
-    return found
+async def answers_503(connections: Sequence[Connection]) -> int:
+    """How many of these connections were answered 503 (what each has received by now)."""
+
+    async def peek(reader: asyncio.StreamReader) -> bool:
+        with contextlib.suppress(TimeoutError, OSError):
+            return (await asyncio.wait_for(reader.read(12), 0.5)).startswith(b"HTTP/1.1 503")
+        return False
+
+    return sum(await asyncio.gather(*(peek(reader) for reader, _ in connections)))
 
 
 def bodies_run(args: argparse.Namespace, tmp: Path, secret: str) -> BodiesRun:
@@ -169,14 +172,14 @@ def bodies_run(args: argparse.Namespace, tmp: Path, secret: str) -> BodiesRun:
 
     async def drive() -> BodiesRun:
         ready = rss_mb()
-        writers, sent, failed = await half_sent_bodies(port, args.bodies)
+        connections, failed = await half_sent_bodies(port, args.bodies)
         await asyncio.sleep(2.0)
         loaded = rss_mb()
-        refused = await answers_503(writers)
-        for writer in writers:
+        refused = await answers_503(connections)
+        for _, writer in connections:
             writer.transport.abort()
         await asyncio.sleep(5.0)
-        return BodiesRun(ready, loaded, rss_mb(), refused, sent, failed)
+        return BodiesRun(ready, loaded, rss_mb(), refused, len(connections), failed)
 
     try:
         return asyncio.run(drive())
