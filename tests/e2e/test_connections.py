@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -321,3 +322,37 @@ def test_clients_fetching_metrics_in_a_loop_do_not_stall_ingest(
     )
     assert median_beside <= 3 * median_alone + 0.03
     assert sum(answered) / seconds <= 16 * 3
+
+
+def rss_mb(relay: RelayProcess) -> float:
+    assert relay.proc is not None
+    for line in Path(f"/proc/{relay.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_held_by_a_burst_of_half_sent_bodies_is_given_back(
+    e2e_project: E2EProject, fleet: Fleet
+) -> None:
+    """500 connections each send a 1 MiB webhook's headers and half its body: the relay grows
+    by what the budget and the connections hold, and once they are gone it gives that memory
+    back to the system (a full collection, then malloc_trim) instead of keeping its peak."""
+    relay = start(fleet, e2e_project)
+    ready = rss_mb(relay)
+    size = 1024 * 1024
+    with sockets(relay.port, 500) as opened:
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                sock.sendall(head(relay, b"", length=size) + b" " * (size // 2))
+        time.sleep(1.0)
+        loaded = rss_mb(relay)
+    after = wait_until(
+        "the memory given back",
+        lambda: (mb := rss_mb(relay)) < ready + (loaded - ready) / 3 and mb,
+        timeout_s=10,
+    )
+    print(
+        f"\nRSS: ready {ready:.0f} MB, 500 half-sent bodies {loaded:.0f} MB, after {after:.0f} MB"
+    )
+    assert loaded > ready + 30  # the burst did take memory
