@@ -74,7 +74,7 @@ class Settings:
             body_timeout_s=_number(env, "RELAY_BODY_TIMEOUT_S", base.body_timeout_s, 1, 3600),
             ops_host=env.get("RELAY_OPS_HOST", base.ops_host),
             ops_port=_port(env, "RELAY_OPS_PORT"),
-            max_connections=_whole(env, "RELAY_MAX_CONNECTIONS", 16, 1_000_000),
+            max_connections=_whole(env, "RELAY_MAX_CONNECTIONS", 16, 100_000),
             max_buffered_bytes=_whole(env, "RELAY_MAX_BUFFERED_BYTES", 2**20, 2**40)
             or base.max_buffered_bytes,
             idle_timeout_s=_number(env, "RELAY_IDLE_TIMEOUT_S", base.idle_timeout_s, 0.1, 3600),
