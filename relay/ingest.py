@@ -5,8 +5,10 @@ durably committed (the store commits concurrent requests together, see ``SQLiteS
 request that carries several events is answered only after the last one). Anything the sender
 should not retry gets a 4xx; a store that cannot commit gets a 503 so the sender retries later.
 Events of a batch stored before the failure are harmless then: the retry finds them as
-duplicates. A body too large (413) or too slow to arrive (408, ``BodyDeadlines``) is refused
-before it is read whole, and the connection is closed after the answer.
+duplicates. A body too large (413), too slow to arrive (408, ``BodyDeadlines``) or that does not
+fit the bodies held in memory now (503 ``busy``, ``relay.budget``) is refused before it is read
+whole, and the connection is closed after the answer (``relay.connections`` drains the rest
+first, so the client reads it). Each commit's outcome goes to ``relay.health`` for /readyz.
 
 The endpoint is a plain ASGI app: the hot path builds no Starlette request or response objects
 (see bench/RESULTS.md).
