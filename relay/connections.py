@@ -124,6 +124,14 @@ class RelayH11Protocol(H11Protocol):
         super().on_response_complete()
         self._track()
 
+    def shutdown(self) -> None:
+        """The server is shutting down: a lingering close ends now; the rest as uvicorn does."""
+        if self._draining:
+            self._stop_lingering()
+            return
+        with contextlib.suppress(h11.LocalProtocolError):
+            super().shutdown()
+
     # --- idle connections ----------------------------------------------------------------------
 
     def _track(self) -> None:
