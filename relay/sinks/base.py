@@ -108,7 +108,7 @@ class SinkContext:
     http: httpx.AsyncClient
 
 
-MESSAGE_ERRORS: tuple[type[Exception], ...] = (UnicodeError, RecursionError)
+MESSAGE_ERRORS: tuple[type[Exception], ...] = (UnicodeEncodeError, RecursionError)
 """What a message's own content raises when a sink encodes it: text that is not valid Unicode
 (a lone surrogate such as ``"\\ud800"`` is a valid JSON escape, so a signed event may carry one),
 or an event nested deeper than Python's encoders go. No retry changes the message: the delivery
@@ -124,8 +124,6 @@ def message_error(what: str, exc: BaseException) -> PermanentError:
             f"the message holds text that is not valid Unicode ({exc.reason}: {bad!a} at"
             f" character {exc.start})"
         )
-    elif isinstance(exc, UnicodeError):
-        detail = f"the message holds text that is not valid Unicode ({exc})"
     else:
         detail = "the message is nested too deeply to encode"
     return PermanentError(f"{what}: {detail}")
