@@ -1,4 +1,4 @@
-"""The Starlette application: ingest, health and metrics over a ``RelayState``.
+"""The Starlette application: ingest, and the ops endpoints (``relay.ops``) over a ``RelayState``.
 
 ``create_app`` takes ready objects (settings, config, store); nothing here is module state. What
 starts and stops with the app (store, sinks, worker, hot reload) is ``relay.lifespan``'s.
@@ -6,20 +6,19 @@ starts and stops with the app (store, sinks, worker, hot reload) is ``relay.life
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from relay.config import Config
 from relay.ingest import IngestEndpoint
 from relay.lifespan import RelayState, lifespan
+from relay.ops import Ops
 from relay.settings import Settings
 from relay.store.base import Store
 
@@ -31,35 +30,16 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """The relay as an ASGI app: ingest (if ``settings.ingest``) and the worker (if set)."""
+    """The relay as an ASGI app: ingest (if ``settings.ingest``) and the worker (if set); the ops
+    endpoints (``relay.ops``) on the ops port when ``settings.ops_port`` is set, else beside."""
     state = RelayState(settings, config, store, clock)
     store.observe_commits(state.metrics.commit)
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        if not state.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
-        try:
-            stats = await store.queue_stats(clock())
-        except Exception as exc:
-            return JSONResponse(
-                {"status": "store_unreachable", "error": str(exc)[:200]}, status_code=503
-            )
-        return JSONResponse(
-            {"status": "ready", "rules": len(state.config.rules), "queue_due": stats.due}
-        )
-
-    async def metrics(request: Request) -> Response:
-        with contextlib.suppress(Exception):
-            stats = await store.queue_stats(clock())
-            state.metrics.queue(stats.due, stats.pending_total, stats.oldest_due_age_s)
-        return Response(
-            state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
-
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    ops = Ops(state)
+    routes = [
+        Route("/healthz", ops.healthz),
+        Route("/readyz", ops.readyz),
+        Route("/metrics", ops.metrics),
+    ]
     endpoint = None
     if settings.ingest:
         endpoint = IngestEndpoint(
@@ -69,26 +49,43 @@ def create_app(
             state.stored,
             state.metrics,
             body_timeout_s=settings.body_timeout_s,
+            health=state.health,
+            budget=state.budget,
         )
         # Never reached by a POST (RelayApp sends those to the endpoint): any other method on
         # any path is answered 405, as for a route that takes only POST.
         routes.append(Route("/{path:path}", endpoint, methods=["POST"]))
-    app = RelayApp(endpoint, routes=routes, lifespan=lifespan(state))
+    app = RelayApp(endpoint, settings.ops_port, routes=routes, lifespan=lifespan(state))
     app.state.relay = state
+    app.state.ops = ops
     return app
 
 
 class RelayApp(Starlette):
     """Every POST goes to the ingest endpoint (if this process ingests) straight from the ASGI
     scope: the hot path skips Starlette's middleware, routing, request and response objects (the
-    endpoint answers an unexpected error with a 500 itself). Everything else is Starlette's."""
+    endpoint answers an unexpected error with a 500 itself). Everything else is Starlette's.
 
-    def __init__(self, ingest: IngestEndpoint | None, **kwargs: Any) -> None:
+    With an ops port, a request is served by what its listener carries (the local port it came
+    in on): the ops port only the ops endpoints, the public port only the webhooks (anything
+    else there is 404, so the public cannot reach /metrics or /readyz)."""
+
+    def __init__(self, ingest: IngestEndpoint | None, ops_port: int | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ingest = ingest
+        self.ops_port = ops_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.ingest is not None and scope["type"] == "http" and scope["method"] == "POST":
-            await self.ingest(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+        if scope["type"] == "http":
+            port = (scope.get("server") or ("", None))[1]  # the listener's local port
+            on_ops = self.ops_port is not None and port == self.ops_port
+            if scope["method"] == "POST" and not on_ops and self.ingest is not None:
+                await self.ingest(scope, receive, send)
+                return
+            if self.ops_port is not None and (scope["method"] == "POST" or not on_ops):
+                await _NOT_FOUND(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+_NOT_FOUND = JSONResponse({"status": "not_found"}, status_code=404)

@@ -5,8 +5,10 @@ durably committed (the store commits concurrent requests together, see ``SQLiteS
 request that carries several events is answered only after the last one). Anything the sender
 should not retry gets a 4xx; a store that cannot commit gets a 503 so the sender retries later.
 Events of a batch stored before the failure are harmless then: the retry finds them as
-duplicates. A body too large (413) or too slow to arrive (408, ``BodyDeadlines``) is refused
-before it is read whole, and the connection is closed after the answer.
+duplicates. A body too large (413), too slow to arrive (408, ``BodyDeadlines``) or that does not
+fit the bodies held in memory now (503 ``busy``, ``relay.budget``) is refused before it is read
+whole, and the connection is closed after the answer (``relay.connections`` drains the rest
+first, so the client reads it). Each commit's outcome goes to ``relay.health`` for /readyz.
 
 The endpoint is a plain ASGI app: the hot path builds no Starlette request or response objects
 (see bench/RESULTS.md).
@@ -23,8 +25,10 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from relay import logs
+from relay.budget import BodyBudget, BudgetSpentError, Holding
 from relay.config import Config, SourceSpec
-from relay.errors import EventShapeError, StoreError, VerificationError
+from relay.errors import EventShapeError, StoreError, StoreUnavailableError, VerificationError
+from relay.health import STORE, Health
 from relay.ids import new_id
 from relay.metrics import Metrics
 from relay.settings import BODY_TIMEOUT_S
@@ -55,11 +59,18 @@ class BodyTimeoutError(Exception):
     pass
 
 
-async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
-    """The raw body, refusing more than ``limit`` bytes without reading it all."""
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+async def read_body(
+    headers: Headers, receive: Receive, limit: int, holding: Holding | None = None
+) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes without reading it all. With
+    ``holding``, the body's bytes are taken from its budget first (its whole Content-Length,
+    else chunk by chunk): BudgetSpentError when the budget has no room."""
+    length = headers.get("content-length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    if declared is not None and declared > limit:
         raise BodyTooLargeError
+    if holding is not None and declared is not None:
+        holding.take(declared)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -70,6 +81,8 @@ async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError
+        if holding is not None and declared is None:
+            holding.take(len(chunk))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -90,7 +103,9 @@ class BodyDeadlines:
         self._reads: dict[asyncio.Task[Any], float] = {}  # each read's deadline, loop clock
         self._timer: asyncio.TimerHandle | None = None
 
-    async def read(self, headers: Headers, receive: Receive, limit: int) -> bytes:
+    async def read(
+        self, headers: Headers, receive: Receive, limit: int, holding: Holding | None = None
+    ) -> bytes:
         """``read_body``, within the deadline."""
         task = asyncio.current_task()
         assert task is not None, "a body is read inside a task"
@@ -99,7 +114,7 @@ class BodyDeadlines:
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._expire, loop)
         try:
-            return await read_body(headers, receive, limit)
+            return await read_body(headers, receive, limit, holding)
         except asyncio.CancelledError:
             if task in self._reads:  # cancelled by someone else: shutting down
                 raise
@@ -130,7 +145,9 @@ async def _send_json(send: Send, answer: Answer) -> None:
     status, content = answer
     body = _ENCODE(content).encode()
     headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]
-    if status in _BODY_NOT_READ:
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    if status in _BODY_NOT_READ or content["status"] == "busy":
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -157,12 +174,16 @@ class IngestEndpoint:
         on_stored: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
         body_timeout_s: float = BODY_TIMEOUT_S,
+        health: Health | None = None,
+        budget: BodyBudget | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
         self.metrics = Metrics() if metrics is None else metrics
+        self.health = Health() if health is None else health
+        self.budget = budget
         self._deadlines = BodyDeadlines(body_timeout_s)
         self._built: dict[int, tuple[SourceSpec, sources.Source]] = {}
 
@@ -176,14 +197,20 @@ class IngestEndpoint:
         return cached[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        holding = None if self.budget is None else self.budget.holding()
         try:
-            answer = await self.handle(scope["path"], Headers(scope=scope), receive)
+            answer = await self.handle(scope["path"], Headers(scope=scope), receive, holding)
         except Exception:  # a bug: nothing was sent yet, and the sender will retry a 500
             log.exception("ingest failed", extra={"fields": {"path": scope["path"]}})
             answer = _answer(500, "error", retry=True)
+        finally:
+            if holding is not None:  # the body is answered for: its bytes go back
+                holding.release()
         await _send_json(send, answer)
 
-    async def handle(self, path: str, headers: Headers, receive: Receive) -> Answer:
+    async def handle(
+        self, path: str, headers: Headers, receive: Receive, holding: Holding | None = None
+    ) -> Answer:
         config = self.config()
         source = next((s for s in config.sources.values() if s.path == path), None)
         if source is None:
@@ -191,7 +218,10 @@ class IngestEndpoint:
         if not source.complete:
             return self._reject(source.name, "no_secret", 503, "source has unset variables")
         try:
-            body = await self._deadlines.read(headers, receive, source.max_body_bytes)
+            body = await self._deadlines.read(headers, receive, source.max_body_bytes, holding)
+        except BudgetSpentError:
+            self.metrics.rejected(source.name, "busy")
+            return _answer(503, "busy", retry=True)
         except BodyTimeoutError:
             return self._reject(
                 source.name,
@@ -263,7 +293,9 @@ class IngestEndpoint:
             fields.update(error=str(exc), outcome="store_unavailable")
             log.error("store cannot commit", extra={"fields": fields})
             self.metrics.received(source.name, event.type, "store_unavailable")
+            self.health.failed(STORE, exc, transient=isinstance(exc, StoreUnavailableError))
             raise
+        self.health.ok(STORE)
         fields["type"] = event.type
         if outcome is IngestOutcome.DUPLICATE:
             self.metrics.received(source.name, event.type, "duplicate")

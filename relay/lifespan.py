@@ -21,9 +21,11 @@ from typing import Any
 
 import httpx
 
+from relay.budget import BodyBudget
 from relay.config import Config, Mode
 from relay.delivery.retention import Purger
 from relay.delivery.worker import Runtime, Worker
+from relay.health import Health
 from relay.metrics import Metrics
 from relay.reload import Reloader
 from relay.settings import Settings
@@ -64,12 +66,17 @@ class RelayState:
     store: Store
     clock: Callable[[], float] = time.time
     metrics: Metrics = field(default_factory=Metrics)
+    health: Health = field(default_factory=Health)
+    budget: BodyBudget = field(init=False)
     runtime: Runtime | None = None
     worker: Worker | None = None
     http: httpx.AsyncClient | None = None
     ready: bool = False
     shutdown_started: float | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.budget = BodyBudget(self.settings.max_buffered_bytes)
 
     @property
     def mode(self) -> Mode:
@@ -156,6 +163,7 @@ async def start(state: RelayState) -> None:
             state.current_runtime,
             clock=clock,
             metrics=state.metrics,
+            health=state.health,
             lease_margin_s=settings.lease_margin_s,
         )
         state.tasks.append(asyncio.create_task(state.worker.run()))

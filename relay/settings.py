@@ -16,6 +16,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # mid-body gets a 408 and the connection is closed, instead of it holding the connection open
 # (Svix sends the whole body at once, and gives up on a request itself after 15 s).
 BODY_TIMEOUT_S = 15.0
+# What one process holds for the requests it serves (relay.connections, relay.budget): open
+# connections (unset: MAX_CONNECTIONS or fewer, as the open-file limit allows), request bodies in
+# memory, and how long a connection may sit without a request.
+MAX_CONNECTIONS = 1000
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+IDLE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,11 @@ class Settings:
     db_upgrade: bool = False  # upgrade an older database schema at start
     lease_margin_s: float = 60.0  # a claim lasts the sink's timeout_s plus this
     body_timeout_s: float = BODY_TIMEOUT_S  # a request's body must arrive within this (else 408)
+    ops_host: str = "127.0.0.1"  # /healthz, /readyz and /metrics on their own address, when
+    ops_port: int | None = None  # ops_port is set (then the public port has only the webhooks)
+    max_connections: int | None = None  # open connections at most (then 503 + Retry-After)
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES  # request bodies held in memory at most
+    idle_timeout_s: float = IDLE_TIMEOUT_S  # a connection without a request in progress closes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +76,12 @@ class Settings:
             db_upgrade=_flag(env, "RELAY_DB_UPGRADE"),
             lease_margin_s=_number(env, "RELAY_LEASE_MARGIN_S", base.lease_margin_s, 1, 86400),
             body_timeout_s=_number(env, "RELAY_BODY_TIMEOUT_S", base.body_timeout_s, 1, 3600),
+            ops_host=env.get("RELAY_OPS_HOST", base.ops_host),
+            ops_port=_port(env, "RELAY_OPS_PORT"),
+            max_connections=_whole(env, "RELAY_MAX_CONNECTIONS", 16, 100_000),
+            max_buffered_bytes=_whole(env, "RELAY_MAX_BUFFERED_BYTES", 2**20, 2**40)
+            or base.max_buffered_bytes,
+            idle_timeout_s=_number(env, "RELAY_IDLE_TIMEOUT_S", base.idle_timeout_s, 0.1, 3600),
             log_format=log_format,
             log_level=log_level,
             shutdown_grace_s=_number(env, "RELAY_SHUTDOWN_GRACE_S", base.shutdown_grace_s, 0, 3600),
@@ -90,6 +107,18 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     if value in _TRUE or value in _FALSE:
         return value in _TRUE
     raise SettingsError(f"{name} must be true or false (or 1/0, yes/no, on/off), not {raw!r}")
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    """An optional port: unset or empty is None."""
+    return _whole(env, name, 1, 65535)
+
+
+def _whole(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """An optional whole number: unset or empty is None."""
+    if not env.get(name, "").strip():
+        return None
+    return int(_number(env, name, 0, low, high, whole=True))
 
 
 def _number(

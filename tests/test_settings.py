@@ -20,6 +20,9 @@ def test_defaults() -> None:
     assert (settings.shutdown_grace_s, settings.lease_margin_s) == (8.0, 60.0)
     assert settings.body_timeout_s == 15.0
     assert (settings.log_format, settings.log_level) == ("auto", "info")
+    assert (settings.ops_host, settings.ops_port) == ("127.0.0.1", None)
+    assert (settings.max_connections, settings.max_buffered_bytes) == (None, 32 * 1024 * 1024)
+    assert settings.idle_timeout_s == 5.0
 
 
 def test_values_are_read() -> None:
@@ -34,12 +37,23 @@ def test_values_are_read() -> None:
             "RELAY_LOG_FORMAT": "json",
             "RELAY_LOG_LEVEL": "Warning",
             "RELAY_BODY_TIMEOUT_S": "3",
+            "RELAY_OPS_HOST": "0.0.0.0",
+            "RELAY_OPS_PORT": "9100",
+            "RELAY_MAX_CONNECTIONS": "200",
+            "RELAY_MAX_BUFFERED_BYTES": "8388608",
+            "RELAY_IDLE_TIMEOUT_S": "2.5",
         }
     )
     assert (settings.port, settings.dry_run, settings.db_upgrade) == (9000, True, True)
     assert (settings.lease_margin_s, settings.shutdown_grace_s) == (5.0, 2.5)
     assert (settings.log_format, settings.log_level) == ("json", "warning")
     assert settings.body_timeout_s == 3.0
+    assert (settings.ops_host, settings.ops_port, settings.max_connections) == (
+        "0.0.0.0",
+        9100,
+        200,
+    )
+    assert (settings.max_buffered_bytes, settings.idle_timeout_s) == (8388608, 2.5)
 
 
 @pytest.mark.parametrize(
@@ -51,6 +65,10 @@ def test_values_are_read() -> None:
         ({"RELAY_LEASE_MARGIN_S": "soon"}, "RELAY_LEASE_MARGIN_S must be a number, not 'soon'"),
         ({"RELAY_BODY_TIMEOUT_S": "0"}, "RELAY_BODY_TIMEOUT_S must be between 1 and 3600, not '0'"),
         ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT must be auto, json or text, not 'xml'"),
+        ({"RELAY_OPS_PORT": "0"}, "RELAY_OPS_PORT must be between 1 and 65535, not '0'"),
+        ({"RELAY_MAX_CONNECTIONS": "8"}, "RELAY_MAX_CONNECTIONS must be between 16 and 100000"),
+        ({"RELAY_MAX_BUFFERED_BYTES": "1k"}, "RELAY_MAX_BUFFERED_BYTES must be a whole number"),
+        ({"RELAY_IDLE_TIMEOUT_S": "0"}, "RELAY_IDLE_TIMEOUT_S must be between 0.1 and 3600"),
         ({"RELAY_LOG_LEVEL": "loud"}, "RELAY_LOG_LEVEL must be debug, info, warning or error"),
         ({"RELAY_DRY_RUN": "ture"},
          "RELAY_DRY_RUN must be true or false (or 1/0, yes/no, on/off), not 'ture'"),

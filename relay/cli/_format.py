@@ -122,9 +122,11 @@ def status_cell(d: DeliveryRecord, now: float) -> str:
 
 
 def event_body(event: EventRecord) -> Any:
+    """The stored body as JSON to print; as its text when it is not JSON, or nested deeper than
+    printing JSON goes."""
     try:
         return json.loads(event.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return event.body.decode("utf-8", "replace")
 
 

@@ -24,8 +24,13 @@ _MIN_STRING_CHARS = 64
 
 
 def snapshot(payload: Mapping[str, Any], secrets: Iterable[str]) -> str:
-    """The payload as stored: redacted, JSON, at most ``MAX_STORED_CHARS`` characters."""
-    clean = redacted(payload, secrets)
+    """The payload as stored: redacted, JSON, at most ``MAX_STORED_CHARS`` characters. A payload
+    nested deeper than Python's recursion allows (hostile event data can be) is stored as a note
+    saying so: what an attempt sent is never worth failing the attempt's record."""
+    try:
+        clean = redacted(payload, secrets)
+    except RecursionError:
+        return _dumps({"not_stored": "the message is nested too deep to store"})
     limit = MAX_STORED_CHARS
     while True:
         text = _dumps(_walk(clean, lambda s: _clip(s, limit)))  # noqa: B023 (used at once)

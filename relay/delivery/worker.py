@@ -19,25 +19,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import logs
+from relay import deepjson, logs
 from relay.config import Config, SinkSpec
 from relay.delivery.breaker import CircuitState
 from relay.delivery.gate import GateChange, SinkGate
 from relay.delivery.policy import next_delay
 from relay.delivery.snapshot import snapshot
 from relay.delivery.workflow import defer_outside_window, digest_events
-from relay.errors import DeliveryError, PermanentError, RetryableError, TemplateError
+from relay.errors import (
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    StoreUnavailableError,
+    TemplateError,
+)
+from relay.health import CLAIMS, Health
 from relay.metrics import Metrics
 from relay.rules import Rule, Send
 from relay.secret import redact
-from relay.sinks.base import Message, Sink
+from relay.sinks.base import MESSAGE_ERRORS, Message, Sink, message_error
 from relay.store.base import Attempt, ClaimedDelivery, Queue, Recorded
 from relay.workflow.spec import Timing
 
@@ -95,6 +101,7 @@ class Worker:
     poll_s: float = 0.5
     lease_margin_s: float = 60.0
     metrics: Metrics = field(default_factory=Metrics)
+    health: Health = field(default_factory=Health)  # hears how each claim went
     _gates: dict[str, SinkGate] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -161,7 +168,10 @@ class Worker:
             except Exception as exc:
                 log.error("claim failed", extra={"fields": {"sink": name, "error": str(exc)}})
                 self.metrics.worker_failed("claim")
+                self.health.failed(CLAIMS, exc, transient=isinstance(exc, StoreUnavailableError))
                 batch = []
+            else:
+                self.health.ok(CLAIMS)
             if not batch:
                 gate.unused()
                 continue
@@ -330,7 +340,7 @@ class Worker:
         """The message to send; None when the template fails (the delivery is then dead: a
         retry would render the same)."""
         try:
-            event = json.loads(claimed.body)
+            event = deepjson.loads(claimed.body)  # any depth: what the sender signed
             batch = await digest_events(self.store, claimed, target.rule, event)
             return Message(
                 delivery_id=claimed.id,
@@ -342,8 +352,9 @@ class Worker:
                 payload=target.send.render(batch[0] if batch else event, batch),
                 event=event if batch is None else {"count": len(batch), "events": batch},
             )
-        except TemplateError as exc:
-            error = self._clean(f"template: {exc}", runtime)
+        except (TemplateError, ValueError) as exc:  # ValueError: a stored body not JSON
+            kind = "template" if isinstance(exc, TemplateError) else "stored event"
+            error = self._clean(f"{kind}: {exc}", runtime)
             attempt = Attempt(claimed.id, self.clock(), 0.0, None, error)
             await self._dead(claimed, attempt, error or "template error")
             return None
@@ -360,6 +371,8 @@ class Worker:
                 await target.sink.send(message)
         except DeliveryError as exc:
             error = exc
+        except MESSAGE_ERRORS as exc:  # the message's own fault, whatever the sink (a plugin)
+            error = message_error(name, exc)
         except Exception as exc:
             error = RetryableError(
                 f"{name}: the attempt did not finish within {deadline_s:g} s (timeout_s"

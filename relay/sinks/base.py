@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from relay.errors import PermanentError
 from relay.plugins import load_plugins
 from relay.secret import SecretStr as SecretStr  # re-exported: a sink's settings use it
 
@@ -105,6 +106,35 @@ class SinkContext:
     """Shared, ready objects a sink is built with. Sinks never build their own HTTP client."""
 
     http: httpx.AsyncClient
+
+
+MESSAGE_ERRORS: tuple[type[Exception], ...] = (UnicodeEncodeError, RecursionError)
+"""What a message's own content raises when a sink encodes it: text that is not valid Unicode
+(a lone surrogate such as ``"\\ud800"`` is a valid JSON escape, so a signed event may carry one),
+or an event nested deeper than Python's encoders go. No retry changes the message: the delivery
+is dead with the reason, and its sink's circuit does not hear of it (``message_error``)."""
+
+
+def message_error(what: str, exc: BaseException) -> PermanentError:
+    """``exc`` (one of ``MESSAGE_ERRORS``) as the delivery's own PermanentError, saying what in
+    the message is wrong: ``what`` is what was attempted (``post to Slack``)."""
+    if isinstance(exc, UnicodeEncodeError):
+        bad = exc.object[exc.start : exc.end]
+        detail = (
+            f"the message holds text that is not valid Unicode ({exc.reason}: {bad!a} at"
+            f" character {exc.start})"
+        )
+    else:
+        detail = "the message is nested too deeply to encode"
+    return PermanentError(f"{what}: {detail}")
+
+
+def encode_utf8(text: str, what: str) -> bytes:
+    """``text`` as UTF-8, or the message's own PermanentError (``message_error``)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise message_error(what, exc) from exc
 
 
 class Sink(Protocol):

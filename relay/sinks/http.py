@@ -20,7 +20,16 @@ from pydantic import Field, field_validator
 from relay.errors import PermanentError
 from relay.secret import Secret
 from relay.sinks import httpcheck
-from relay.sinks.base import Message, SecretStr, SinkContext, SinkSettings, SinkType, TemplateField
+from relay.sinks.base import (
+    Message,
+    SecretStr,
+    SinkContext,
+    SinkSettings,
+    SinkType,
+    TemplateField,
+    encode_utf8,
+    message_error,
+)
 from relay.sources.signing import decode_secret, sign_with, signing_key
 
 __all__ = ["SINK", "HttpSettings", "HttpSink"]
@@ -103,9 +112,11 @@ class HttpSink:
         body = message.payload["body"] if "body" in message.payload else dict(message.event)
         try:
             text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except RecursionError as exc:
+            raise message_error(self._what, exc) from exc
         except (TypeError, ValueError) as exc:
             raise PermanentError(f"{self._what}: body is not JSON: {exc}") from exc
-        return text.encode("utf-8")
+        return encode_utf8(text, self._what)
 
     def headers(self, message: Message, content: bytes) -> dict[str, str]:
         """Configured headers plus Content-Type, Idempotency-Key and, if signing, webhook-*."""

@@ -25,6 +25,7 @@ from resend.exceptions import ResendError
 from relay.errors import DeliveryError, PermanentError, RetryableError
 from relay.sinks import httpcheck
 from relay.sinks.base import (
+    MESSAGE_ERRORS,
     Message,
     SecretStr,
     SendFields,
@@ -32,6 +33,7 @@ from relay.sinks.base import (
     SinkSettings,
     SinkType,
     TemplateField,
+    message_error,
 )
 from relay.sinks.resend_answers import WHAT, judge
 
@@ -93,10 +95,13 @@ class SharedClientAdapter(resend.AsyncHTTPClient):
         path = url.removeprefix(resend.api_url)  # resend built url from api_url just now
         settings = sink.settings
         sent_headers = {**headers, "Authorization": f"Bearer {settings.api_key.reveal()}"}
-        request = sink.http.build_request(
-            method.upper(), settings.base_url + path, headers=sent_headers, json=json,
-            files=files, data=data, timeout=settings.timeout_s,
-        )  # fmt: skip
+        try:  # httpx encodes the JSON body here: the message's own text may not encode
+            request = sink.http.build_request(
+                method.upper(), settings.base_url + path, headers=sent_headers, json=json,
+                files=files, data=data, timeout=settings.timeout_s,
+            )  # fmt: skip
+        except MESSAGE_ERRORS as exc:
+            raise message_error(WHAT, exc) from exc
         response, body = await httpcheck.send_bounded(sink.http, request)
         judge(response.status_code, response.headers, body, [settings.api_key.reveal()])
         # An email id in a JSON object: hand it to resend as JSON whatever its content type said.

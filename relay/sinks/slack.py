@@ -19,7 +19,15 @@ from slack_sdk.web import SlackResponse
 from relay.errors import PayloadError, PermanentError, RetryableError
 from relay.secret import Secret
 from relay.sinks import httpcheck
-from relay.sinks.base import Message, SecretStr, SinkContext, SinkSettings, SinkType, TemplateField
+from relay.sinks.base import (
+    Message,
+    SecretStr,
+    SinkContext,
+    SinkSettings,
+    SinkType,
+    TemplateField,
+    encode_utf8,
+)
 from relay.sinks.slack_blocks import validate_blocks
 
 __all__ = ["SINK", "SlackSettings", "SlackSink", "check_payload", "validate_blocks"]
@@ -102,7 +110,11 @@ class SlackSink:
             url = settings.api_url
             headers["Authorization"] = f"Bearer {settings.token.reveal() if settings.token else ''}"
         request = self._http.build_request(
-            "POST", url, content=content.encode(), headers=headers, timeout=settings.timeout_s
+            "POST",
+            url,
+            content=encode_utf8(content, self._what),
+            headers=headers,
+            timeout=settings.timeout_s,
         )
         response, raw = await httpcheck.send_checked(
             self._http, request, self._what, timeout_s=settings.timeout_s, secrets=self._secrets

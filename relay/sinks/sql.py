@@ -21,7 +21,16 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from relay.errors import DeliveryError, PermanentError, RetryableError, did_you_mean
 from relay.secret import Secret, redact
-from relay.sinks.base import Message, SecretStr, SendFields, SinkContext, SinkSettings, SinkType
+from relay.sinks.base import (
+    MESSAGE_ERRORS,
+    Message,
+    SecretStr,
+    SendFields,
+    SinkContext,
+    SinkSettings,
+    SinkType,
+    message_error,
+)
 
 __all__ = ["SINK", "SqlSendFields", "SqlSettings", "SqlSink", "parse_statement"]
 
@@ -137,7 +146,10 @@ class SqlSink:
             _, pyformat = parse_statement(sql)
         except ValueError as exc:
             raise PermanentError(f"{what}: sql {exc}") from exc
-        values = {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in params.items()}
+        try:  # a value nested too deep for JSON, or text that is not valid Unicode
+            values = {k: _bound(v) for k, v in params.items()}
+        except MESSAGE_ERRORS as exc:
+            raise message_error(what, exc) from exc
         try:
             if self._pool is not None:
                 await self._pool.open()  # a no-op once open
@@ -148,6 +160,8 @@ class SqlSink:
                     await self._sqlite(sql, values)
         except self._errors as exc:
             raise self._translate(exc, what, values) from exc
+        except MESSAGE_ERRORS as exc:  # a driver encoding a parameter's text
+            raise message_error(what, exc) from exc
 
     async def _sqlite(self, sql: str, values: Mapping[str, Any]) -> None:
         """The statement on the sink's thread. If the send is cancelled (the worker's deadline
@@ -214,6 +228,11 @@ class SqlSink:
                     detail = detail.replace(quoted, f"{quoted[0]}[value]{quoted[-1]}")
                 detail = detail.replace(text, "[value]") if len(text) >= 6 else detail
         return (RetryableError if retry else PermanentError)(f"{what}: {detail}")
+
+
+def _bound(value: Any) -> Any:
+    """A parameter as bound: a list or mapping as JSON text, anything else as it is."""
+    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 def describe(payload: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -16,7 +16,6 @@ ones.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -25,6 +24,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from relay import deepjson
 from relay.errors import EventShapeError, VerificationError
 from relay.plugins import load_plugins
 from relay.secret import Secret, SecretStr, checked
@@ -181,10 +181,10 @@ def lookup(doc: Any, path: str) -> object:
 
 
 def parse_json(body: bytes) -> Any:
-    """The body as JSON, or an EventShapeError."""
+    """The body as JSON, however deeply nested (``relay.deepjson``), or an EventShapeError."""
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return deepjson.loads(body)
+    except ValueError:  # UnicodeDecodeError is a ValueError
         raise EventShapeError("body is not valid JSON", reason="bad_json") from None
 
 
@@ -201,8 +201,8 @@ def parse_envelope(body: bytes) -> dict[str, Any]:
 
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
-    """The stored form of an envelope that relay built (compact JSON)."""
-    return json.dumps(event, separators=(",", ":")).encode()
+    """The stored form of an envelope that relay built (compact JSON), however deep."""
+    return deepjson.dumps(event).encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from relay.store.base import (
     Store,
 )
 from relay.store.sqlite import SQLiteStore
+from relay.store.sqlite_space import RESERVE_BYTES
 
 __all__ = [
     "Attempt",
@@ -53,7 +54,8 @@ def open_store(url: str) -> Store:
     ``sqlite:///relay.db`` is relative to the working directory, ``sqlite:////var/lib/relay.db``
     absolute; a URL without a scheme is a file path. ``postgresql://`` and ``postgres://`` URLs
     (libpq's syntax) name a PostgreSQL store; psycopg is imported only then. Any other scheme is a
-    ValueError whose text names only the scheme (a URL may hold a password).
+    ValueError whose text names only the scheme (a URL may hold a password). A SQLite store keeps
+    a reserve of disk when it serves (``relay.store.sqlite_space``).
     """
     scheme, sep, rest = url.partition("://")
     if sep and scheme in POSTGRES_SCHEMES:
@@ -73,7 +75,7 @@ def open_store(url: str) -> Store:
         )
     if not path or path == ":memory:":
         raise ValueError("the store needs a file path, e.g. sqlite:///relay.db")
-    return SQLiteStore(Path(path))
+    return SQLiteStore(Path(path), disk_reserve_bytes=RESERVE_BYTES)
 
 
 def redact_url(url: str) -> str:

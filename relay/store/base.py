@@ -240,6 +240,11 @@ class Queue(Lifecycle, Protocol):
         ``lease``, only while it is still the delivery's lease. ``scheduled``: a pending or
         failed delivery becomes scheduled (it came due outside its send window)."""
 
+    async def probe(self) -> None:
+        """Raise StoreError (StoreUnavailableError if it may pass) if the store could not take a
+        commit now, as far as a cheap check that writes nothing can tell, off ingest's path:
+        ``/readyz`` asks when ingest's last commit failed and no commit has happened since."""
+
 
 class DeliveryLog(Lifecycle, Protocol):
     """What the CLI and ``/metrics`` read (and ``replay`` writes). None of it changes what a worker

@@ -37,7 +37,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from relay.errors import StoreError, StoreUnavailableError
-from relay.store import admit, redact_url
+from relay.store import admit, identity, redact_url
 from relay.store import postgres_sql as q
 from relay.store import queries as shared
 from relay.store.admit import Admits
@@ -157,6 +157,10 @@ class PostgresStore(RecordsResults, Admits):
                 self._url, autocommit=True, **self._connection_options()
             ) as conn:
                 found = await q.schema_version(conn)
+                if found == 0:  # no relay schema: refuse a schema that holds anything else
+                    rows = await (await conn.execute(q.SCHEMA_OBJECTS)).fetchall()
+                    schema = rows[0][0] if rows else None
+                    identity.postgres_refusal(schema, [(r[1], r[2]) for r in rows], what)
                 if not plan(found, SCHEMA_VERSION, create=create, upgrade=upgrade, what=what):
                     return found, SCHEMA_VERSION
                 # Held until this connection closes. Only a transaction begun after taking it sees
@@ -471,6 +475,15 @@ class PostgresStore(RecordsResults, Admits):
         ((total, due, oldest),) = await self._fetch("queue stats", query, {"now": now})
         age = None if oldest is None else now - oldest
         return QueueStats(due=due, pending_total=total, oldest_due_age_s=age)
+
+    async def probe(self) -> None:
+        """A pooled connection to a server that takes writes (not a standby, not read-only)."""
+        query = sql.SQL(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+        )
+        ((read_only,),) = await self._fetch("probe", query, ())
+        if read_only:
+            raise StoreUnavailableError(f"probe PostgreSQL store {self.url}: it is read-only")
 
     async def purge(self, older_than: float, *, limit: int = 1000) -> Purged:
         """One short transaction: pick the oldest purgeable events (skipping rows another

@@ -21,6 +21,12 @@ VERSION_TABLE = """CREATE TABLE IF NOT EXISTS relay_schema (
     one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)"""
 SET_VERSION = """INSERT INTO relay_schema (version) VALUES (%s)
     ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version"""
+# What the schema relay's tables would go in holds: a schema without relay_schema must be empty.
+SCHEMA_OBJECTS = """SELECT current_schema(), CASE c.relkind WHEN 'v' THEN 'view'
+    WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' ELSE 'table' END, c.relname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+    ORDER BY c.relkind NOT IN ('r', 'p', 'f'), 2, 3 LIMIT 50"""
 # One schema change at a time per schema: a session lock on a key naming it.
 SCHEMA_LOCK = "SELECT pg_advisory_lock(hashtext('relay schema ' || coalesce(current_schema, '')))"
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import StoreError
+from relay.store import identity
 from relay.store import sqlite_writes as writes
 from relay.store.admit import Admits
 from relay.store.base import (
@@ -52,6 +53,7 @@ from relay.store.queries import (
     replayable,
 )
 from relay.store.results import RecordsResults, ResultChange
+from relay.store.sqlite_space import DiskSpace, is_full
 from relay.store.steps import IngestResult, Step
 
 T = TypeVar("T")
@@ -95,11 +97,20 @@ def _migrate(conn: sqlite3.Connection, what: str, create: bool, upgrade: bool) -
                 if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
                     raise StoreError(f"{what}: the upgrade would break a foreign key")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute(f"PRAGMA application_id = {identity.APPLICATION_ID}")
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.execute("PRAGMA foreign_keys = ON")
+    elif create and _application_id(conn) != identity.APPLICATION_ID:
+        with writes.transaction(conn):  # relay's file from before it set the id: set it now
+            conn.execute(f"PRAGMA application_id = {identity.APPLICATION_ID}")
     return found, SCHEMA_VERSION
+
+
+def _application_id(conn: sqlite3.Connection) -> int:
+    (found,) = conn.execute("PRAGMA application_id").fetchone()
+    return int(found)
 
 
 def _select(head: str, clauses: Sequence[str], tail: str) -> str:
@@ -121,6 +132,8 @@ _GET_EVENT = (
     f" UNION ALL SELECT * FROM (SELECT {_EVENT_COLS} FROM events"
     f" WHERE source IN ({EVENT_SOURCES}) AND message_id = ? ORDER BY received_at DESC LIMIT 1)"
 )
+
+_PROBE = "SELECT 1 FROM deliveries LIMIT 1"
 
 # Changes a worker makes under its claim's lease: the last two parameters are the lease twice
 # (or NULL twice: a change that holds no lease), as in ResultChange.holds.
@@ -150,11 +163,18 @@ _PURGE_COUNTS = (
 class SQLiteStore(RecordsResults, Admits):
     """The Store on one SQLite file. ``open()`` before use, ``close()`` after."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_s: float = 5.0, disk_reserve_bytes: int = 0
+    ) -> None:
         self.path = Path(path)
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # Reads for /metrics and /readyz: a read-only connection on a thread of its own, so
+        # they never queue behind ingest's commits (WAL readers do not block the writer).
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_conn: sqlite3.Connection | None = None
+        self._space = DiskSpace(self.path, disk_reserve_bytes)  # relay.store.sqlite_space
         self._ingests = GroupCommit(self._commit_ingests)
         self._results: GroupCommit[ResultChange, Recorded] = GroupCommit(self._commit_results)
 
@@ -167,6 +187,8 @@ class SQLiteStore(RecordsResults, Admits):
         ``create`` is false; an older schema is a StoreError unless ``upgrade``."""
         if self._executor is None:
             await self._start(create, upgrade)
+            if create:  # serving: keep its reserve of disk for a day it is full
+                await self._run("make the disk reserve", self._space.start)
 
     async def upgrade(self) -> tuple[int, int]:
         """Create or upgrade the schema to SCHEMA_VERSION. Returns the (from, to) versions."""
@@ -193,6 +215,7 @@ class SQLiteStore(RecordsResults, Admits):
         connection and stop the thread."""
         await self._ingests.drain()
         await self._results.drain()
+        await self._close_reader()
         executor, conn = self._executor, self._conn
         self._executor = self._conn = None
         if executor is None or conn is None:
@@ -201,6 +224,37 @@ class SQLiteStore(RecordsResults, Admits):
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         finally:
             executor.shutdown(wait=True)
+
+    async def _close_reader(self) -> None:
+        reader, conn = self._reader, self._reader_conn
+        self._reader = self._reader_conn = None
+        if reader is None:
+            return
+        try:
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(reader, conn.close)
+        finally:
+            reader.shutdown(wait=True)
+
+    async def _read(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the store's read-only connection and its own thread (opened on first use)."""
+        if self._executor is None:
+            raise StoreError(f"{what}: the store is not open")
+        loop = asyncio.get_running_loop()
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-sqlite-read")
+        if self._reader_conn is None:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            try:
+                self._reader_conn = await loop.run_in_executor(
+                    self._reader,
+                    partial(sqlite3.connect, uri, uri=True, timeout=self._busy_timeout_s),
+                )
+            except sqlite3.Error as exc:
+                raise writes.translate(exc, what) from exc
+        return await loop.run_in_executor(
+            self._reader, partial(self._call, self._reader_conn, what, fn, full=None)
+        )
 
     def _connect(self, create: bool, upgrade: bool) -> tuple[sqlite3.Connection, tuple[int, int]]:
         what = f"{'upgrade' if upgrade else 'open'} SQLite store {self.path}"
@@ -214,6 +268,10 @@ class SQLiteStore(RecordsResults, Admits):
         except sqlite3.Error as exc:
             raise writes.translate(exc, what) from exc
         try:
+            # Whose file it is, and whether it is intact, before anything is written to it.
+            identity.sqlite_version(conn, what)
+            if create:  # serve, worker, `relay db upgrade`: not the read commands
+                identity.quick_check(conn, what)
             conn.execute("PRAGMA foreign_keys = ON")
             mode = self._enable_wal(conn)
             if mode != "wal":
@@ -241,16 +299,41 @@ class SQLiteStore(RecordsResults, Admits):
                     raise
                 time.sleep(0.01)
 
-    async def _run(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(
+        self, what: str, fn: Callable[[sqlite3.Connection], T], *, full: str | None = "retry"
+    ) -> T:
+        """``fn`` on the writer thread. If it fails for a full disk, the reserve is given back
+        and the WAL checkpointed (``DiskSpace.filled``), then (``full="retry"``) ``fn`` runs
+        once more; ``full="fail"`` (ingest) fails it all the same."""
         executor, conn = self._executor, self._conn
         if executor is None or conn is None:
             raise StoreError(f"{what}: the store is not open")
         return await asyncio.get_running_loop().run_in_executor(
-            executor, self._call, conn, what, fn
+            executor, partial(self._call, conn, what, fn, full=full)
         )
 
+    def _call(
+        self,
+        conn: sqlite3.Connection,
+        what: str,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        full: str | None,
+    ) -> T:
+        """``fn(conn)``, its sqlite3 errors translated. On the writer (``full`` set), a failure
+        for a full disk first has ``DiskSpace.filled`` give the reserve back and checkpoint."""
+        try:
+            return self._once(conn, what, fn)
+        except StoreError as exc:
+            if full is None or not (is_full(exc.__cause__) or is_full(exc.__context__)):
+                raise
+            self._space.filled(conn)
+            if full != "retry":
+                raise
+        return self._once(conn, what, fn)
+
     @staticmethod
-    def _call(conn: sqlite3.Connection, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _once(conn: sqlite3.Connection, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             return fn(conn)
         except sqlite3.Error as exc:
@@ -282,7 +365,13 @@ class SQLiteStore(RecordsResults, Admits):
     async def _commit_ingests(
         self, batch: Sequence[PendingIngest]
     ) -> list[IngestResult | StoreError]:
-        return await self._run("ingest", lambda conn: writes.ingest_batch(conn, batch))
+        def run(conn: sqlite3.Connection) -> list[IngestResult | StoreError]:
+            problem = self._space.ingest_problem(conn)  # low on disk space: room left?
+            if problem is not None:
+                raise problem
+            return writes.ingest_batch(conn, batch)
+
+        return await self._run("ingest", run, full="fail")
 
     async def promote_due(self, now: float, limit: int = 1000) -> int:
         """A read first: the write lock only when something is due."""
@@ -460,9 +549,19 @@ class SQLiteStore(RecordsResults, Admits):
         due = " AND ".join(_CLAIMABLE)
         head = f"COUNT(*), SUM({due}), MIN(CASE WHEN {due} THEN d.next_attempt_at END)"
         sql = _select(f"{head} FROM deliveries d", _CLAIMABLE[:1], "")
-        ((total, due_count, oldest),) = await self._fetch("queue stats", sql, [now] * 4)
+        ((total, due_count, oldest),) = await self._read(
+            "queue stats", lambda conn: conn.execute(sql, [now] * 4).fetchall()
+        )
         age = None if oldest is None else now - oldest
         return QueueStats(due=due_count or 0, pending_total=total, oldest_due_age_s=age)
+
+    async def probe(self) -> None:
+        """Room on the disk for ingest, and a read on the reader connection: the file is there,
+        and readable."""
+        problem = self._space.probe_problem()
+        if problem is not None:
+            raise problem
+        await self._read("probe", lambda conn: conn.execute(_PROBE).fetchall())
 
     async def purge(self, older_than: float, *, limit: int = 1000) -> Purged:
         """One write transaction (the store's thread runs nothing else meanwhile, so no replay

@@ -83,3 +83,13 @@ async def test_a_template_that_fails_stores_no_render(make_harness: Callable[...
     await h.run_due()
     (attempt,) = await h.attempts(dlv)
     assert (attempt.outcome, attempt.rendered) == ("dead", None)
+
+
+def test_a_payload_nested_too_deep_is_stored_as_a_note() -> None:
+    """A payload deeper than the recursion limit (hostile event data) becomes a note, no error."""
+    deep: dict[str, object] = {}
+    for _ in range(100_000):
+        deep = {"a": deep}
+    assert json.loads(snapshot({"body": deep}, [])) == {
+        "not_stored": "the message is nested too deep to store"
+    }

@@ -123,6 +123,29 @@ async def test_failing_sink_trips_the_circuit_and_recovers(
     assert statuses == {DeliveryStatus.DELIVERED}
 
 
+async def test_a_message_a_sink_cannot_encode_is_dead_and_never_trips_the_circuit(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A sink (a plugin, say) that raises UnicodeEncodeError or RecursionError on a message's
+    own content: that delivery is dead at once with the reason, the sink's circuit hears
+    nothing of it (8 such in a row, past the threshold of 5) and the next message is delivered."""
+    surrogate = UnicodeEncodeError("utf-8", "Ada \ud800", 4, 5, "surrogates not allowed")
+    failing = ScriptedSink(script=[surrogate, RecursionError("deep")] * 4)
+    h = make_harness(alpha=failing)
+    bad = [await h.add("to-alpha", "alpha") for _ in range(8)]
+    while await h.run_due():
+        pass
+    for delivery_id in bad:
+        record = await h.delivery(delivery_id)
+        assert (record.status, record.attempts) == ("dead", 1)
+        assert record.last_error is not None
+        assert record.last_error.startswith("permanent error: alpha: the message")
+    assert h.worker.circuit_states()["alpha"].name == "CLOSED"
+    good = await h.add("to-alpha", "alpha")
+    assert await h.run_due() == 1
+    assert (await h.delivery(good)).status == "delivered"
+
+
 async def test_delivery_of_a_rule_from_newer_rules_is_left_to_a_replica_that_has_it(
     make_harness: Callable[..., Harness],
 ) -> None:

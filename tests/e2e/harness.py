@@ -254,10 +254,17 @@ class RelayProcess:
     log_path: Path | None = None
     generation: int = 0
     serve_args: tuple[str, ...] = ()
+    open_files: int | None = None  # RLIMIT_NOFILE of the process (soft and hard), if given
+    ops_port: int | None = None  # --ops-port: /healthz, /readyz and /metrics there
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ops_url(self) -> str:
+        """Where /readyz and /metrics answer: the ops port, if it has one."""
+        return self.url if self.ops_port is None else f"http://127.0.0.1:{self.ops_port}"
 
     @property
     def webhook_url(self) -> str:
@@ -266,6 +273,9 @@ class RelayProcess:
     def start(self) -> RelayProcess:
         self.log_path = self.project.root / f"relay-{self.port}-{self.generation}.log"
         command = ["serve", *self.serve_args, "--port", str(self.port)]
+        if self.ops_port is not None:
+            command += ["--ops-port", str(self.ops_port)]
+        limit = self.open_files
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "relay", *command],
@@ -273,6 +283,7 @@ class RelayProcess:
                 env=self.project.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if limit is None else lambda: _limit_open_files(limit),
             )
         self.wait_ready()
         return self
@@ -284,7 +295,7 @@ class RelayProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"relay exited with {self.proc.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.ops_url + "/readyz", timeout=1).status_code == 200:
                     return
             if time.monotonic() > deadline:
                 raise AssertionError(f"relay not ready after {timeout_s} s:\n{self.log()}")
@@ -335,7 +346,7 @@ class RelayProcess:
         return lines
 
     def metrics(self) -> Samples:
-        return scrape(self.url)
+        return scrape(self.ops_url)
 
     def post(
         self,
@@ -350,6 +361,12 @@ class RelayProcess:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         sent = dict(headers) if headers is not None else signed_headers(raw, msg_id, timestamp)
         return httpx.post(self.webhook_url, content=raw, headers=sent, timeout=timeout_s)
+
+
+def _limit_open_files(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 class Fleet:

@@ -158,7 +158,7 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
     outcome, deliveries by final outcome, attempts by status class, retries, the latency
     histogram, the queue gauges, and the reload counters and gauges on SIGHUP."""
     upstream.script(EMAILS_PATH, [500])
-    upstream.script(MEMBERSHIP_PATH, [(503, {"Retry-After": "2"}), 422])
+    upstream.script(MEMBERSHIP_PATH, [(503, {"Retry-After": "5"}), 422])
     relay = fleet.start(project)
     before = scrape(relay.url)
     text = httpx.get(relay.url + "/metrics", timeout=10).text
@@ -225,9 +225,18 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
         what="the email delivered, the membership waiting for its Retry-After",
     )
     assert by_sink(waiting)["membership-sync"]["next_attempt_at"] > time.time()
-    during = scrape(relay.url)
+    # the queue gauges are read from the store at most every 2 s (relay.ops): poll them
+    during = wait_until(
+        "the queue gauges showing the delivery waiting for its retry",
+        lambda: (m := scrape(relay.url)) and value(m, "relay_queue_pending") == 1 and m,
+        timeout_s=4,
+    )
     project.db.wait_idle()
-    after = scrape(relay.url)
+    after = wait_until(
+        "the queue gauges showing nothing pending",
+        lambda: (m := scrape(relay.url)) and value(m, "relay_queue_pending") == 0 and m,
+        timeout_s=4,
+    )
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

@@ -222,7 +222,9 @@ async def test_sqlite_version_2_database_upgrades_to_5_keeping_its_data(tmp_path
 
 
 async def test_sqlite_newer_schema_is_refused(tmp_path):
-    """A file written by a newer relay (user_version > 5) is refused rather than misread."""
+    """A file written by a newer relay (relay's application_id, user_version > 5) is refused
+    rather than misread."""
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (0, 5)
     raw = sqlite3.connect(tmp_path / "relay.db")
     raw.execute("PRAGMA user_version = 6")
     raw.close()

@@ -8,7 +8,7 @@ import pytest
 
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store import IngestOutcome, SQLiteStore
-from tests.store.helpers import delivery, event, sqlite_only
+from tests.store.helpers import T0, delivery, event, sqlite_only
 
 pytestmark = pytest.mark.anyio
 
@@ -58,3 +58,27 @@ async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="file is not a database") as info:
         await SQLiteStore(tmp_path / "relay.db").open()
     assert not isinstance(info.value, StoreUnavailableError)
+
+
+async def test_sqlite_queue_stats_never_wait_behind_the_writer(tmp_path):
+    """Queue statistics (what /metrics and /readyz read) run on a read-only connection and a
+    thread of their own: they answer while the store's writer thread is busy (here for 1 s),
+    instead of queueing behind ingest's commits."""
+    import asyncio
+    import threading
+
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.open()
+    try:
+        e = event()
+        await store.ingest(e, [delivery(e.id)])
+        release = threading.Event()
+        busy = asyncio.ensure_future(store._run("hold the writer", lambda conn: release.wait(1)))
+        await asyncio.sleep(0.05)
+        stats = await asyncio.wait_for(store.queue_stats(T0), timeout=0.5)
+        assert not busy.done()
+        assert (stats.pending_total, stats.due) == (1, 1)
+        release.set()
+        await busy
+    finally:
+        await store.close()
