@@ -48,8 +48,8 @@ def build_app(target: str, secret: str, tmp: Path) -> Any:
     from relay_variants import NoStore
 
     from relay import logs
-    from relay.app import create_app
     from relay.cli._shared import load
+    from relay.server.app import create_app
     from relay.settings import Settings
     from relay.store import sqlite as sqlite_store
     from relay.store import sqlite_writes

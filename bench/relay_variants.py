@@ -327,8 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from relay import logs
-    from relay.app import create_app
     from relay.cli._shared import load
+    from relay.server.app import create_app
     from relay.settings import Settings
     from relay.store import open_store
 

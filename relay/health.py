@@ -4,8 +4,8 @@ Ready means: the store can commit now, and the worker (if this process runs one)
 evidence is the outcome of the real work, as it happens: ingest reports each commit it waited for
 (``store``), the worker each claim (``claims``). A check that failed stays failed until the same
 work succeeds again, or (for the store, when nothing is being ingested) until the store's own
-probe says it can take a commit; ``relay.ops`` runs that probe. Nothing here touches the store:
-reporting an outcome is a dict write on the event loop.
+probe says it can take a commit; ``relay.server.ops`` runs that probe. Nothing here touches the
+store: reporting an outcome is a dict write on the event loop.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # mid-body gets a 408 and the connection is closed, instead of it holding the connection open
 # (Svix sends the whole body at once, and gives up on a request itself after 15 s).
 BODY_TIMEOUT_S = 15.0
-# What one process holds for the requests it serves (relay.connections, relay.budget): open
-# connections (unset: MAX_CONNECTIONS or fewer, as the open-file limit allows), request bodies in
-# memory, and how long a connection may sit without a request.
+# What one process holds for the requests it serves (relay.server.connections,
+# relay.ingest.budget): open connections (unset: MAX_CONNECTIONS or fewer, as the open-file
+# limit allows), request bodies in memory, and how long a connection may sit without a request.
 MAX_CONNECTIONS = 1000
 MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 IDLE_TIMEOUT_S = 5.0

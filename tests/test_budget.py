@@ -1,4 +1,4 @@
-"""relay.budget: request bodies held in memory, bounded across requests, and the memory given
+"""relay.ingest.budget: request bodies held in memory, bounded across requests, and the memory given
 back once a burst of them is over."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from relay.budget import TRIM_AFTER, BodyBudget, BudgetSpentError
+from relay.ingest.budget import TRIM_AFTER, BodyBudget, BudgetSpentError
 
 
 def test_reservations_stop_at_the_limit_and_release_gives_room_back() -> None:

@@ -1,4 +1,4 @@
-"""relay.connections' process-level pieces: the accept-failure log and the connection limit
+"""relay.server.connections' process-level pieces: the accept-failure log and the connection limit
 from the open-file limit (the connections themselves: tests/e2e/test_connections.py)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from relay.connections import FILES_RESERVED, AcceptFailures, connections_allowed
+from relay.server.connections import FILES_RESERVED, AcceptFailures, connections_allowed
 
 
 class Clock:
@@ -46,7 +46,7 @@ def test_a_failing_accept_is_logged_once_per_interval_with_its_count(
             handler(loop, {"message": "something else"})
     finally:
         loop.close()
-    ours = [r for r in caplog.records if r.name == "relay.connections"]
+    ours = [r for r in caplog.records if r.name == "relay.server.connections"]
     assert [r.fields["failures"] for r in ours] == [1, 60, 60]  # type: ignore[attr-defined]
     assert {r.fields["error"] for r in ours} == {"Too many open files"}  # type: ignore[attr-defined]
     assert all(r.exc_info is None for r in ours)

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from relay.app import create_app
 from relay.config import Config, load_config
 from relay.ingest import IngestEndpoint
 from relay.secret import Secret
+from relay.server.app import create_app
 from relay.settings import Settings
 from relay.sources.signing import sign
 from relay.store.sqlite import SQLiteStore

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from relay.app import create_app
 from relay.errors import StoreError, StoreUnavailableError
+from relay.server.app import create_app
 from relay.settings import Settings
 from relay.store import ClaimedDelivery, IngestOutcome, NewEvent, QueueStats
 from relay.store.sqlite import SQLiteStore

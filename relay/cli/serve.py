@@ -1,7 +1,7 @@
 """``relay serve`` (ingest and, unless ``--no-worker``, the worker) and ``relay worker`` (the
 worker alone, with ``/healthz``, ``/readyz`` and ``/metrics`` on its own port): uvicorn running
-``relay.app.create_app`` on the listeners relay binds itself (the public one, and the ops one
-when ``--ops-port`` is set), with ``relay.connections``' guarded protocol."""
+``relay.server.app.create_app`` on the listeners relay binds itself (the public one, and the ops one
+when ``--ops-port`` is set), with ``relay.server.connections``' guarded protocol."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from relay.cli._shared import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load, settings_for
-from relay.connections import (
+from relay.errors import StoreError
+from relay.server.connections import (
     AcceptFailures,
     ConnectionGuard,
     connections_allowed,
     raise_open_files_limit,
 )
-from relay.errors import StoreError
 from relay.settings import MAX_CONNECTIONS, Settings
 from relay.store.base import Queue, Store
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from relay.config import Config
     from relay.store.lock import StoreLock
 
-log = logging.getLogger("relay.app")
+log = logging.getLogger("relay.server.app")
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:
@@ -149,7 +149,7 @@ def _lock(store: Queue, settings: Settings) -> StoreLock | None:
 
 
 def _serve(settings: Settings, config: Config, store: Store, say: Callable[[str], None]) -> int:
-    from relay.app import create_app
+    from relay.server.app import create_app
 
     problem = asyncio.run(_preflight(store, settings))
     if problem:

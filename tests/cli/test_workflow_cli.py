@@ -40,7 +40,10 @@ def test_check_passes_on_the_onboarding_example(capsys: pytest.CaptureFixture[st
     zones and keys, and its digest rendered over the samples."""
     assert main(example("check")) == 0
     out, err = capsys.readouterr()
-    assert (out, err) == ("relay check: OK (2 rules, 3 sends, 2 sinks, 3 sample events)\n", "")
+    assert (out, err) == (
+        "relay check: OK (2 rules, 3 sends, 2 sinks, 3 sample events, 4 of 4 tests passed)\n",
+        "",
+    )
 
 
 def test_preview_says_when_each_send_goes_out_and_what_would_cancel_it(

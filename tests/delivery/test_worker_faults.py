@@ -17,8 +17,8 @@ import pytest
 from relay.config import Config, load_config
 from relay.delivery.worker import Runtime, Worker
 from relay.errors import RetryableError, StoreError, StoreUnavailableError
-from relay.lifespan import build_sinks
 from relay.metrics import WORKER_STAGES, Metrics
+from relay.server.lifespan import build_sinks
 from relay.sinks.base import Message
 from relay.sinks.client import make_http_client
 from relay.store import ClaimedDelivery, DeliveryStatus, SQLiteStore

@@ -225,7 +225,7 @@ def test_metrics_parse_and_their_counters_move_as_events_flow(
         what="the email delivered, the membership waiting for its Retry-After",
     )
     assert by_sink(waiting)["membership-sync"]["next_attempt_at"] > time.time()
-    # the queue gauges are read from the store at most every 2 s (relay.ops): poll them
+    # the queue gauges are read from the store at most every 2 s (relay.server.ops): poll them
     during = wait_until(
         "the queue gauges showing the delivery waiting for its retry",
         lambda: (m := scrape(relay.url)) and value(m, "relay_queue_pending") == 1 and m,

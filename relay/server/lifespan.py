@@ -3,7 +3,7 @@ after the last (the store, the shared HTTP client, the sinks built from the conf
 and the in-process worker with its retention purge).
 
 ``RelayState`` is the swappable part: a reload replaces its config and the sinks built from it.
-``lifespan(state)`` is what ``relay.app.create_app`` hands to Starlette.
+``lifespan(state)`` is what ``relay.server.app.create_app`` hands to Starlette.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx
 
-from relay.budget import BodyBudget
 from relay.config import Config, Mode
 from relay.delivery.retention import Purger
 from relay.delivery.worker import Runtime, Worker
 from relay.health import Health
+from relay.ingest.budget import BodyBudget
 from relay.metrics import Metrics
 from relay.reload import Reloader
 from relay.settings import Settings
@@ -34,7 +34,7 @@ from relay.sinks.client import make_http_client
 from relay.sinks.dryrun import DryRunSink
 from relay.store.base import Store
 
-log = logging.getLogger("relay.app")
+log = logging.getLogger("relay.server.app")
 
 
 def build_sinks(config: Config, http: httpx.AsyncClient, *, dry_run: bool) -> dict[str, Sink]:

@@ -6,9 +6,9 @@ request that carries several events is answered only after the last one). Anythi
 should not retry gets a 4xx; a store that cannot commit gets a 503 so the sender retries later.
 Events of a batch stored before the failure are harmless then: the retry finds them as
 duplicates. A body too large (413), too slow to arrive (408, ``BodyDeadlines``) or that does not
-fit the bodies held in memory now (503 ``busy``, ``relay.budget``) is refused before it is read
-whole, and the connection is closed after the answer (``relay.connections`` drains the rest
-first, so the client reads it). Each commit's outcome goes to ``relay.health`` for /readyz.
+fit the bodies held in memory now (503 ``busy``, ``relay.ingest.budget``) is refused before it is
+read whole, and the connection is closed after the answer (``relay.server.connections`` drains
+the rest first, so the client reads it). Each commit's outcome goes to ``relay.health`` for /readyz.
 
 The endpoint is a plain ASGI app: the hot path builds no Starlette request or response objects
 (see bench/RESULTS.md).
@@ -25,11 +25,11 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from relay import logs
-from relay.budget import BodyBudget, BudgetSpentError, Holding
 from relay.config import Config, SourceSpec
 from relay.errors import EventShapeError, StoreError, StoreUnavailableError, VerificationError
 from relay.health import STORE, Health
 from relay.ids import new_id
+from relay.ingest.budget import BodyBudget, BudgetSpentError, Holding
 from relay.metrics import Metrics
 from relay.settings import BODY_TIMEOUT_S
 from relay.sources import base as sources

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-log = logging.getLogger("relay.connections")
+log = logging.getLogger("relay.server.connections")
 
 LINGER_S = 5.0  # a lingering close reads what the client still sends for at most this long
 LINGER_BYTES = 64 * 1024 * 1024  # and at most this much

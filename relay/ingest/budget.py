@@ -24,7 +24,7 @@ import gc
 import logging
 from collections.abc import Callable
 
-log = logging.getLogger("relay.budget")
+log = logging.getLogger("relay.ingest.budget")
 TRIM_AFTER = 8 * 1024 * 1024  # a burst of at least this many bytes held is trimmed after
 TRIM_DELAY_S = 1.0  # once the bytes held fell back, wait this long (a burst in waves) to trim
 

@@ -1,7 +1,8 @@
-"""The Starlette application: ingest, and the ops endpoints (``relay.ops``) over a ``RelayState``.
+"""The Starlette application: ingest, and the ops endpoints (``relay.server.ops``), over a
+``RelayState``.
 
 ``create_app`` takes ready objects (settings, config, store); nothing here is module state. What
-starts and stops with the app (store, sinks, worker, hot reload) is ``relay.lifespan``'s.
+starts and stops with the app (store, sinks, worker, hot reload) is ``relay.server.lifespan``'s.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from starlette.types import Receive, Scope, Send
 
 from relay.config import Config
 from relay.ingest import IngestEndpoint
-from relay.lifespan import RelayState, lifespan
-from relay.ops import Ops
+from relay.server.lifespan import RelayState, lifespan
+from relay.server.ops import Ops
 from relay.settings import Settings
 from relay.store.base import Store
 
@@ -31,7 +32,8 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """The relay as an ASGI app: ingest (if ``settings.ingest``) and the worker (if set); the ops
-    endpoints (``relay.ops``) on the ops port when ``settings.ops_port`` is set, else beside."""
+    endpoints (``relay.server.ops``) on the ops port when ``settings.ops_port`` is set, else
+    beside."""
     state = RelayState(settings, config, store, clock)
     store.observe_commits(state.metrics.commit)
     ops = Ops(state)

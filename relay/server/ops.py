@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from relay.health import STORE
-from relay.lifespan import RelayState
+from relay.server.lifespan import RelayState
 from relay.store.base import QueueStats
 
 T = TypeVar("T")
