@@ -1,12 +1,9 @@
 """The Resend email sink: ``resend.Emails.send_async`` over relay's shared httpx client.
 
 resend keeps its key, base URL and async client in module globals. relay never sets the first two:
-it installs ``SharedClientAdapter`` as ``resend.default_async_http_client`` (at build and before
-each send), and each send puts its sink in ``_SENDER``, a ContextVar the adapter reads the shared
-client, key, base URL and timeout from. Sinks with different keys therefore never race.
-
-The adapter also judges Resend's answer itself (``relay.sinks.resend_answers.judge``), by its
-status first, before resend parses it: only a 2xx whose JSON has an email id reaches resend.
+it installs its own async client (``relay.sinks.resend_client``), which each send tells which
+shared client, key, base URL and timeout to use; it also encodes the request and judges Resend's
+answer.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any, cast
 
 import httpx
@@ -25,7 +21,6 @@ from resend.exceptions import ResendError
 from relay.errors import DeliveryError, PermanentError, RetryableError
 from relay.sinks import httpcheck
 from relay.sinks.base import (
-    MESSAGE_ERRORS,
     Message,
     SecretStr,
     SendFields,
@@ -33,9 +28,9 @@ from relay.sinks.base import (
     SinkSettings,
     SinkType,
     TemplateField,
-    message_error,
 )
-from relay.sinks.resend_answers import WHAT, judge
+from relay.sinks.resend_answers import WHAT
+from relay.sinks.resend_client import Sender, SharedClientAdapter, install_adapter, sending
 
 __all__ = ["SINK", "ResendSendFields", "ResendSettings", "ResendSink", "SharedClientAdapter"]
 
@@ -69,53 +64,6 @@ class ResendSendFields(SendFields):
     from_: str | None = Field(default=None, alias="from")
 
 
-_SENDER: ContextVar[ResendSink | None] = ContextVar("relay_resend_sender", default=None)
-
-
-class SharedClientAdapter(resend.AsyncHTTPClient):
-    """resend's async client, sending through the calling sink's shared httpx client and key."""
-
-    def __init__(self, fallback: resend.AsyncHTTPClient | None) -> None:
-        self._fallback = fallback
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        json: dict[str, object] | list[object] | None = None,
-        files: dict[str, Any] | None = None,
-        data: dict[str, str] | None = None,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        sink = _SENDER.get()
-        if sink is None:  # a call made outside relay's sinks: behave as before relay came
-            if self._fallback is None:
-                raise RuntimeError("no resend async HTTP client configured")
-            return await self._fallback.request(method, url, headers, json, files, data)
-        path = url.removeprefix(resend.api_url)  # resend built url from api_url just now
-        settings = sink.settings
-        sent_headers = {**headers, "Authorization": f"Bearer {settings.api_key.reveal()}"}
-        try:  # httpx encodes the JSON body here: the message's own text may not encode
-            request = sink.http.build_request(
-                method.upper(), settings.base_url + path, headers=sent_headers, json=json,
-                files=files, data=data, timeout=settings.timeout_s,
-            )  # fmt: skip
-        except MESSAGE_ERRORS as exc:
-            raise message_error(WHAT, exc) from exc
-        response, body = await httpcheck.send_bounded(sink.http, request)
-        judge(response.status_code, response.headers, body, [settings.api_key.reveal()])
-        # An email id in a JSON object: hand it to resend as JSON whatever its content type said.
-        headers = {**response.headers, "content-type": "application/json"}
-        return body, response.status_code, headers
-
-
-def install_adapter() -> None:
-    """Make ``resend.default_async_http_client`` relay's adapter (idempotent)."""
-    current = resend.default_async_http_client
-    if not isinstance(current, SharedClientAdapter):
-        resend.default_async_http_client = SharedClientAdapter(fallback=current)
-
-
 def addresses(value: object) -> list[str]:
     """Rendered recipients as a list: a list, or one string split on commas outside quotes."""
     items = value if isinstance(value, list | tuple) else [] if value is None else [value]
@@ -129,6 +77,7 @@ class ResendSink:
     def __init__(self, settings: ResendSettings, context: SinkContext) -> None:
         self.settings = settings
         self.http = context.http
+        self._sender = Sender(context.http, settings.api_key, settings.base_url, settings.timeout_s)
         install_adapter()
 
     def params(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,17 +100,14 @@ class ResendSink:
 
     async def send(self, message: Message) -> None:
         params = self.params(message.payload)
-        install_adapter()
-        token = _SENDER.set(self)
         try:
-            await resend.Emails.send_async(
-                cast(resend.Emails.SendParams, params),
-                {"idempotency_key": message.idempotency_key},
-            )
+            with sending(self._sender):
+                await resend.Emails.send_async(
+                    cast(resend.Emails.SendParams, params),
+                    {"idempotency_key": message.idempotency_key},
+                )
         except ResendError as exc:
             raise self._translate(exc) from exc
-        finally:
-            _SENDER.reset(token)
 
     def _translate(self, exc: ResendError) -> DeliveryError:
         secrets = [self.settings.api_key.reveal()]
