@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from relay.config import Config
     from relay.store.lock import StoreLock
 
-log = logging.getLogger("relay.server.app")
+log = logging.getLogger("relay.app")  # the name its lines have always had
 
 
 def register(name: str, parser: argparse.ArgumentParser) -> None:

@@ -34,7 +34,7 @@ from relay.sinks.client import make_http_client
 from relay.sinks.dryrun import DryRunSink
 from relay.store.base import Store
 
-log = logging.getLogger("relay.server.app")
+log = logging.getLogger("relay.app")  # the name its lines have always had
 
 
 def build_sinks(config: Config, http: httpx.AsyncClient, *, dry_run: bool) -> dict[str, Sink]:
