@@ -12,7 +12,6 @@ status first, before resend parses it: only a 2xx whose JSON has an email id rea
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, cast
@@ -23,6 +22,7 @@ from pydantic import Field, field_validator
 from resend.exceptions import ResendError
 
 from relay.errors import DeliveryError, PermanentError, RetryableError
+from relay.recipients.addresses import addresses
 from relay.sinks import httpcheck
 from relay.sinks.base import (
     MESSAGE_ERRORS,
@@ -38,8 +38,6 @@ from relay.sinks.base import (
 from relay.sinks.resend_answers import WHAT, judge
 
 __all__ = ["SINK", "ResendSendFields", "ResendSettings", "ResendSink", "SharedClientAdapter"]
-
-_COMMA_OUTSIDE_QUOTES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
 class ResendSettings(SinkSettings):
@@ -116,13 +114,6 @@ def install_adapter() -> None:
         resend.default_async_http_client = SharedClientAdapter(fallback=current)
 
 
-def addresses(value: object) -> list[str]:
-    """Rendered recipients as a list: a list, or one string split on commas outside quotes."""
-    items = value if isinstance(value, list | tuple) else [] if value is None else [value]
-    parts = (p.strip() for item in items for p in _COMMA_OUTSIDE_QUOTES.split(str(item)))
-    return [p for p in parts if p]
-
-
 class ResendSink:
     """Sends one email per message, with the message's idempotency key."""
 
@@ -147,6 +138,8 @@ class ResendSink:
         for key, default in (("cc", None), ("bcc", None), ("reply_to", self.settings.reply_to)):
             if value := addresses(payload.get(key) or default):
                 params[key] = value
+        if headers := payload.get("headers"):  # relay's own (List-Unsubscribe): never a template
+            params["headers"] = {str(name): str(value) for name, value in headers.items()}
         return params
 
     async def send(self, message: Message) -> None:
@@ -187,8 +180,14 @@ def describe(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     keys = ("from", "cc", "bcc", "reply_to")
     lines += [(key, ", ".join(addresses(payload[key]))) for key in keys if payload.get(key)]
     lines.append(("subject", str(payload.get("subject", ""))))
+    lines += [(name, str(value)) for name, value in (payload.get("headers") or {}).items()]
     lines += [(key, str(payload[key])) for key in ("text", "html") if payload.get(key)]
     return lines
+
+
+def recipients(payload: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Who a rendered email goes to, by field (the worker checks them against suppressions)."""
+    return {key: addresses(payload.get(key)) for key in ("to", "cc", "bcc")}
 
 
 SINK = SinkType(
@@ -202,4 +201,5 @@ SINK = SinkType(
         "text": TemplateField("text"),
     },
     describe=describe,
+    recipients=recipients,
 )
