@@ -28,6 +28,7 @@ NOTE = (
     "with the reason, and never sent; after `remove`, `relay replay --suppressed ID` sends one."
 )
 REASONS = [r.value for r in Reason]
+ADDRESS_HELP = "an email address, in any case (Ada <ada@example.com> is ada@example.com)"
 
 
 def _scope(text: str) -> str:
@@ -48,13 +49,16 @@ def register(name: str, parser: argparse.ArgumentParser) -> None:
     )
     listing.add_argument("--limit", type=positive, default=50, metavar="N", help="(50)")
     adding = commands.add_parser("add", help="suppress addresses (reason manual unless told)")
-    adding.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    adding.add_argument("addresses", nargs="+", metavar="ADDRESS", help=ADDRESS_HELP)
     adding.add_argument(
         "--scope", type=_scope, default=ALL, metavar="S", help="all (default) or a category"
     )
-    adding.add_argument("--reason", choices=REASONS, default="manual", metavar="R", help="(manual)")
+    adding.add_argument(
+        "--reason", choices=REASONS, default="manual", metavar="R",
+        help=f"{', '.join(REASONS)} (default: manual)",
+    )  # fmt: skip
     removing = commands.add_parser("remove", help="let addresses get email again")
-    removing.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    removing.add_argument("addresses", nargs="+", metavar="ADDRESS", help=ADDRESS_HELP)
     removing.add_argument(
         "--scope", type=_scope, metavar="S", help="only this scope (default: every scope)"
     )

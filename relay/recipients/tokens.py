@@ -28,6 +28,7 @@ from relay.secret import Secret
 
 MIN_SECRET_CHARS = 32
 MIN_SECRET_BITS = 128
+MIN_DISTINCT = 8
 MAX_TOKEN_CHARS = 1024  # an address of 320 characters in base64, and the rest, fit easily
 _LABEL = b"relay one-click unsubscribe v1"
 _PART = re.compile(r"[A-Za-z0-9_-]+")
@@ -35,19 +36,32 @@ _PART = re.compile(r"[A-Za-z0-9_-]+")
 
 def check_secret(value: str) -> None:
     """ValueError (never quoting the value) unless ``value`` is a usable unsubscribe secret: at
-    least 32 characters, without blanks or quotes around it, and not made of so few different
-    characters that it holds less than 128 bits however random (``aaaa…``, ``changeme…``)."""
+    least 32 characters, without blanks or quotes around it, that hold 128 bits if they are
+    random (32 hex digits, 22 of base64) and are not made of a handful of characters repeated
+    (``aaaa…``, ``changeme…``). It cannot tell a random secret from a made-up one: use one."""
     if value != value.strip():
         raise ValueError("has leading or trailing whitespace; remove it")
     if value and (value[0] in "'\"" or value[-1] in "'\""):
         raise ValueError("is wrapped in quotes; remove the quotes")
     distinct = len(set(value))
-    bits = len(value) * math.log2(distinct) if distinct > 1 else 0.0
-    if len(value) < MIN_SECRET_CHARS or bits < MIN_SECRET_BITS:
+    if len(value) < MIN_SECRET_CHARS or distinct < MIN_DISTINCT or _bits(value) < MIN_SECRET_BITS:
         raise ValueError(
             f"is too weak ({len(value)} characters, {distinct} different): use at least"
             f" {MIN_SECRET_CHARS} random characters, e.g. the output of `openssl rand -base64 32`"
         )
+
+
+def _bits(value: str) -> float:
+    """What ``value`` would hold if each character were drawn at random from its alphabet (hex
+    digits, or the classes of characters it uses)."""
+    if all(c in "0123456789abcdefABCDEF" for c in value):
+        return 4.0 * len(value)
+    classes = (str.islower, str.isupper, str.isdigit)
+    pool = sum(
+        size for size, test in zip((26, 26, 10), classes, strict=True) if any(map(test, value))
+    )
+    pool += 33 if any(not c.isalnum() for c in value) else 0
+    return len(value) * math.log2(max(pool, 2))
 
 
 def _b64(raw: bytes) -> str:

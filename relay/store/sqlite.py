@@ -591,11 +591,7 @@ class SQLiteStore(RecordsResults, Admits):
         found, kinds = list(addresses), list(scopes)
         if not found or not kinds:
             return []
-        sql = (
-            f"SELECT {kept.COLUMNS} FROM suppressions"  # noqa: S608 (placeholders only)
-            f" WHERE address IN ({', '.join('?' * len(found))})"
-            f" AND scope IN ({', '.join('?' * len(kinds))})"
-        )
+        sql = kept.lookup(len(found), len(kinds))
         rows = await self._read(
             "look up suppressions", lambda conn: conn.execute(sql, [*found, *kinds]).fetchall()
         )

@@ -22,6 +22,15 @@ LIST = (
 )
 
 
+def lookup(addresses: int, scopes: int) -> str:
+    """SQLite's lookup of ``addresses`` addresses in ``scopes`` scopes: a search of the primary
+    key per pair (PostgreSQL's, with arrays, is in ``relay.store.postgres``)."""
+    return (
+        f"SELECT {COLUMNS} FROM suppressions"  # noqa: S608 (placeholders only)
+        f" WHERE address IN ({', '.join('?' * addresses)}) AND scope IN ({', '.join('?' * scopes)})"
+    )
+
+
 def row(suppression: Suppression) -> tuple[Any, ...]:
     s = suppression
     return (s.address, s.scope, s.reason.value, s.event_id, s.created_at)
