@@ -177,6 +177,11 @@ def test_a_resend_hard_bounce_stops_the_next_email_and_a_soft_one_does_not(
     e2e_project: E2EProject, fleet: Fleet, upstream: FakeUpstream
 ) -> None:
     relay = start(e2e_project, fleet)
+    labels = {"sink": "email", "rule": "tips"}
+    at_start = relay.metrics()  # every email send's series exists from the start, at zero
+    for reason in ("bounced", "complained", "unsubscribed", "manual"):
+        key = ("relay_recipients_suppressed_total", frozenset({**labels, "reason": reason}.items()))
+        assert at_start[key] == 0
     assert resend_webhook(relay, bounce("Permanent", "User1@Example.com")).status_code == 200
     assert resend_webhook(relay, bounce("Transient", "user2@example.com")).status_code == 200
     wait_until(

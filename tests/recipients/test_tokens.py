@@ -43,6 +43,9 @@ def forged(token: str) -> dict[str, str]:
         "mac changed": f"{key_id}.{payload}.{flipped}",
         "mac cut short": f"{key_id}.{payload}.{mac[:-1]}",
         "mac cut in half": f"{key_id}.{payload}.{mac[:21]}",
+        "mac cut to 30 bytes": f"{key_id}.{payload}.{mac[:40]}",  # still canonical base64
+        "mac cut to 24 bytes": f"{key_id}.{payload}.{mac[:32]}",
+        "mac with more": f"{key_id}.{payload}.{mac}AAAA",
         "token cut short": token[:-10],
         "no mac": f"{key_id}.{payload}",
         "other category": f"{key_id}.{b64('newsletter' + chr(10) + 'ada@example.com')}.{mac}",
