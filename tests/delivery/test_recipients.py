@@ -21,11 +21,9 @@ from relay.ids import new_id
 from relay.metrics import Metrics
 from relay.recipients.addresses import Reason, Suppression
 from relay.server.lifespan import build_sinks
-from relay.store import DeliveryRecord, DeliveryStatus, NewEvent, SQLiteStore, Store
-from relay.store.postgres import PostgresStore
+from relay.store import DeliveryRecord, DeliveryStatus, NewEvent, Store
 from relay.workflow.plan import Arrival, plan_event
 from tests.delivery.worker_harness import ENV, T0, Clock, ScriptedSink
-from tests.store.helpers import BACKENDS
 
 pytestmark = pytest.mark.anyio
 
@@ -77,16 +75,10 @@ ENVIRONMENT = {
 }
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened: Store = (
-        SQLiteStore(tmp_path / "relay.db")
-        if request.param == "sqlite"
-        else PostgresStore(request.getfixturevalue("postgres_url"), max_size=4)
-    )
-    await opened.open()
-    yield opened
-    await opened.close()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_store
 
 
 def load(root: Path) -> Config:
