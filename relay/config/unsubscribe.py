@@ -56,6 +56,7 @@ class UnsubscribeCompiler:
         self.problems: list[tuple[str, str]] = []  # (message, "missing" | "bad" | "note")
         self.secrets: list[str] = []
         self.first_use: yamlfile.Path_ | None = None
+        self.refused: set[yamlfile.Path_] = set()  # categories reported (a rule's, once)
         self.links = self._read(env)
 
     def compile(
@@ -94,6 +95,8 @@ class UnsubscribeCompiler:
         return tuple(out)
 
     def _refused(self, category: str, at: yamlfile.Path_) -> bool:
+        if at in self.refused:
+            return True
         if category == ALL:
             message = (
                 "unsubscribe: 'all' is the scope of bounces and complaints; name the category of"
@@ -107,6 +110,7 @@ class UnsubscribeCompiler:
         else:
             return False
         self.doc.error(at, message)
+        self.refused.add(at)
         return True
 
     def finish(self) -> None:

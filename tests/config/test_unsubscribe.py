@@ -153,7 +153,10 @@ def test_http_on_localhost_is_a_warning_for_trying_it_out(tmp_path: Path) -> Non
     ],
 )  # fmt: skip
 def test_a_category_must_be_a_name_and_not_all(tmp_path: Path, category: str, error: str) -> None:
+    """Said once, at the rule's key, however many of its sends take it."""
     assert problems(tmp_path, rules(category), LINKS) == [f"rules.yaml:17:18: {error}"]
+    two = rules(category).replace("        unsubscribe: false\n", "")
+    assert problems(tmp_path, two, LINKS) == [f"rules.yaml:17:18: {error}"]
 
 
 def test_only_email_sends_take_unsubscribe(tmp_path: Path) -> None:
