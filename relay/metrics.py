@@ -35,6 +35,10 @@ COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 COMMIT_WRITES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
 OUTCOMES = ("delivered", "dead", "cancelled", "suppressed")
+SUPPRESSION_REASONS = ("bounced", "complained", "unsubscribed", "manual")
+UnsubscribeOutcome = Literal["unsubscribed", "already", "shown", "refused"]
+UNSUBSCRIBE_ANSWERS = (("POST", "unsubscribed"), ("POST", "already"), ("POST", "refused"),
+                       ("GET", "shown"), ("GET", "refused"))  # fmt: skip
 PURGED_TABLES = ("events", "deliveries", "attempts")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 WORKER_STAGES: tuple[WorkerStage, ...] = get_args(WorkerStage)
@@ -74,7 +78,7 @@ class Metrics:
             "relay_deliveries",
             "Deliveries (notifications, not attempts) by final outcome: delivered, dead,"
             " cancelled (a later event cancelled it before it went out), suppressed (held back"
-            " by once or throttle).",
+            " by once or throttle, or because its recipient is on the suppression list).",
             ["sink", "rule", "outcome"],
             registry=r,
         )
@@ -92,6 +96,26 @@ class Metrics:
             ["rule", "outcome"],
             registry=r,
         )
+        self.recipients_suppressed = Counter(
+            "relay_recipients_suppressed",
+            "Email recipients held back by the suppression list, by the suppression's reason"
+            " (bounced, complained, unsubscribed, manual). An email none of whose main"
+            " recipients may be mailed is not sent (it also counts in relay_deliveries_total as"
+            " suppressed); one with others left goes to them.",
+            ["sink", "rule", "reason"],
+            registry=r,
+        )
+        self.unsubscribe_requests = Counter(
+            "relay_unsubscribe_requests",
+            "Requests to the one-click unsubscribe links by method and outcome: unsubscribed"
+            " (a POST that added the suppression), already (a POST for an address already"
+            " unsubscribed), shown (a GET: the confirmation page), refused (not a valid link:"
+            " 4xx, nothing changed).",
+            ["method", "outcome"],
+            registry=r,
+        )
+        for method, outcome in UNSUBSCRIBE_ANSWERS:
+            self.unsubscribe_requests.labels(method, outcome)
         self.attempts = Counter(
             "relay_delivery_attempts",
             "Send attempts by sink and upstream status class.",
@@ -190,14 +214,22 @@ class Metrics:
         )
 
     def prepare(
-        self, sinks: Iterable[str], sends: Iterable[tuple[str, str]], sources: Iterable[str]
+        self,
+        sinks: Iterable[str],
+        sends: Iterable[tuple[str, str]],
+        sources: Iterable[str],
+        emails: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Create every label combination a config can produce, at zero: its ``sinks``, its
-        ``sends`` as (rule, sink) pairs, and its ``sources``."""
+        ``sends`` as (rule, sink) pairs, its ``sources``, and its ``emails`` (the sends to an
+        email sink, as (rule, sink) pairs)."""
         for rule, sink in sends:
             for outcome in OUTCOMES:
                 self.deliveries.labels(sink, rule, outcome)
             self.scheduled_total.labels(sink, rule)
+        for rule, sink in emails:
+            for reason in SUPPRESSION_REASONS:
+                self.recipients_suppressed.labels(sink, rule, reason)
         for sink in sinks:
             for cls in STATUS_CLASSES:
                 self.attempts.labels(sink, cls)
@@ -257,8 +289,16 @@ class Metrics:
         self.deliveries.labels(sink, rule, "cancelled").inc()
 
     def suppressed(self, sink: str, rule: str) -> None:
-        """A delivery held back (once, throttle)."""
+        """A delivery held back (once, throttle, the suppression list)."""
         self.deliveries.labels(sink, rule, "suppressed").inc()
+
+    def recipient_suppressed(self, sink: str, rule: str, reason: str) -> None:
+        """An email's recipient held back by the suppression list, for ``reason``."""
+        self.recipients_suppressed.labels(sink, rule, reason).inc()
+
+    def unsubscribe_request(self, method: str, outcome: UnsubscribeOutcome) -> None:
+        """A request to a one-click unsubscribe link (``method`` GET or POST)."""
+        self.unsubscribe_requests.labels(method, outcome).inc()
 
     def scheduled(self, sink: str, rule: str) -> None:
         """A delivery stored to go out later."""

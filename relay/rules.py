@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 from relay.errors import TemplateError
+from relay.recipients.links import Link, UnsubscribeSend
 from relay.templates import digest_context, event_context, render_data
 from relay.workflow.spec import NO_WORKFLOW, Timing, Workflow
 
@@ -66,8 +67,9 @@ class Condition:
 
 @dataclass(frozen=True)
 class Send:
-    """One send of a rule: a sink, a compiled message template and compiled send fields, and
-    when it goes out (its ``delay`` and ``window``, or its rule's)."""
+    """One send of a rule: a sink, a compiled message template and compiled send fields, when
+    it goes out (its ``delay`` and ``window``, or its rule's), and for an email of a category its
+    one-click unsubscribe (``unsubscribe``)."""
 
     index: int
     sink: str
@@ -75,16 +77,28 @@ class Send:
     parts: Mapping[str, Any]
     fields: Mapping[str, Any]
     timing: Timing | None = None
+    unsubscribe: UnsubscribeSend | None = None
 
     def render(
         self, event: Mapping[str, Any], batch: Sequence[Mapping[str, Any]] | None = None
     ) -> dict[str, Any]:
         """The message payload for this event (for a digest: for its ``batch`` of events, the
-        first of them as ``event``); raises TemplateError."""
+        first of them as ``event``); raises TemplateError (or PayloadError, for an unsubscribe
+        link it cannot make).
+
+        The send fields are rendered first: with ``unsubscribe``, the link is made for the
+        recipient they name, the message template sees it as ``unsubscribe_url``, and the
+        payload gets its ``headers`` (``List-Unsubscribe``, ``List-Unsubscribe-Post``)."""
         context = event_context(event) if batch is None else digest_context(event, batch)
+        fields = {key: render_data(value, context) for key, value in self.fields.items()}
+        link: Link | None = None
+        if self.unsubscribe is not None:
+            link = self.unsubscribe.link(fields)
+            context = {**context, "unsubscribe_url": link.url}
         payload = {key: render_data(value, context) for key, value in self.parts.items()}
-        for key, value in self.fields.items():
-            payload[key] = render_data(value, context)
+        payload.update(fields)
+        if link is not None:
+            payload["headers"] = dict(link.headers)
         return payload
 
 

@@ -23,6 +23,9 @@ TEST_ENV = {
     "RESEND_API_KEY": "re_test_key_1234567890",
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/slacksecrettoken",
     "MEMBERSHIP_SYNC_URL": "http://127.0.0.1:9/membership",
+    # the one-click unsubscribe links of examples/onboarding (relay.config.unsubscribe)
+    "RELAY_UNSUBSCRIBE_SECRET": "test-unsubscribe-secret-9f8e7d6c5b4a3210fedcba",
+    "RELAY_PUBLIC_URL": "https://relay.acme.example",
 }
 
 

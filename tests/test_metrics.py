@@ -36,3 +36,27 @@ def test_build_info_names_the_running_relay() -> None:
     [(labels, value)] = samples()["relay_build_info"].items()
     assert dict(labels) == {"version": version("relay"), "python": platform.python_version()}
     assert value == 1
+
+
+def test_recipient_suppressions_and_unsubscribes_start_at_zero() -> None:
+    """Every email send has its suppressed-recipient series by reason from the start, and the
+    unsubscribe links their requests by method and outcome: dashboards see zeros, not gaps."""
+    metrics = Metrics()
+    metrics.prepare(["email", "slack"], [("tips", "email"), ("alert", "slack")], ["clerk"],
+                    emails=[("tips", "email")])  # fmt: skip
+    metrics.recipient_suppressed("email", "tips", "complained")
+    metrics.unsubscribe_request("POST", "unsubscribed")
+    registry = metrics.registry
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    suppressed = "relay_recipients_suppressed_total"
+    reasons = ("bounced", "complained", "unsubscribed", "manual")
+    counts = [value(suppressed, sink="email", rule="tips", reason=reason) for reason in reasons]
+    assert counts == [0, 1, 0, 0]
+    assert value(suppressed, sink="slack", rule="alert", reason="bounced") is None
+    requests = "relay_unsubscribe_requests_total"
+    assert value(requests, method="POST", outcome="unsubscribed") == 1
+    assert value(requests, method="GET", outcome="shown") == 0
+    assert value(requests, method="POST", outcome="refused") == 0

@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("relay.cli.replay", "deliver again, by id or in bulk"),
     "explain": ("relay.cli.explain", "why a stored event went where it went, and what differs now"),
     "purge": ("relay.cli.purge", "delete delivered and dead history older than a duration"),
+    "suppressions": (
+        "relay.cli.suppressions",
+        "addresses email is held back from (bounces, unsubscribes): list, add, remove",
+    ),
 }
 
 

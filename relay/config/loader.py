@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from relay.config import yamlfile
 from relay.config.model import Config, Mode, RuleModel, RulesFileModel, SinkSpec, SourceSpec
 from relay.config.sends import SendCompiler
+from relay.config.unsubscribe import UnsubscribeCompiler
 from relay.config.workflow import WorkflowCompiler
 from relay.errors import ConfigError, Diagnostic, TemplateError, did_you_mean
 from relay.rules import Condition, Rule, valid_pattern
@@ -33,6 +34,7 @@ from relay.sources.base import SourceType, load_source_types
 from relay.templates import Environments
 
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+UNSUBSCRIBE_PATH = "/unsubscribe"  # and what is under it: the one-click links
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_SOURCES = {
     "clerk": {"path": "/webhooks/clerk", "secret": "${CLERK_WEBHOOK_SIGNING_SECRET}"}
@@ -100,6 +102,7 @@ class _Loader:
         self.envs = Environments.for_dir(templates_dir)
         self.sends = SendCompiler(doc, templates_dir, self.envs, self._report)
         self.workflows = WorkflowCompiler(doc, self.envs)
+        self.unsubscribe = UnsubscribeCompiler(doc, env, mode)
         self.secrets: set[str] = set()
         self.source_types: Mapping[str, SourceType] = {}
         self.broken_sources: Mapping[str, str] = {}
@@ -134,6 +137,9 @@ class _Loader:
         sources = self._sources(model)
         sinks = self._sinks(model)
         rules = self._rules(model, sinks)
+        self.unsubscribe.finish()
+        for value in self.unsubscribe.secrets:
+            self.secrets.update(secret_fragments(value))
         if sources is None:
             return None
         warnings = tuple(d for d in doc.diagnostics if d.severity != "error")
@@ -144,6 +150,7 @@ class _Loader:
             warnings,
             frozenset(self.secrets),
             retention_s=model.retention.events,
+            unsubscribe=self.unsubscribe.links,
         )
 
     def _report(
@@ -209,6 +216,10 @@ class _Loader:
             paths[path] = name
             if path in RESERVED_PATHS:
                 self.doc.error((*base, "path"), f"path {path} is reserved for relay itself")
+            elif path == UNSUBSCRIBE_PATH or path.startswith(UNSUBSCRIBE_PATH + "/"):
+                self.doc.error(
+                    (*base, "path"), f"path {path} is reserved for relay's unsubscribe links"
+                )
             self._collect_secrets(settings)
             sources[name] = SourceSpec(
                 name, path, source_type, settings, settings.max_body_bytes, complete
@@ -323,6 +334,7 @@ class _Loader:
             )
             sends = tuple(s for s in compiled if s is not None)
             workflow, sends = self.workflows.compile(rule, base, sends, self.known_types)
+            sends = self.unsubscribe.compile(rule, base, sends, types_by_sink)
             line = self.doc.locate(base).line
             rules.append(Rule(rule.name, patterns, condition, sends, line, workflow))
         return rules

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.config.durations import Duration, format_duration, within
 from relay.errors import Diagnostic
+from relay.recipients.links import UnsubscribeLinks
 from relay.rules import Rule
 from relay.sinks.base import SinkSettings, SinkType
 from relay.sources import base as sources
@@ -72,14 +73,15 @@ class ThrottleModel(_Model):
 
 
 class SendModel(BaseModel):
-    """One ``send:`` entry; keys other than ``sink``, ``template``, ``delay`` and ``window`` are
-    the sink's send fields."""
+    """One ``send:`` entry; keys other than ``sink``, ``template``, ``delay``, ``window`` and
+    ``unsubscribe`` are the sink's send fields."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     sink: str
     template: str | None = None
     delay: Delay | None = None
     window: WindowModel | None = None
+    unsubscribe: str | Literal[False] | None = None  # a category; false: none (transactional)
 
 
 class RuleModel(_Model):
@@ -94,6 +96,7 @@ class RuleModel(_Model):
     digest: DigestModel | None = None
     once: str | None = None
     throttle: ThrottleModel | None = None
+    unsubscribe: str | None = None  # the category of its emails (relay.config.unsubscribe)
 
 
 MIN_RETENTION_S = 28 * 3600.0  # Svix retries a message for up to ~28 h: dedup must outlive it
@@ -164,3 +167,5 @@ class Config:
     """Every secret in the config (signing secrets, API keys, URLs with tokens), for redaction."""
     retention_s: float = DEFAULT_RETENTION_S
     """How long delivered and dead history is kept (``retention.events``)."""
+    unsubscribe: UnsubscribeLinks | None = None
+    """The one-click unsubscribe links, when their secret is set (``relay.config.unsubscribe``)."""

@@ -214,7 +214,7 @@ def _preview_send(
     due_at, timing = describe_timing(rule, send, event, now)
     try:
         payload = send.render(event, batch)
-    except TemplateError as exc:
+    except (TemplateError, PayloadError) as exc:
         return PreviewSend(
             send.sink,
             spec.type.name,

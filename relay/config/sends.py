@@ -74,7 +74,7 @@ class SendCompiler:
             sink_type.send_fields.model_validate(fields)
         except ValidationError as exc:
             names = [f.alias or n for n, f in sink_type.send_fields.model_fields.items()]
-            self.report(exc, base, ["sink", "template", "delay", "window", *names])
+            self.report(exc, base, ["sink", "template", "delay", "window", "unsubscribe", *names])
             return None
         compiled_fields: dict[str, Any] = {}
         literal = sink_type.send_fields.literal_fields

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -30,10 +31,12 @@ from relay.config import Config, SinkSpec
 from relay.delivery.breaker import CircuitState
 from relay.delivery.gate import GateChange, SinkGate
 from relay.delivery.policy import next_delay
+from relay.delivery.recipients import screen
 from relay.delivery.snapshot import snapshot
 from relay.delivery.workflow import defer_outside_window, digest_events
 from relay.errors import (
     DeliveryError,
+    PayloadError,
     PermanentError,
     RetryableError,
     StoreUnavailableError,
@@ -298,6 +301,8 @@ class Worker:
         if target is None or await self._outside_window(claimed, target):
             return
         message = await self._render(claimed, target, runtime)
+        if message is not None:
+            message = await self._screen(claimed, target, message)
         if message is None:
             return
         outcome = await self._attempt(message, target)
@@ -352,12 +357,42 @@ class Worker:
                 payload=target.send.render(batch[0] if batch else event, batch),
                 event=event if batch is None else {"count": len(batch), "events": batch},
             )
-        except (TemplateError, ValueError) as exc:  # ValueError: a stored body not JSON
-            kind = "template" if isinstance(exc, TemplateError) else "stored event"
+        except (TemplateError, PayloadError, ValueError) as exc:  # ValueError: a body not JSON
+            kinds = {TemplateError: "template", PayloadError: "message"}
+            kind = kinds.get(type(exc), "stored event")
             error = self._clean(f"{kind}: {exc}", runtime)
             attempt = Attempt(claimed.id, self.clock(), 0.0, None, error)
             await self._dead(claimed, attempt, error or "template error")
             return None
+
+    async def _screen(
+        self, claimed: ClaimedDelivery, target: Target, message: Message
+    ) -> Message | None:
+        """An email without its suppressed recipients (``relay.delivery.recipients``); None
+        when it goes to none of them (the delivery is then suppressed, with the reason)."""
+        recipients = target.spec.type.recipients
+        if recipients is None:
+            return message
+        unsubscribe = target.send.unsubscribe
+        category = None if unsubscribe is None else unsubscribe.category
+        screened = await screen(self.store, recipients, category, message.payload)
+        if not screened.held:
+            return message
+        sink, rule = target.send.sink, claimed.rule
+        for suppression in screened.held:
+            self.metrics.recipient_suppressed(sink, rule, suppression.reason)
+        fields = {"delivery_id": claimed.id, "event_id": claimed.event_id, "rule": rule,
+                  "sink": sink, "reason": screened.reason()}  # fmt: skip
+        if screened.payload is None:
+            reason = f"suppressed: {screened.reason()}"
+            recorded = await self.store.record_suppressed(
+                claimed.id, reason, lease=claimed.lease_until
+            )
+            if self._report(recorded, "suppressed", fields):
+                self.metrics.suppressed(sink, rule)
+            return None
+        logs.emit(log, logging.INFO, "recipients suppressed: left out of the email", fields)
+        return dataclasses.replace(message, payload=screened.payload)
 
     async def _attempt(self, message: Message, target: Target) -> Outcome:
         """Send once, within the attempt's deadline; the sink's gate hears how it went."""

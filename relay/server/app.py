@@ -1,4 +1,5 @@
-"""The Starlette application: ingest, and the ops endpoints (``relay.server.ops``), over a
+"""The Starlette application: ingest, the one-click unsubscribe links
+(``relay.server.unsubscribe``) and the ops endpoints (``relay.server.ops``), over a
 ``RelayState``.
 
 ``create_app`` takes ready objects (settings, config, store); nothing here is module state. What
@@ -20,6 +21,7 @@ from relay.config import Config
 from relay.ingest import IngestEndpoint
 from relay.server.lifespan import RelayState, lifespan
 from relay.server.ops import Ops
+from relay.server.unsubscribe import PATH, UnsubscribeEndpoint
 from relay.settings import Settings
 from relay.store.base import Store
 
@@ -31,9 +33,9 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """The relay as an ASGI app: ingest (if ``settings.ingest``) and the worker (if set); the ops
-    endpoints (``relay.server.ops``) on the ops port when ``settings.ops_port`` is set, else
-    beside."""
+    """The relay as an ASGI app: ingest and the unsubscribe links (if ``settings.ingest``) and
+    the worker (if set); the ops endpoints (``relay.server.ops``) on the ops port when
+    ``settings.ops_port`` is set, else beside."""
     state = RelayState(settings, config, store, clock)
     store.observe_commits(state.metrics.commit)
     ops = Ops(state)
@@ -42,8 +44,15 @@ def create_app(
         Route("/readyz", ops.readyz),
         Route("/metrics", ops.metrics),
     ]
-    endpoint = None
+    endpoint = unsubscribe = None
     if settings.ingest:
+        unsubscribe = UnsubscribeEndpoint(
+            lambda: state.config,
+            store,
+            clock,
+            state.metrics,
+            body_timeout_s=settings.body_timeout_s,
+        )
         endpoint = IngestEndpoint(
             lambda: state.config,
             store,
@@ -58,6 +67,7 @@ def create_app(
         # any path is answered 405, as for a route that takes only POST.
         routes.append(Route("/{path:path}", endpoint, methods=["POST"]))
     app = RelayApp(endpoint, settings.ops_port, routes=routes, lifespan=lifespan(state))
+    app.unsubscribe = unsubscribe
     app.state.relay = state
     app.state.ops = ops
     return app
@@ -69,8 +79,11 @@ class RelayApp(Starlette):
     endpoint answers an unexpected error with a 500 itself). Everything else is Starlette's.
 
     With an ops port, a request is served by what its listener carries (the local port it came
-    in on): the ops port only the ops endpoints, the public port only the webhooks (anything
-    else there is 404, so the public cannot reach /metrics or /readyz)."""
+    in on): the ops port only the ops endpoints, the public port only the webhooks and the
+    unsubscribe links under ``/unsubscribe/`` (anything else there is 404, so the public cannot
+    reach /metrics or /readyz)."""
+
+    unsubscribe: UnsubscribeEndpoint | None = None
 
     def __init__(self, ingest: IngestEndpoint | None, ops_port: int | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -81,6 +94,9 @@ class RelayApp(Starlette):
         if scope["type"] == "http":
             port = (scope.get("server") or ("", None))[1]  # the listener's local port
             on_ops = self.ops_port is not None and port == self.ops_port
+            if self.unsubscribe is not None and not on_ops and scope["path"].startswith(PATH):
+                await self.unsubscribe(scope, receive, send)
+                return
             if scope["method"] == "POST" and not on_ops and self.ingest is not None:
                 await self.ingest(scope, receive, send)
                 return

@@ -27,6 +27,7 @@ from relay.delivery.worker import Runtime, Worker
 from relay.health import Health
 from relay.ingest.budget import BodyBudget
 from relay.metrics import Metrics
+from relay.recipients.addresses import SuppressionList
 from relay.reload import Reloader
 from relay.settings import Settings
 from relay.sinks.base import Sink, SinkContext
@@ -37,11 +38,19 @@ from relay.store.base import Store
 log = logging.getLogger("relay.app")  # the name its lines have always had
 
 
-def build_sinks(config: Config, http: httpx.AsyncClient, *, dry_run: bool) -> dict[str, Sink]:
-    """A ready sink per configured sink (or its dry-run stand-in)."""
+def build_sinks(
+    config: Config,
+    http: httpx.AsyncClient,
+    *,
+    dry_run: bool,
+    suppressions: SuppressionList | None = None,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Sink]:
+    """A ready sink per configured sink (or its dry-run stand-in); ``suppressions`` is the
+    store's list, for the ``suppression`` sink."""
     if dry_run:
         return {name: DryRunSink(spec.type.name) for name, spec in config.sinks.items()}
-    context = SinkContext(http=http)
+    context = SinkContext(http=http, suppressions=suppressions, clock=clock)
     return {name: spec.type.build(spec.settings, context) for name, spec in config.sinks.items()}
 
 
@@ -94,11 +103,12 @@ class RelayState:
         assert self.http is not None
         old = self.runtime
         self.config = config
-        self.runtime = Runtime(
-            config, build_sinks(config, self.http, dry_run=self.settings.dry_run), self.clock()
-        )
+        dry_run, store, clock = self.settings.dry_run, self.store, self.clock
+        sinks = build_sinks(config, self.http, dry_run=dry_run, suppressions=store, clock=clock)
+        self.runtime = Runtime(config, sinks, self.clock())
         sends = [(rule.name, send.sink) for rule in config.rules for send in rule.sends]
-        self.metrics.prepare(config.sinks, sends, config.sources)
+        emails = [(r, s) for r, s in sends if config.sinks[s].type.recipients is not None]
+        self.metrics.prepare(config.sinks, sends, config.sources, emails)
         if old is not None:
             linger_s = max((s.settings.timeout_s for s in old.config.sinks.values()), default=0)
             self.tasks.append(asyncio.create_task(close_sinks(old.sinks.values(), linger_s + 1)))

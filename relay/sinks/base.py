@@ -10,6 +10,7 @@ Built-in sinks register through the ``relay.sinks`` entry-point group exactly li
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from relay.errors import PermanentError
 from relay.plugins import load_plugins
+from relay.recipients.addresses import SuppressionList
+from relay.recipients.links import Recipients
 from relay.secret import SecretStr as SecretStr  # re-exported: a sink's settings use it
 
 
@@ -103,9 +106,13 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class SinkContext:
-    """Shared, ready objects a sink is built with. Sinks never build their own HTTP client."""
+    """Shared, ready objects a sink is built with. Sinks never build their own HTTP client.
+    ``suppressions`` is the store's suppression list (the ``suppression`` sink writes to it),
+    ``clock`` the time the relay runs on."""
 
     http: httpx.AsyncClient
+    suppressions: SuppressionList | None = None
+    clock: Callable[[], float] = time.time
 
 
 MESSAGE_ERRORS: tuple[type[Exception], ...] = (UnicodeEncodeError, RecursionError)
@@ -162,6 +169,12 @@ class SinkType:
     check: Callable[[Mapping[str, Any]], None] | None = None
     """Raises ``PayloadError`` for a rendered payload the provider would refuse (what ``send``
     checks first); ``relay check`` runs it on every sample's rendering."""
+    recipients: Recipients | None = None
+    """An email sink's: the addresses a rendered payload sends to, by field, the main one first
+    (``{"to": [...], "cc": [...], "bcc": [...]}``). The worker holds back the suppressed ones
+    before each send (all of them, when every address of the first field is suppressed);
+    ``unsubscribe:`` takes only such sinks, which then get a ``headers`` mapping in the payload
+    (``List-Unsubscribe``, ``List-Unsubscribe-Post``) to send with the email."""
 
 
 def load_sink_types(broken: dict[str, str] | None = None) -> dict[str, SinkType]:

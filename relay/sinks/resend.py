@@ -9,7 +9,6 @@ answer.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -19,6 +18,7 @@ from pydantic import Field, field_validator
 from resend.exceptions import ResendError
 
 from relay.errors import DeliveryError, PermanentError, RetryableError
+from relay.recipients.addresses import addresses
 from relay.sinks import httpcheck
 from relay.sinks.base import (
     Message,
@@ -33,8 +33,6 @@ from relay.sinks.resend_answers import WHAT
 from relay.sinks.resend_client import Sender, SharedClientAdapter, install_adapter, sending
 
 __all__ = ["SINK", "ResendSendFields", "ResendSettings", "ResendSink", "SharedClientAdapter"]
-
-_COMMA_OUTSIDE_QUOTES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
 class ResendSettings(SinkSettings):
@@ -64,13 +62,6 @@ class ResendSendFields(SendFields):
     from_: str | None = Field(default=None, alias="from")
 
 
-def addresses(value: object) -> list[str]:
-    """Rendered recipients as a list: a list, or one string split on commas outside quotes."""
-    items = value if isinstance(value, list | tuple) else [] if value is None else [value]
-    parts = (p.strip() for item in items for p in _COMMA_OUTSIDE_QUOTES.split(str(item)))
-    return [p for p in parts if p]
-
-
 class ResendSink:
     """Sends one email per message, with the message's idempotency key."""
 
@@ -96,6 +87,8 @@ class ResendSink:
         for key, default in (("cc", None), ("bcc", None), ("reply_to", self.settings.reply_to)):
             if value := addresses(payload.get(key) or default):
                 params[key] = value
+        if headers := payload.get("headers"):  # relay's own (List-Unsubscribe): never a template
+            params["headers"] = {str(name): str(value) for name, value in headers.items()}
         return params
 
     async def send(self, message: Message) -> None:
@@ -133,8 +126,14 @@ def describe(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     keys = ("from", "cc", "bcc", "reply_to")
     lines += [(key, ", ".join(addresses(payload[key]))) for key in keys if payload.get(key)]
     lines.append(("subject", str(payload.get("subject", ""))))
+    lines += [(name, str(value)) for name, value in (payload.get("headers") or {}).items()]
     lines += [(key, str(payload[key])) for key in ("text", "html") if payload.get(key)]
     return lines
+
+
+def recipients(payload: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Who a rendered email goes to, by field (the worker checks them against suppressions)."""
+    return {key: addresses(payload.get(key)) for key in ("to", "cc", "bcc")}
 
 
 SINK = SinkType(
@@ -148,4 +147,5 @@ SINK = SinkType(
         "text": TemplateField("text"),
     },
     describe=describe,
+    recipients=recipients,
 )

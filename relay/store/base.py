@@ -29,6 +29,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from relay.recipients.addresses import Suppression, SuppressionList
+
 if TYPE_CHECKING:
     from relay.store.steps import IngestResult, Step
 
@@ -240,6 +242,12 @@ class Queue(Lifecycle, Protocol):
         ``lease``, only while it is still the delivery's lease. ``scheduled``: a pending or
         failed delivery becomes scheduled (it came due outside its send window)."""
 
+    async def suppressions_for(
+        self, addresses: Collection[str], scopes: Collection[str]
+    ) -> list[Suppression]:
+        """The suppressions of any of ``addresses`` in any of ``scopes`` (``SuppressionList``):
+        what the worker asks before it sends an email."""
+
     async def probe(self) -> None:
         """Raise StoreError (StoreUnavailableError if it may pass) if the store could not take a
         commit now, as far as a cheap check that writes nothing can tell, off ingest's path:
@@ -315,8 +323,9 @@ class DeliveryLog(Lifecycle, Protocol):
         a batch comes back full (``relay.delivery.retention`` does, yielding in between)."""
 
 
-class Store(Queue, DeliveryLog, Protocol):
-    """A whole store, as ``open_store`` makes one: both roles, and its schema."""
+class Store(Queue, DeliveryLog, SuppressionList, Protocol):
+    """A whole store, as ``open_store`` makes one: both roles, the suppression list
+    (``relay.recipients.addresses``), and its schema."""
 
     async def upgrade(self) -> tuple[int, int]:
         """Create or upgrade the schema; returns the (from, to) versions."""

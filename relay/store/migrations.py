@@ -66,6 +66,14 @@ _V3_DELIVERY_COLUMNS = (
     " lease_until, last_error, created_at, updated_at, delivered_at"
 )
 
+# Version 6: the suppression list (relay.recipients): one row per (address, scope), its primary
+# key the probe the worker makes before each email; a newest-first index for `relay suppressions
+# list`. Rows are written only by bounces, complaints, unsubscribes and ops: never by ingest.
+REASONS = "'bounced', 'complained', 'unsubscribed', 'manual'"
+SUPPRESSIONS_NEWEST = (
+    "CREATE INDEX suppressions_newest ON suppressions (created_at DESC, address, scope)"
+)
+
 # Every schema change is a new step appended to each backend (a released step is never edited),
 # with a test that upgrades a database of the previous version.
 SQLITE_STEPS: Steps = (
@@ -141,6 +149,14 @@ SQLITE_STEPS: Steps = (
     (  # 5: what each attempt rendered and sent, for `relay explain` (relay.delivery.snapshot)
         "ALTER TABLE attempts ADD COLUMN rendered TEXT",
     ),
+    (  # 6: the suppression list (see SUPPRESSIONS_NEWEST)
+        f"""CREATE TABLE suppressions (
+            address TEXT NOT NULL, scope TEXT NOT NULL,
+            reason TEXT NOT NULL CHECK (reason IN ({REASONS})),
+            event_id TEXT, created_at REAL NOT NULL,
+            PRIMARY KEY (address, scope)) WITHOUT ROWID""",
+        SUPPRESSIONS_NEWEST,
+    ),
 )
 
 POSTGRES_STEPS: Steps = (
@@ -204,6 +220,14 @@ POSTGRES_STEPS: Steps = (
     ),
     (  # 5: what each attempt rendered and sent, for `relay explain` (relay.delivery.snapshot)
         "ALTER TABLE attempts ADD COLUMN rendered text",
+    ),
+    (  # 6: the suppression list (see SUPPRESSIONS_NEWEST)
+        f"""CREATE TABLE suppressions (
+            address text COLLATE "C" NOT NULL, scope text COLLATE "C" NOT NULL,
+            reason text NOT NULL CHECK (reason IN ({REASONS})),
+            event_id text COLLATE "C", created_at double precision NOT NULL,
+            PRIMARY KEY (address, scope))""",
+        SUPPRESSIONS_NEWEST,
     ),
 )
 

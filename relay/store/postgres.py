@@ -37,9 +37,11 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from relay.errors import StoreError, StoreUnavailableError
+from relay.recipients.addresses import Reason, Suppression
 from relay.store import admit, identity, redact_url
 from relay.store import postgres_sql as q
 from relay.store import queries as shared
+from relay.store import suppressions as kept
 from relay.store.admit import Admits
 from relay.store.base import (
     AttemptRecord,
@@ -502,7 +504,45 @@ class PostgresStore(RecordsResults, Admits):
             await cursor.execute(_PURGE_BATCHES, (older_than,))
         return Purged(*row) if row else Purged()
 
+    async def suppressions_for(
+        self, addresses: Collection[str], scopes: Collection[str]
+    ) -> list[Suppression]:
+        if not addresses or not scopes:
+            return []
+        params = (list(addresses), list(scopes))
+        rows = await self._fetch("look up suppressions", _SUPPRESSIONS_FOR, params)
+        return [kept.from_row(row) for row in rows]
 
+    async def add_suppression(self, suppression: Suppression) -> bool:
+        what = f"suppress {suppression.address}"
+        return await self._write(what, _ADD_SUPPRESSION, kept.row(suppression)) > 0
+
+    async def remove_suppressions(self, address: str, scope: str | None = None) -> int:
+        params = (address, scope, scope)
+        return await self._write(f"unsuppress {address}", _REMOVE_SUPPRESSIONS, params)
+
+    async def list_suppressions(
+        self,
+        *,
+        address: str | None = None,
+        scope: str | None = None,
+        reason: Reason | None = None,
+        limit: int = 100,
+    ) -> list[Suppression]:
+        clauses, params = kept.filters(address, scope, reason)
+        query = sql.SQL(shared.postgres(kept.LIST.format(where=kept.where(clauses))))
+        rows = await self._fetch("list suppressions", query, [*params, limit])
+        return [kept.from_row(row) for row in rows]
+
+
+_SUPPRESSIONS_FOR = sql.SQL(
+    f"SELECT {kept.COLUMNS} FROM suppressions"  # noqa: S608 (constants only)
+    " WHERE address = ANY(%s::text[]) AND scope = ANY(%s::text[])"
+)
+_ADD_SUPPRESSION = shared.postgres(kept.ADD)
+_REMOVE_SUPPRESSIONS = (
+    "DELETE FROM suppressions WHERE address = %s AND (%s::text IS NULL OR scope = %s)"
+)
 _PROMOTE = shared.postgres(shared.PROMOTE.format(skip=" FOR UPDATE SKIP LOCKED"))
 _DIGEST_EVENTS = sql.SQL(shared.postgres(shared.DIGEST_EVENTS))
 _PURGE_BATCHES = shared.postgres(shared.PURGE_BATCHES)

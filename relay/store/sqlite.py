@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import StoreError
+from relay.recipients.addresses import Reason, Suppression
 from relay.store import identity
 from relay.store import sqlite_writes as writes
+from relay.store import suppressions as kept
 from relay.store.admit import Admits
 from relay.store.base import (
     AttemptRecord,
@@ -581,3 +583,36 @@ class SQLiteStore(RecordsResults, Admits):
             return Purged(events, *counts)
 
         return await self._run("purge events", run)
+
+    async def suppressions_for(
+        self, addresses: Collection[str], scopes: Collection[str]
+    ) -> list[Suppression]:
+        """On the read-only connection: the worker's lookup never queues behind a commit."""
+        found, kinds = list(addresses), list(scopes)
+        if not found or not kinds:
+            return []
+        sql = kept.lookup(len(found), len(kinds))
+        rows = await self._read(
+            "look up suppressions", lambda conn: conn.execute(sql, [*found, *kinds]).fetchall()
+        )
+        return [kept.from_row(row) for row in rows]
+
+    async def add_suppression(self, suppression: Suppression) -> bool:
+        what = f"suppress {suppression.address}"
+        return await self._write(what, kept.ADD, [kept.row(suppression)]) > 0
+
+    async def remove_suppressions(self, address: str, scope: str | None = None) -> int:
+        return await self._write(f"unsuppress {address}", kept.REMOVE, [(address, scope, scope)])
+
+    async def list_suppressions(
+        self,
+        *,
+        address: str | None = None,
+        scope: str | None = None,
+        reason: Reason | None = None,
+        limit: int = 100,
+    ) -> list[Suppression]:
+        clauses, params = kept.filters(address, scope, reason)
+        sql = kept.LIST.format(where=kept.where(clauses))
+        rows = await self._fetch("list suppressions", sql, [*params, limit])
+        return [kept.from_row(row) for row in rows]

@@ -19,8 +19,8 @@ from relay.config import SinkSpec
 from relay.config.samples import PreviewSend
 from relay.delivery.snapshot import redacted
 from relay.errors import PermanentError
+from relay.recipients.addresses import addresses
 from relay.secret import redact
-from relay.sinks.resend import addresses
 from relay.sinks.slack import validate_blocks
 from relay.store import redact_url
 
@@ -54,6 +54,7 @@ def _email(payload: Mapping[str, Any], settings: Any, secrets: frozenset[str]) -
         "bcc": listed("bcc"),
         "reply_to": listed("reply_to", getattr(settings, "reply_to", None)),
         "subject": str(payload.get("subject", "")),
+        "headers": sorted((payload.get("headers") or {}).items()),  # List-Unsubscribe, ...
         "html": payload.get("html") or "",
         "text": payload.get("text") or "",
     }

@@ -123,6 +123,19 @@ def test_preview_user_created(project: Project, capsys: pytest.CaptureFixture[st
     assert out.rstrip().endswith("2 rule(s) matched, 1 did not (--explain says why)")
 
 
+def test_preview_shows_the_unsubscribe_headers_of_an_email_of_a_category(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With `unsubscribe:`, preview shows the List-Unsubscribe headers the email gets."""
+    project.edit_rules(
+        "    when: primary_email(data)\n", "    when: primary_email(data)\n    unsubscribe: news\n"
+    )
+    assert run(project, "preview", str(project.samples / "user.created.json")) == 0
+    out = capsys.readouterr().out
+    assert "  List-Unsubscribe: <https://relay.acme.example/unsubscribe/" in out
+    assert "  List-Unsubscribe-Post: List-Unsubscribe=One-Click\n" in out
+
+
 def test_preview_phone_only_user_skips_the_email(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:

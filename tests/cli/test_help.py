@@ -32,6 +32,10 @@ COMMANDS = [
     ("replay",),
     ("explain",),
     ("purge",),
+    ("suppressions",),
+    ("suppressions", "list"),
+    ("suppressions", "add"),
+    ("suppressions", "remove"),
 ]
 
 

@@ -5,16 +5,13 @@ due and while in flight, digests by window and by max, first: now, once and thro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from relay.errors import RetryableError
-from relay.store import SQLiteStore, Store
-from relay.store.postgres import PostgresStore
+from relay.store import Store
 from tests.delivery.workflow_harness import DAY, RULES, Flow, load, utc
-from tests.store.helpers import BACKENDS
 
 pytestmark = pytest.mark.anyio
 
@@ -24,16 +21,10 @@ SPRING = utc("2026-03-27 16:30")
 AUTUMN = utc("2026-10-23 16:30")
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened: Store = (
-        SQLiteStore(tmp_path / "relay.db")
-        if request.param == "sqlite"
-        else PostgresStore(request.getfixturevalue("postgres_url"), max_size=4)
-    )
-    await opened.open()
-    yield opened
-    await opened.close()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_store
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ first attempt still in progress, an email id under another content type."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import respx
@@ -112,3 +113,22 @@ def test_resend_email_id_with_another_content_type_is_a_delivery(
         return_value=httpx.Response(200, text='{"id": "email_1"}')
     )
     assert send(resend_sink.SINK, RESEND, message(EMAIL)) == [None]
+
+
+def test_resend_gets_the_unsubscribe_headers_of_the_payload(respx_mock: respx.MockRouter) -> None:
+    """The List-Unsubscribe headers relay adds to an email of a category go in Resend's
+    `headers` (Resend's POST /emails takes custom headers); an email without them sends none."""
+    route = respx_mock.post("https://resend.test/emails").mock(
+        return_value=httpx.Response(200, json={"id": "email_1"})
+    )
+    headers = {
+        "List-Unsubscribe": "<https://relay.acme.example/unsubscribe/k.p.m>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    first, second = send(
+        resend_sink.SINK, RESEND, message({**EMAIL, "headers": headers}), message(EMAIL)
+    )
+    assert first is second is None
+    bodies = [json.loads(call.request.content) for call in route.calls]
+    assert bodies[0]["headers"] == headers
+    assert "headers" not in bodies[1]

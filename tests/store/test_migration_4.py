@@ -73,7 +73,7 @@ async def upgraded_store_works(store: Store) -> None:
         await store.close()
 
 
-async def test_sqlite_version_3_database_upgrades_to_5_keeping_its_work(tmp_path: Path):
+async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_work(tmp_path: Path):
     """SQLite rebuilds the deliveries table (its CHECK of the statuses cannot be altered):
     every row and attempt is kept, foreign keys still hold, and the claim still walks its
     index without sorting."""
@@ -87,9 +87,9 @@ async def test_sqlite_version_3_database_upgrades_to_5_keeping_its_work(tmp_path
     raw.execute("PRAGMA user_version = 3")
     raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="version 3, relay needs 5: run `relay db upgrade`"):
+    with pytest.raises(StoreError, match="version 3, relay needs 6: run `relay db upgrade`"):
         await SQLiteStore(path).open()
-    assert await SQLiteStore(path).upgrade() == (3, 5)
+    assert await SQLiteStore(path).upgrade() == (3, 6)
     raw = sqlite3.connect(path)
     indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert indexes >= (WORKFLOW_INDEXES | KEPT_INDEXES)
@@ -110,7 +110,7 @@ async def test_sqlite_version_3_database_upgrades_to_5_keeping_its_work(tmp_path
     await upgraded_store_works(SQLiteStore(path))
 
 
-async def test_postgres_version_3_database_upgrades_to_5_keeping_its_work(postgres_url: str):
+async def test_postgres_version_3_database_upgrades_to_6_keeping_its_work(postgres_url: str):
     """PostgreSQL widens the status check and adds the columns in place; the rows are kept."""
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         for step in POSTGRES_STEPS[:3]:
@@ -120,9 +120,9 @@ async def test_postgres_version_3_database_upgrades_to_5_keeping_its_work(postgr
         await conn.execute(SET_VERSION, [3])
         for statement in ROWS:
             await conn.execute(statement.replace("'{}')", "'\\x7b7d'::bytea)"))
-    with pytest.raises(StoreError, match="version 3, relay needs 5"):
+    with pytest.raises(StoreError, match="version 3, relay needs 6"):
         await PostgresStore(postgres_url).open()
-    assert await PostgresStore(postgres_url).upgrade() == (3, 5)
+    assert await PostgresStore(postgres_url).upgrade() == (3, 6)
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         cursor = await conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"

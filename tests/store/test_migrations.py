@@ -25,7 +25,7 @@ async def test_open_creates_the_schema_of_a_new_database(make_store):
     store = make_store()
     await store.open()
     try:
-        assert await store.upgrade() == (5, 5)
+        assert await store.upgrade() == (6, 6)
         assert await store.ingest(event(), []) is IngestOutcome.ACCEPTED
     finally:
         await store.close()
@@ -35,7 +35,7 @@ async def test_open_without_create_refuses_a_new_database(make_store):
     """open(create=False) on a database without the schema says to run `relay db upgrade`."""
     store = make_store()
     with pytest.raises(
-        StoreError, match=r"database schema is version 0, relay needs 5: run `relay db upgrade`"
+        StoreError, match=r"database schema is version 0, relay needs 6: run `relay db upgrade`"
     ):
         await store.open(create=False)
     with pytest.raises(StoreError, match="not open"):
@@ -43,9 +43,9 @@ async def test_open_without_create_refuses_a_new_database(make_store):
 
 
 async def test_upgrade_creates_then_reports_up_to_date(make_store):
-    """upgrade() on a closed store creates the schema (0 -> 5), then finds it current (5 -> 5)."""
-    assert await make_store().upgrade() == (0, 5)
-    assert await make_store().upgrade() == (5, 5)
+    """upgrade() on a closed store creates the schema (0 -> 6), then finds it current (6 -> 6)."""
+    assert await make_store().upgrade() == (0, 6)
+    assert await make_store().upgrade() == (6, 6)
     store = make_store()
     await store.open(create=False)
     await store.close()
@@ -113,8 +113,8 @@ def test_db_upgrade_command(backend, request, tmp_path, capsys):
     assert cli.main(["db", "upgrade", "--database", url]) == 0
     shown = redact_url(url)
     assert capsys.readouterr().out.splitlines() == [
-        f"database {shown}: upgraded from 0 to 5",
-        f"database {shown}: schema version 5 (up to date)",
+        f"database {shown}: upgraded from 0 to 6",
+        f"database {shown}: schema version 6 (up to date)",
     ]
 
 
@@ -129,7 +129,7 @@ def test_db_upgrade_command_reports_failure_without_password(capsys):
     assert "hunter2" not in err
 
 
-async def test_sqlite_version_1_database_upgrades_to_5(tmp_path):
+async def test_sqlite_version_1_database_upgrades_to_6(tmp_path):
     """A database of schema version 1 is refused until upgraded; the upgrade adds the claim
     index that claim_due then uses (no sort of the whole backlog)."""
     from relay.store.migrations import SQLITE_STEPS
@@ -140,9 +140,9 @@ async def test_sqlite_version_1_database_upgrades_to_5(tmp_path):
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="version 1, relay needs 5: run `relay db upgrade`"):
+    with pytest.raises(StoreError, match="version 1, relay needs 6: run `relay db upgrade`"):
         await SQLiteStore(tmp_path / "relay.db").open()
-    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (1, 5)
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (1, 6)
     raw = sqlite3.connect(tmp_path / "relay.db")
     plan = raw.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM deliveries d WHERE d.status IN ('pending', 'failed')"
@@ -168,7 +168,7 @@ async def assert_upgraded_rows_found(store: Store) -> None:
         await store.close()
 
 
-async def test_sqlite_version_2_database_upgrades_to_5_keeping_its_data(tmp_path):
+async def test_sqlite_version_2_database_upgrades_to_6_keeping_its_data(tmp_path):
     """Version 3 drops the indexes ingest no longer writes and adds the dead-delivery index;
     the rows stay, and lookups by message id, sink and status still answer from indexes."""
     import relay.store.sqlite as sqlite_module
@@ -182,7 +182,7 @@ async def test_sqlite_version_2_database_upgrades_to_5_keeping_its_data(tmp_path
     raw.commit()
     raw.close()
     v2 = SQLiteStore(tmp_path / "relay.db")
-    with pytest.raises(StoreError, match="version 2, relay needs 5"):
+    with pytest.raises(StoreError, match="version 2, relay needs 6"):
         await v2.open()
     raw = sqlite3.connect(tmp_path / "relay.db")
     raw.execute(
@@ -195,7 +195,7 @@ async def test_sqlite_version_2_database_upgrades_to_5_keeping_its_data(tmp_path
     )
     raw.commit()
     raw.close()
-    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (2, 5)
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (2, 6)
     raw = sqlite3.connect(tmp_path / "relay.db")
     indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert not indexes & {
@@ -222,26 +222,26 @@ async def test_sqlite_version_2_database_upgrades_to_5_keeping_its_data(tmp_path
 
 
 async def test_sqlite_newer_schema_is_refused(tmp_path):
-    """A file written by a newer relay (relay's application_id, user_version > 5) is refused
+    """A file written by a newer relay (relay's application_id, user_version > 6) is refused
     rather than misread."""
-    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (0, 5)
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (0, 6)
     raw = sqlite3.connect(tmp_path / "relay.db")
-    raw.execute("PRAGMA user_version = 6")
+    raw.execute("PRAGMA user_version = 7")
     raw.close()
-    with pytest.raises(StoreError, match="schema version 6 is newer than 5"):
+    with pytest.raises(StoreError, match="schema version 7 is newer than 6"):
         await SQLiteStore(tmp_path / "relay.db").open()
 
 
 async def test_postgres_newer_schema_is_refused(postgres_url):
-    """A database written by a newer relay (relay_schema version 6) is refused, not misread."""
-    assert await PostgresStore(postgres_url).upgrade() == (0, 5)
+    """A database written by a newer relay (relay_schema version 7) is refused, not misread."""
+    assert await PostgresStore(postgres_url).upgrade() == (0, 6)
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        await conn.execute("UPDATE relay_schema SET version = 6")
-    with pytest.raises(StoreError, match="schema version 6 is newer than 5"):
+        await conn.execute("UPDATE relay_schema SET version = 7")
+    with pytest.raises(StoreError, match="schema version 7 is newer than 6"):
         await PostgresStore(postgres_url).open()
 
 
-async def test_postgres_version_2_database_upgrades_to_5_keeping_its_data(postgres_url):
+async def test_postgres_version_2_database_upgrades_to_6_keeping_its_data(postgres_url):
     """As on SQLite: version 3 swaps the listing indexes, keeps the rows, and the lookups by
     sender message id and by dead status still find them."""
     import relay.store.postgres_sql as postgres_sql
@@ -261,9 +261,9 @@ async def test_postgres_version_2_database_upgrades_to_5_keeping_its_data(postgr
             " next_attempt_at, created_at, updated_at) VALUES"
             " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'dead', 1, 1, 1)"
         )
-    with pytest.raises(StoreError, match="version 2, relay needs 5"):
+    with pytest.raises(StoreError, match="version 2, relay needs 6"):
         await PostgresStore(postgres_url).open()
-    assert await PostgresStore(postgres_url).upgrade() == (2, 5)
+    assert await PostgresStore(postgres_url).upgrade() == (2, 6)
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         cursor = await conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
@@ -276,8 +276,8 @@ async def test_postgres_version_2_database_upgrades_to_5_keeping_its_data(postgr
 
 
 async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
-    """The schema is events, deliveries, attempts, the workflow tables (batches, rule_limits)
-    and relay_schema (one row: the version)."""
+    """The schema is events, deliveries, attempts, the workflow tables (batches, rule_limits),
+    the suppression list and relay_schema (one row: the version)."""
     await PostgresStore(postgres_url).upgrade()
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         cursor = await conn.execute(
@@ -291,9 +291,10 @@ async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
             "events",
             "relay_schema",
             "rule_limits",
+            "suppressions",
         ]
         cursor = await conn.execute("SELECT version FROM relay_schema")
-        assert await cursor.fetchall() == [(5,)]
+        assert await cursor.fetchall() == [(6,)]
 
 
 async def assert_attempts_keep_renders(store: Store) -> None:
@@ -320,7 +321,7 @@ V3_ROWS = (
 )
 
 
-async def test_sqlite_version_3_database_upgrades_to_5_keeping_its_attempts(tmp_path):
+async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_attempts(tmp_path):
     """Version 5 gives attempts the render they sent; a version-3 file is refused until
     upgraded, and its attempts stay, with no render."""
     from relay.store.migrations import SQLITE_STEPS
@@ -334,13 +335,13 @@ async def test_sqlite_version_3_database_upgrades_to_5_keeping_its_attempts(tmp_
     raw.execute("PRAGMA user_version = 3")
     raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match="version 3, relay needs 5: run `relay db upgrade`"):
+    with pytest.raises(StoreError, match="version 3, relay needs 6: run `relay db upgrade`"):
         await SQLiteStore(tmp_path / "relay.db").open()
-    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (3, 5)
+    assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (3, 6)
     await assert_attempts_keep_renders(SQLiteStore(tmp_path / "relay.db"))
 
 
-async def test_postgres_version_3_database_upgrades_to_5_keeping_its_attempts(postgres_url):
+async def test_postgres_version_3_database_upgrades_to_6_keeping_its_attempts(postgres_url):
     """As on SQLite: a version-3 database is refused until upgraded, then keeps its attempts."""
     import relay.store.postgres_sql as postgres_sql
     from relay.store.migrations import POSTGRES_STEPS
@@ -353,7 +354,7 @@ async def test_postgres_version_3_database_upgrades_to_5_keeping_its_attempts(po
         await conn.execute(postgres_sql.SET_VERSION, [3])
         for statement in V3_ROWS:
             await conn.execute(statement.format(body="'{}'"))
-    with pytest.raises(StoreError, match="version 3, relay needs 5: run `relay db upgrade`"):
+    with pytest.raises(StoreError, match="version 3, relay needs 6: run `relay db upgrade`"):
         await PostgresStore(postgres_url).open()
-    assert await PostgresStore(postgres_url).upgrade() == (3, 5)
+    assert await PostgresStore(postgres_url).upgrade() == (3, 6)
     await assert_attempts_keep_renders(PostgresStore(postgres_url))

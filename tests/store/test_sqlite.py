@@ -19,7 +19,7 @@ async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
     raw = sqlite3.connect(tmp_path / "relay.db")
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("PRAGMA user_version").fetchone() == (5,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (6,)
     finally:
         raw.close()
 

@@ -70,6 +70,25 @@ async def test_the_welcome_email_is_drawn_with_its_html_sandboxed(
     assert '<pre class="email-text">Hi Ada,\n\nThanks for signing up' in email
 
 
+async def test_an_email_of_a_category_shows_its_unsubscribe_headers(project: Project) -> None:
+    """With `unsubscribe:` the email's header list shows List-Unsubscribe (the link, escaped)
+    and List-Unsubscribe-Post, under its subject."""
+    project.edit_rules(
+        "    when: primary_email(data)\n", "    when: primary_email(data)\n    unsubscribe: news\n"
+    )
+    app = create_studio_app(settings_of(project))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8050") as client:
+        email = sends(await page(client, "sample:user.created.json"))["email"]
+    assert (
+        '<dt>List-Unsubscribe</dt><dd class="header">&lt;https://relay.acme.example/unsubscribe/'
+        in email
+    )
+    assert '<dt>List-Unsubscribe-Post</dt><dd class="header">List-Unsubscribe=One-Click</dd>' in (
+        email
+    )
+
+
 async def test_the_slack_alert_is_drawn_like_slack(studio: httpx.AsyncClient) -> None:
     """The Slack message: its section's mrkdwn as Slack formats it, and the notification text."""
     slack = sends(await page(studio, "sample:user.created.json"))["slack-signups"]
