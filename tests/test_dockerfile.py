@@ -28,6 +28,17 @@ from packaging.utils import canonicalize_name
 from tests.conftest import ROOT, TEST_ENV
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+# What the lock's environment markers see in the image (python:3.11-slim, Linux x86_64).
+IMAGE_PLATFORM = {
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "platform_machine": "x86_64",
+    "python_version": "3.11",
+    "python_full_version": "3.11.0",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
 
 
 def instructions(name: str) -> list[str]:
@@ -58,33 +69,38 @@ def test_dependencies_are_installed_from_the_lock_before_the_code_is_copied() ->
     assert "pip install --no-deps --no-build-isolation ." in DOCKERFILE
 
 
-def locked() -> dict[str, tuple[str, list[str]]]:
-    """requirements.lock: each package's pinned version and hashes, by normalised name."""
+def locked() -> dict[str, tuple[str, list[str], bool]]:
+    """requirements.lock: each package's pinned version, hashes and whether the image (Linux,
+    the Dockerfile's Python) installs it, by normalised name."""
     text = (ROOT / "requirements.lock").read_text().replace("\\\n", " ")
-    pins: dict[str, tuple[str, list[str]]] = {}
+    pins: dict[str, tuple[str, list[str], bool]] = {}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        requirement, *options = line.split()
-        name, _, version = requirement.partition("==")
-        assert version, f"not pinned: {line}"
-        hashes = [o.removeprefix("--hash=") for o in options if o.startswith("--hash=sha256:")]
-        pins[canonicalize_name(name)] = (version, hashes)
+        spec, *options = line.split(" --")
+        requirement = Requirement(spec)
+        (pinned,) = requirement.specifier
+        assert pinned.operator == "==", f"not pinned: {line}"
+        hashes = [o.removeprefix("hash=") for o in options if o.startswith("hash=sha256:")]
+        in_image = requirement.marker is None or requirement.marker.evaluate(IMAGE_PLATFORM)
+        pins[canonicalize_name(requirement.name)] = (pinned.version, hashes, in_image)
     return pins
 
 
 def test_the_lock_pins_every_runtime_dependency_within_its_floor() -> None:
     """Every dependency of pyproject.toml is in requirements.lock, pinned (==) with hashes, at a
-    version its specifier allows; the build backend is locked too; no test tool is."""
+    version its specifier allows, for the image's platform (not behind a Windows-only marker);
+    the build backend is locked too; no test tool is."""
     pins = locked()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for spec in [*project["project"]["dependencies"], *project["build-system"]["requires"]]:
         requirement = Requirement(spec)
-        version, hashes = pins[canonicalize_name(requirement.name)]
+        version, hashes, in_image = pins[canonicalize_name(requirement.name)]
         assert requirement.specifier.contains(version), f"{spec}: locked {version}"
         assert hashes, f"{requirement.name} has no hash"
-    assert all(hashes for _, hashes in pins.values())
+        assert in_image, f"{requirement.name} is locked only for another platform"
+    assert all(hashes for _, hashes, _ in pins.values())
     for tool in ("pytest", "svix", "respx", "mypy"):
         assert tool not in pins
 
