@@ -49,15 +49,19 @@ rules-test: $(STAMP)
 	$(BIN)/relay test
 	for rules in examples/*/rules.yaml; do $(BIN)/relay test --rules $$rules || exit 1; done
 
+# The suite runs on up to 4 worker processes (pytest-xdist): the end-to-end tests mostly wait on
+# real relay processes, so two workers on two cores halve the run.
+PYTEST_WORKERS := -n auto --maxprocesses 4
+
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 ## floors: the unit tests on the lowest versions pyproject.toml allows (a venv of their own)
 floors: $(STAMP)
 	rm -rf .venv-floors
 	$(BIN)/uv venv -q -p "$$(command -v $(PYTHON))" .venv-floors
 	$(BIN)/uv pip install -q --python .venv-floors/bin/python --resolution lowest-direct -e '.[dev]'
-	.venv-floors/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/e2e
+	.venv-floors/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) --ignore=tests/e2e
 
 ## lock: pin the image's dependencies (requirements.lock: versions and hashes) from pyproject.toml
 lock: $(STAMP)
