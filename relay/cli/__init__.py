@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from relay import __version__
-from relay.cli._shared import EXIT_INTERRUPTED, EXIT_USAGE
+from relay.cli._shared import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from relay.errors import SettingsError
 
 __all__ = ["COMMANDS", "main"]
@@ -72,3 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader closed the pipe (`relay events | head`): stop quietly, as a command killed
+        # by SIGPIPE would. What is still buffered for stdout goes nowhere, not into a second
+        # error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

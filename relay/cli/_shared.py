@@ -20,6 +20,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and found a problem (invalid config, a failed request, ...)
 EXIT_USAGE = 2  # the command line or the environment is wrong
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (`relay preview | head`), as after SIGPIPE
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from relay.cli import main
-from tests.conftest import TEST_ENV, Project
+from tests.conftest import ROOT, TEST_ENV, Project
 
 
 @pytest.fixture(autouse=True)
@@ -195,3 +198,20 @@ def test_every_clerk_example_is_routed_sanely(project: Project) -> None:
         matched = {r.rule for r in results if r.matched}
         assert matched == expected.get(event["type"], set()), path.name
         assert all(s.error is None for r in results for s in r.sends), path.name
+
+
+def test_preview_into_a_closed_pipe_stops_quietly_with_141(project: Project) -> None:
+    """`relay preview | head`: the reader goes away; relay exits 141 (as SIGPIPE would) and
+    writes no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "relay", "preview", "--rules", str(project.rules),
+             "--templates", str(project.templates), str(ROOT / "samples/user.created.json")],
+            stdout=write_end, stderr=subprocess.PIPE, env={**os.environ, **TEST_ENV},
+            timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, b"")
