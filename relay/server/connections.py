@@ -1,6 +1,6 @@
 """The HTTP connections a relay serves: bounded in number, never idle for long, and closed so that
-the client reads its answer. uvicorn's httptools protocol (its C parser: about 1.7x the requests
-a core serves with h11, bench/RESULTS.md), with a ``ConnectionGuard`` shared by all; the same
+the client reads its answer. uvicorn's httptools protocol (its C parser: 1.4-1.7x the requests a
+core serves with h11, bench/RESULTS.md), with a ``ConnectionGuard`` shared by all; the same
 guard also wraps uvicorn's h11 protocol (``ConnectionGuard.protocol("h11")``).
 
 - **At most ``max_connections`` open.** A connection past the limit closes the connection that
