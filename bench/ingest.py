@@ -9,8 +9,8 @@ Reported: events/s and latency percentiles as wrk counts them, each process's CP
 (wrk's own too: a load generator near 100% of its core sets the figures, not the server).
 
 --load python swaps in the old Python generator (bench/_load.py: --events, --warmup, --client,
---latency-log); it caps fast servers (about 4,900 requests/s for the baseline where wrk drives
-6,000), so its output says it is a fallback and its figures are not comparable with wrk's.
+--latency-log); it can cap fast servers (it capped the h11 baseline at about 4,900 requests/s
+where wrk drove 6,000), so its output says it is a fallback and its figures are not comparable.
 
 Targets:
   baseline  bench/baseline_app.py: Starlette + uvicorn, verify the signature, answer 200
