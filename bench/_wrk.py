@@ -58,16 +58,18 @@ def raw_request(method: str, path: str, headers: Mapping[str, str], body: bytes 
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+_LUA_OTHER = re.compile(rb"[^\x20-\x7e]")
+
+
 def _lua_string(data: bytes) -> str:
-    """``data`` as a Lua string literal (printable ASCII kept, everything else ``\\ddd``)."""
-    out = []
-    for byte in data:
-        char = chr(byte)
-        if char in '"\\' or not 32 <= byte < 127:
-            out.append(f"\\{byte:03d}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
+    """``data`` as a Lua string literal: printable ASCII kept, quote, backslash, CR and LF as
+    their short escapes, any other byte ``\\ddd`` (byte by byte only where one is present:
+    the common case is replaces, fast for a script of 100,000 requests)."""
+    escaped = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    escaped = escaped.replace(b"\r", b"\\r").replace(b"\n", b"\\n")
+    if _LUA_OTHER.search(escaped):
+        escaped = _LUA_OTHER.sub(lambda m: b"\\%03d" % m.group()[0], escaped)
+    return '"' + escaped.decode("ascii") + '"'
 
 
 def write_script(path: Path, requests: Iterable[bytes]) -> Path:

@@ -1,8 +1,10 @@
 """Baseline for bench/ingest.py: verify the Svix signature, answer 200, store nothing.
 
 A minimal Starlette app served by uvicorn with the settings ``relay serve`` uses (same uvicorn,
-default loop and HTTP implementation, log_level warning, no access log, no server header), so the
-difference between this and relay is what relay does beyond verification.
+asyncio loop, httptools HTTP protocol, log_level warning, no access log, no server header), so the
+difference between this and relay is what relay does beyond verification. It parses the body with
+the standard library's ``json`` (relay's ``deepjson`` uses orjson where it agrees: about 6 us of
+an event's 160 us here).
 
     BENCH_SECRET=whsec_... python bench/baseline_app.py --port 8100
 """
@@ -65,6 +67,8 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
         server_header=False,
+        http="httptools",
+        loop="asyncio",
     )
 
 

@@ -1,10 +1,16 @@
 """Ingest throughput and latency: relay vs a verify-only baseline vs a naive commit-per-request.
 
 Each target is started in turn as a subprocess pinned to CPU 0 (``taskset -c 0``) and driven over
-real HTTP by this process, pinned to CPU 1, at a fixed concurrency (C connections, one request in
-flight on each). Every request is a distinct Clerk ``user.created`` event with its own svix-id,
-signed beforehand, so deduplication cannot shortcut anything and signing costs nothing in the
-timed phase. A warm-up (not timed) precedes each measurement.
+real HTTP by wrk (C, bench/_wrkload.py) pinned to CPU 1, at a fixed concurrency (C connections,
+one request in flight on each), for --seconds after a --warmup-seconds warm-up. Every request is
+a distinct Clerk ``user.created`` event with its own svix-id, signed beforehand into wrk's Lua
+script, so deduplication cannot shortcut anything and signing costs nothing in the timed phase.
+Reported: events/s and latency percentiles as wrk counts them, each process's CPU from /proc
+(wrk's own too: a load generator near 100% of its core sets the figures, not the server).
+
+--load python swaps in the old Python generator (bench/_load.py: --events, --warmup, --client,
+--latency-log); it can cap fast servers (it capped the h11 baseline at about 4,900 requests/s
+where wrk drove 6,000), so its output says it is a fallback and its figures are not comparable.
 
 Targets:
   baseline  bench/baseline_app.py: Starlette + uvicorn, verify the signature, answer 200
@@ -25,10 +31,11 @@ as many replicas as cores nothing is free for the load generator: it then runs o
 delivers every event it accepts, to a fake sink (bench/fake_sink.py, fast 200s) on the load CPU,
 so ingest shares its core with delivery. The figures are still ingest's.
 
-    .venv/bin/python bench/ingest.py                  # N=5000 per target, C=32
+    .venv/bin/python bench/ingest.py                  # wrk, 10 s per target, C=32
     .venv/bin/python bench/ingest.py --targets relay --repeat 3 \
         --database-url postgresql://postgres@127.0.0.1:5432/test --replicas 2
-    .venv/bin/python bench/ingest.py --events 20000 --concurrency 64 --targets relay,baseline
+    .venv/bin/python bench/ingest.py --seconds 20 --concurrency 64 --targets relay,baseline
+    .venv/bin/python bench/ingest.py --load python --events 20000   # the fallback
     .venv/bin/python bench/ingest.py --targets relay --with-worker
     .venv/bin/python bench/ingest.py --profile /tmp/prof   # py-spy on relay during its run
 """
@@ -76,6 +83,7 @@ from _report import (
     median_by_rate,
     percentile,
 )
+from _wrkload import run_wrk_load
 
 from relay.store import redact_url
 
@@ -84,15 +92,19 @@ from relay.store import redact_url
 class Result:
     target: str
     events: int
-    latencies_ms: list[float]
+    percentiles: dict[int, float]  # percentile -> ms
     errors: int
     first_error: str
     meters: Meters
     stored: str = ""
     commits: str = ""
+    wrk_rate: float = 0.0  # requests/s as wrk counted them (0: the Python fallback ran)
+    wrapped: int = 0  # times wrk's script started over (its events then were duplicates)
 
     @property
     def rate(self) -> float:
+        if self.wrk_rate:
+            return self.wrk_rate
         return self.events / self.meters.seconds if self.meters.seconds else 0.0
 
     @property
@@ -107,7 +119,7 @@ class Result:
         return 1000 * self.meters.pg_cpu * self.meters.seconds / self.events
 
     def p(self, q: float) -> float:
-        return percentile(sorted(self.latencies_ms), q)
+        return self.percentiles.get(round(100 * q), float("nan"))
 
 
 # --- targets ------------------------------------------------------------------------------------
@@ -199,9 +211,6 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
         for proc, port in zip(target.procs, target.ports, strict=True):
             wait_http(proc, port)
         tag = f"{run}{int(time.time()) % 100000}"
-        # The Host header names the first port; servers here ignore it.
-        warmup = make_requests(args.warmup, secret, target.ports[0], tag + "w")
-        timed = make_requests(args.events, secret, target.ports[0], tag + "t")
         pids = {proc.pid for proc in target.procs}
         pg_pids = None
         if db is not None and db.is_postgres:
@@ -209,8 +218,6 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
 
             def pg_pids() -> set[int]:
                 return postgres_serving(admin, pids)
-
-        meters = Meters([proc.pid for proc in target.procs], [PID_SELF], pg_pids)
 
         relay = name.startswith("relay")
         commits_before: list[dict[str, float]] = []
@@ -221,37 +228,68 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
             for profiler in profilers:
                 profiler.start()
 
-        tally = asyncio.run(
-            run_load(target.ports, warmup, timed, args.concurrency, args.client, meters, during)
-        )
+        if args.load == "wrk":
+            tally, meters = run_wrk_load(
+                target.ports,
+                [proc.pid for proc in target.procs],
+                secret,
+                tag,
+                tmp,
+                connections=args.concurrency,
+                seconds=args.seconds,
+                warmup_seconds=args.warmup_seconds,
+                cpu=args.load_cpu_num,
+                pg_pids=pg_pids,
+                during=during,
+            )
+            sent = tally.warmup_requests + tally.requests
+            events, errors, wrapped = tally.requests, tally.errors, tally.wrapped
+            kinds, percentiles, wrk_rate = tally.kinds, tally.percentiles, tally.rate
+        else:
+            # The Host header names the first port; servers here ignore it.
+            warmup = make_requests(args.warmup, secret, target.ports[0], tag + "w")
+            timed = make_requests(args.events, secret, target.ports[0], tag + "t")
+            meters = Meters([proc.pid for proc in target.procs], [PID_SELF], pg_pids)
+            py_tally = asyncio.run(
+                run_load(target.ports, warmup, timed, args.concurrency, args.client, meters, during)
+            )
+            sent = len(warmup) + len(timed)
+            events, errors, wrapped, wrk_rate = len(timed), py_tally.errors, 0, 0.0
+            kinds = py_tally.kinds
+            ordered = sorted(py_tally.latencies_ms)
+            percentiles = {p: percentile(ordered, p / 100) for p in (50, 75, 90, 99)}
+            if args.latency_log:
+                t_first = min(py_tally.started, default=0.0)
+                with args.latency_log.open("a") as f:
+                    for t0, ms in zip(py_tally.started, py_tally.latencies_ms, strict=True):
+                        f.write(f"{target.label},{run},{t0 - t_first:.6f},{ms:.3f}\n")
         for profiler in profilers:
             profiler.stop()
         stored = ""
         if db is not None:
-            events = db.count("SELECT COUNT(*) FROM events")
+            stored_events = db.count("SELECT COUNT(*) FROM events")
             deliveries = db.count("SELECT COUNT(*) FROM deliveries")
-            stored = f"{events} events, {deliveries} deliveries"
-            if events != len(warmup) + len(timed) - tally.errors:
+            stored = f"{stored_events} events, {deliveries} deliveries"
+            # wrk stops with requests in flight: those may be stored yet not counted as answered
+            answered = sent - errors
+            if stored_events < answered or (args.load == "python" and stored_events != answered):
                 stored += " (MISMATCH)"
         commits = ""
         if relay:
             after = [commit_stats(port) for port in target.ports]
             commits = commit_text(after, commits_before)
-        first_error = tally.kinds.most_common(1)[0][0] if tally.kinds else ""
-        if args.latency_log:
-            t_first = min(tally.started, default=0.0)
-            with args.latency_log.open("a") as f:
-                for t0, ms in zip(tally.started, tally.latencies_ms, strict=True):
-                    f.write(f"{target.label},{run},{t0 - t_first:.6f},{ms:.3f}\n")
+        first_error = kinds.most_common(1)[0][0] if kinds else ""
         return Result(
             target.label,
-            len(timed),
-            tally.latencies_ms,
-            tally.errors,
+            events,
+            percentiles,
+            errors,
             first_error,
             meters,
             stored,
             commits,
+            wrk_rate,
+            wrapped,
         )
     finally:
         for proc in target.procs:
@@ -267,12 +305,35 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
             db.drop()
 
 
+def spread(results: Sequence[Result]) -> str:
+    """`` (min-max)`` of the runs' events/s, or nothing for a single run."""
+    if len(results) < 2:
+        return ""
+    rates = sorted(r.rate for r in results)
+    return f" ({rates[0]:,.0f}-{rates[-1]:,.0f})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=5000, help="timed events per target (5000)")
-    parser.add_argument("--warmup", type=int, default=500, help="untimed events first (500)")
+    parser.add_argument(
+        "--load",
+        choices=["wrk", "python"],
+        default="wrk",
+        help="load generator: wrk (C, the default; the figures that count) or the Python "
+        "fallback (bench/_load.py: caps fast servers, its figures are not comparable)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="wrk: timed phase per target and run (10)"
+    )
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=2.0, help="wrk: untimed warm-up first (2)"
+    )
+    parser.add_argument(
+        "--events", type=int, default=5000, help="python: timed events per target (5000)"
+    )
+    parser.add_argument("--warmup", type=int, default=500, help="python: untimed events (500)")
     parser.add_argument("--concurrency", type=int, default=32, help="connections in flight (32)")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument(
@@ -285,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--client",
         choices=["raw", "httpx"],
         default="raw",
-        help="load client: raw asyncio streams (default, cheapest) or httpx.AsyncClient",
+        help="python load client: raw asyncio streams (default, cheapest) or httpx.AsyncClient",
     )
     parser.add_argument("--profile", type=Path, help="run py-spy on the targets, write here")
     parser.add_argument("--profile-targets", default="relay", help="which targets to profile")
@@ -299,7 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per target; median shown")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (db, logs)")
     parser.add_argument(
-        "--latency-log", type=Path, help="append target,run,start_s,latency_ms lines here"
+        "--latency-log",
+        type=Path,
+        help="python: append target,run,start_s,latency_ms lines here",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument(
@@ -330,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.events < 1 or args.concurrency < 1 or args.events > 1_000_000:
         parser.error("--events must be 1..1000000 and --concurrency >= 1")
+    if not 1 <= args.seconds <= 120 or not 1 <= args.warmup_seconds <= 30:
+        parser.error("--seconds must be 1..120 and --warmup-seconds 1..30")
+    if args.load == "wrk" and args.latency_log:
+        parser.error("--latency-log needs --load python (wrk reports percentiles only)")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.database_url and not is_postgres(args.database_url):
         parser.error("--database-url must be a postgresql:// URL (the default is SQLite)")
@@ -342,18 +409,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     load_cpu = args.load_cpu or ("1" if args.replicas == 1 else "any")
     pin_self(LOAD_CPU if load_cpu == "1" else None)
+    args.load_cpu_num = LOAD_CPU if load_cpu == "1" else None
     secret = new_secret()
     cpus = os.cpu_count() or 1
     if args.replicas > 1:
         servers = ", ".join(f"replica {i} on CPU {replica_cpu(i)}" for i in range(args.replicas))
     else:
         servers = f"server on CPU {SERVER_CPU}"
-    print(
-        f"ingest bench: {args.events} events per target (+{args.warmup} warm-up), "
-        f"concurrency {args.concurrency}, client {args.client}; {servers}, "
-        f"load on {'CPU ' + str(LOAD_CPU) if load_cpu == '1' else 'any CPU'}"
-        f" ({cpus} CPUs)"
-    )
+    where = f"load on {'CPU ' + str(LOAD_CPU) if load_cpu == '1' else 'any CPU'} ({cpus} CPUs)"
+    if args.load == "wrk":
+        print(
+            f"ingest bench (wrk): {args.seconds:g} s per target and run (+{args.warmup_seconds:g}"
+            f" s warm-up), {args.concurrency} connections, distinct pre-signed user.created "
+            f"events; {servers}, {where}"
+        )
+    else:
+        print(
+            f"ingest bench (PYTHON FALLBACK load generator, client {args.client}: it caps fast "
+            "servers, so these figures are NOT comparable with wrk's): "
+            f"{args.events} events per target (+{args.warmup} warm-up), "
+            f"concurrency {args.concurrency}; {servers}, {where}"
+        )
     if args.database_url:
         print(
             f"relay stores in {postgres_server(args.database_url)} at "
@@ -367,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(describe_relay())
     runs: dict[str, list[Result]] = {name: [] for name in targets}
+    load_name = "wrk" if args.load == "wrk" else "load"
     with workdir(keep=args.keep) as tmp:
         p50, p90 = commit_latency_ms(tmp)
         print(
@@ -386,21 +463,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     + (f" ({r.first_error})" if r.first_error else "")
                     + f"; server CPU {cpus_text(r.meters.server_cpus)}"
                     + (f", PostgreSQL CPU {100 * r.meters.pg_cpu:.0f}%" if r.meters.pg_pids else "")
-                    + f", load CPU {100 * r.meters.helper_cpu:.0f}%"
+                    + f", {load_name} CPU {100 * r.meters.helper_cpu:.0f}%"
                     + f", other load {100 * r.meters.other_cpu:.0f}%"
                     + f", steal {100 * r.meters.steal:.0f}%"
                     + (f"; stored {r.stored}" if r.stored else "")
+                    + (f"; SCRIPT WRAPPED {r.wrapped}x (duplicates sent)" if r.wrapped else "")
                     + (f"\n  {r.commits}" if r.commits else ""),
                     flush=True,
                 )
     results = [median_by_rate(rs) for rs in runs.values()]
+    runs_of = {median_by_rate(rs).target: rs for rs in runs.values()}
     print()
     if args.repeat > 1:
-        print(f"(median of {args.repeat} runs by throughput)")
+        print(f"(median of {args.repeat} runs by throughput; events/s spread min-max)")
     rows = [
         (
             r.target,
-            f"{r.rate:,.0f}",
+            f"{r.rate:,.0f}" + spread(runs_of[r.target]),
             f"{r.p(0.5):.1f}",
             f"{r.p(0.99):.1f}",
             r.errors,
@@ -426,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "PG ms/event",
         "other CPU",
         "steal",
-        "load CPU",
+        f"{load_name} CPU",
     ]
     print(fmt_table(headers, rows))
     print(
@@ -465,6 +544,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"warning: the load generator used > 85% of its core for {', '.join(busy)}: "
             "the figures for those may be load-bound, not server-bound"
         )
+    wrapped = [r.target for r in results if r.wrapped]
+    if wrapped:
+        print(f"warning: wrk's script wrapped for {', '.join(wrapped)}: duplicates were sent")
+    if args.load == "python":
+        print(
+            "note: Python fallback load generator: these figures are not comparable with wrk's "
+            "(the generator, not the server, may set them); rerun without --load python"
+        )
     noisy = [r.target for r in results if r.meters.other_cpu > 0.10]
     if noisy:
         print(
@@ -498,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "machine_cpu": r.meters.machine,
                         "steal_cpu": r.meters.steal,
                         "load_cpu": r.meters.helper_cpu,
+                        "load": args.load,
+                        "p90_ms": r.p(0.9),
                         "database": "postgresql" if args.database_url else "sqlite",
                         "replicas": args.replicas if r.target.startswith("relay") else 1,
                     }

@@ -118,6 +118,8 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
         server_header=False,
+        http="httptools",  # the stack relay serve and the baseline use
+        loop="asyncio",
     )
 
 

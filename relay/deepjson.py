@@ -8,6 +8,13 @@ may be nested deeper than that and is still valid JSON that relay must accept, s
 ``NaN``/``Infinity``, the last of repeated keys, the same errors for what is not JSON), at any
 depth, without raising the recursion limit (which would let C code overflow the stack instead).
 
+``loads`` tries orjson first (about 3x faster than ``json`` on a Clerk event: ingest parses every
+body) where orjson cannot differ from ``json``: orjson refuses NaN/Infinity, numbers out of a
+double's range, lone surrogates (escaped or encoded), a UTF-8 BOM, other encodings than UTF-8 and
+nesting past 1,024 levels, and any of those errors sends the text to ``json``; the one thing
+orjson accepts but reads differently, an integer beyond 64 bits (a float to orjson), is kept from
+it by a check for a run of 19 digits. Duplicate keys keep the last value in both.
+
 What then uses such a value may still hit the limit (a template printing a whole deep object, a
 sink encoding it): that is a RecursionError there, the one delivery's own error.
 """
@@ -23,6 +30,8 @@ from json.encoder import encode_basestring_ascii  # C-accelerated
 from json.scanner import NUMBER_RE
 from typing import Any
 
+import orjson
+
 __all__ = ["dumps", "loads"]
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -36,9 +45,21 @@ _LITERALS: tuple[tuple[str, Any], ...] = (
 )
 
 
+# Digits become "0", so a run of 19 digits (in a number or not) is a find of 19 zeros: what could
+# be an integer beyond orjson's 64 bits goes to ``json``. Faster than a regex by about 7x.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
+
 def loads(data: bytes | bytearray | str) -> Any:
     """``json.loads(data)``, at any depth: ValueError (``json.JSONDecodeError`` or
     UnicodeDecodeError) for what is not JSON."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.translate(_DIGITS_AS_ZERO).find(_LONG_RUN) < 0:
+        try:
+            return orjson.loads(raw)
+        except ValueError:  # orjson.JSONDecodeError is one
+            pass  # not JSON to orjson: ``json`` decides (and raises its own error)
     try:
         return json.loads(data)
     except RecursionError:

@@ -7,11 +7,20 @@ import asyncio
 import errno
 import logging
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from relay.server.connections import FILES_RESERVED, AcceptFailures, connections_allowed
+from relay.server.connections import (
+    FILES_RESERVED,
+    AcceptFailures,
+    ConnectionGuard,
+    RelayHttpToolsProtocol,
+    connections_allowed,
+)
 
 
 class Clock:
@@ -80,3 +89,29 @@ def test_relay_listens_on_sockets_that_say_they_are_tcp() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_the_guard_wraps_httptools_by_default_and_h11_on_request() -> None:
+    """guard.protocol() is uvicorn's httptools protocol under the guard (what relay serve uses);
+    protocol("h11") the h11 one; both classes share the one guard."""
+    guard = ConnectionGuard(max_connections=8, idle_timeout_s=5.0)
+    fast, slow = guard.protocol(), guard.protocol("h11")
+    assert issubclass(fast, HttpToolsProtocol)
+    assert issubclass(slow, H11Protocol)
+    assert fast.guard is guard
+    assert slow.guard is guard
+
+
+def test_httptools_connections_linger_while_a_body_may_still_come() -> None:
+    """With httptools, the client may still be sending while its request's body is incomplete
+    or after an unparsable request (answered 400); not once the body is whole or between
+    requests."""
+    protocol = RelayHttpToolsProtocol.__new__(RelayHttpToolsProtocol)
+    protocol.cycle = None
+    assert not protocol._unread()
+    protocol.cycle = SimpleNamespace(more_body=True)
+    assert protocol._unread()
+    protocol.cycle = SimpleNamespace(more_body=False)
+    assert not protocol._unread()
+    protocol._bad_request = True
+    assert protocol._unread()

@@ -81,3 +81,81 @@ def test_loads_bytes_as_json_does() -> None:
         deepjson.loads("\ufeff" + deep)
     with pytest.raises(ValueError, match="Expecting ',' delimiter"):
         deepjson.loads(("[" * 5000 + "1 2" + "]" * 5000).encode())
+
+
+# --- loads through orjson: the same results as json.loads, or json decides ---------------------
+
+
+def typed(value: Any) -> str:
+    """``value`` written out so that 1, 1.0 and True differ, NaN equals NaN and key order counts
+    (deepjson.dumps: json.dumps's text at any depth, tested above)."""
+    return deepjson.dumps(value)
+
+
+def json_result(data: bytes | str) -> str:
+    """What json.loads makes of ``data`` (its loop parser past the recursion limit), typed, or
+    the error's type and message."""
+    try:
+        try:
+            return typed(json.loads(data))
+        except RecursionError:
+            text = data.decode(json.detect_encoding(data)) if isinstance(data, bytes) else data
+            return typed(deepjson._parse(text))
+    except ValueError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def deepjson_result(data: bytes | str) -> str:
+    try:
+        return typed(deepjson.loads(data))
+    except ValueError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+ORJSON_DIFFERS = [
+    pytest.param(b"[" * 1025 + b"]" * 1025, id="nesting past orjson's 1024"),
+    pytest.param(b'{"a":' * 1100 + b"1" + b"}" * 1100, id="objects past orjson's 1024"),
+    pytest.param(b'"\\ud800"', id="lone high surrogate escaped"),
+    pytest.param(b'"\\udc00\\ud800"', id="surrogates in the wrong order"),
+    pytest.param(b'{"\\udfff": 1}', id="lone surrogate in a key"),
+    pytest.param(b'"\xed\xa0\x80"', id="surrogate encoded in UTF-8"),
+    pytest.param('"\ud800"', id="str holding a lone surrogate"),
+    pytest.param(b"NaN", id="NaN"),
+    pytest.param(b"[Infinity, -Infinity]", id="Infinity"),
+    pytest.param(b"1e400", id="double overflow to inf"),
+    pytest.param(b"-1.7976931348623159e308", id="just past the largest double"),
+    pytest.param(b"18446744073709551616", id="2**64"),
+    pytest.param(b"-9223372036854775809", id="below int64"),
+    pytest.param(b'{"n": 123456789012345678901234567890}', id="a 30-digit int"),
+    pytest.param(b"18446744073709551615", id="2**64 - 1"),
+    pytest.param(b"-9223372036854775808", id="int64 min"),
+    pytest.param(b"9999999999999999999", id="19 nines"),
+    pytest.param(b'{"a": 1, "b": 2, "a": 3}', id="duplicate keys"),
+    pytest.param(b'\xef\xbb\xbf{"a": 1}', id="UTF-8 BOM"),
+    pytest.param('{"a": [1, 2]}'.encode("utf-16"), id="UTF-16"),
+    pytest.param(b'"\xff"', id="invalid UTF-8"),
+    pytest.param(b'"a\x01b"', id="control character in a string"),
+    pytest.param(b"[1,]", id="trailing comma"),
+    pytest.param(b"-0", id="minus zero int"),
+    pytest.param(b"[-0.0, 1E2, 4.9e-324, 1e-400, 0.1]", id="floats at the edges"),
+    pytest.param(b"", id="empty"),
+    pytest.param(b" \t\n\r[1] \n", id="whitespace"),
+    pytest.param(b"\x0c1", id="form feed is not whitespace"),
+]
+
+
+@pytest.mark.parametrize("data", ORJSON_DIFFERS)
+def test_loads_agrees_with_json_where_orjson_differs(data: bytes | str) -> None:
+    """Inputs orjson refuses or reads otherwise than json: loads gives json's value (type,
+    key order) or json's error."""
+    assert deepjson_result(data) == json_result(data)
+
+
+@settings(max_examples=300)
+@given(value=json_values, ascii_only=st.booleans())
+def test_loads_agrees_with_json_loads(value: Any, ascii_only: bool) -> None:
+    """Any value json writes, as bytes or str, loads as json.loads reads it, types and all."""
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert deepjson_result(text) == json_result(text)
+    data = text.encode("utf-8", "surrogatepass")
+    assert deepjson_result(data) == json_result(data)

@@ -169,7 +169,10 @@ def _serve(settings: Settings, config: Config, store: Store, say: Callable[[str]
             app,
             host=settings.host,
             port=settings.port,
-            http=guard.protocol(),
+            http=guard.protocol("httptools"),
+            # asyncio's loop, even where uvloop is installed: AcceptFailures reads asyncio's
+            # accept() error (uvloop reports it otherwise), and the suites run on asyncio
+            loop="asyncio",
             timeout_keep_alive=max(1, round(settings.idle_timeout_s)),
             log_level="warning",
             log_config=None,  # uvicorn's loggers propagate to relay's handler (logs.configure)
