@@ -296,9 +296,6 @@ def run_target(name: str, tmp: Path, secret: str, args: argparse.Namespace, run:
             code = proc.stop()
             if code not in (0, None, -signal.SIGTERM):
                 print(f"  {proc.name} exited with {code}:\n{proc.tail()}")
-            note = [line for line in proc.tail(5).splitlines() if "group commit" in line]
-            if note:
-                print(f"  {note[-1]}")
         for helper in target.helpers:
             helper.stop()
         if db is not None and db.is_postgres and not args.keep:
@@ -340,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--targets",
         default="baseline,naive,relay",
         help="comma-separated: baseline, naive, relay, or relay:VARIANT (an experiment of "
-        "bench/relay_variants.py, e.g. relay:group or relay:group+nolog)",
+        "bench/relay_variants.py, e.g. relay:stock+nolog or relay:hop)",
     )
     parser.add_argument(
         "--client",

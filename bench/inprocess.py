@@ -53,7 +53,7 @@ def build_app(target: str, secret: str, tmp: Path) -> Any:
     from relay.settings import Settings
     from relay.store import sqlite as sqlite_store
     from relay.store import sqlite_writes
-    from relay.store.base import IngestOutcome
+    from relay.store.steps import ACCEPTED
 
     rules, templates = write_rules(tmp, sink_url="http://127.0.0.1:9/unused")
     os.environ.update(relay_env(tmp / "relay.db", secret, rules, templates))
@@ -64,7 +64,7 @@ def build_app(target: str, secret: str, tmp: Path) -> Any:
     if variant == "nolog":
         logging.getLogger("relay").setLevel(logging.WARNING)
     if variant == "nosql":
-        sqlite_writes.ingest_batch = lambda conn, batch: [IngestOutcome.ACCEPTED] * len(batch)
+        sqlite_writes.ingest_batch = lambda conn, batch: [ACCEPTED] * len(batch)
     config = load(settings, "serve", log_file)
     assert config is not None, "bench rules do not load"
     store_type = NoStore if variant == "nostore" else sqlite_store.SQLiteStore

@@ -4,14 +4,14 @@ Serves the real relay app exactly as ``relay serve`` does (same config loading, 
 uvicorn settings), with one thing changed per variant, so bench/ingest.py can say what each part
 costs and what a fix would gain before anyone changes relay/:
 
-A variant is one store, optionally followed by flags, joined with "+" (e.g. group+nolog):
+A variant is one store, optionally followed by flags, joined with "+" (e.g. stock+nolog):
 
   stock         the store unchanged (checks that this launcher matches `relay serve`)
-  nostore       ingest() answers ACCEPTED without touching SQLite or the store thread
-  hop           nostore plus the round trip to the store thread every real ingest makes
-  group         prototype group commit: concurrent ingest() calls share one transaction and one
-                fsync on the store's single thread; each caller is answered when its batch is
-                durable (see GroupCommitSQLiteStore)
+  nostore       ingest answers ACCEPTED without touching SQLite or the store thread
+  hop           the store's group commit and its round trip to the store thread, without SQL
+
+(The prototype ``group`` variant is gone: the shipped stores group their commits,
+relay.store.group.)
 flags:
   nolog         relay's logger at WARNING: no per-event "event accepted" JSON line
   nosync        PRAGMA synchronous = NORMAL: WAL commits without an fsync (NOT durable; shows
@@ -28,50 +28,37 @@ On PostgreSQL (RELAY_DATABASE_URL=postgresql://...) the store is PostgresStore (
 and these flags apply, with nolog, si1ms, gcfreeze and gcoff:
   nocheck       the connection pool without its per-checkout check (psycopg_pool runs an empty
                 query, one round trip, every time a connection is taken from the pool)
-  onestmt       ingest, claim_due and the record of an attempt each as one statement in
-                autocommit, instead of BEGIN, 2 to 3 statements and COMMIT in a transaction:
-                one round trip instead of 4 to 5 (see OneStatementPostgresStore)
+  onestmt       claim_due and the record of an attempt each as one statement in autocommit,
+                the record not grouped with others (see OneStatementPostgresStore); the stock
+                ingest is already one statement per group of events
 
     RELAY_DATABASE_URL=... RELAY_RULES=... CLERK_WEBHOOK_SIGNING_SECRET=... \\
-        python bench/relay_variants.py group+nolog --no-worker --port 8000
+        python bench/relay_variants.py stock+nolog --no-worker --port 8000
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import gc
 import logging
-import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from relay.errors import StoreError
-from relay.store.base import IngestOutcome, NewDelivery, NewEvent
+from relay.store.base import NewDelivery, NewEvent, Recorded
+from relay.store.group import PendingIngest
+from relay.store.results import ResultChange
 from relay.store.sqlite import SQLiteStore
-from relay.store.sqlite_writes import translate
+from relay.store.steps import ACCEPTED, IngestResult, Step
 
-STORES = ("stock", "nostore", "hop", "group")
+STORES = ("stock", "nostore", "hop")
 FLAGS = ("nolog", "nosync", "nockpt", "si1ms", "gcfreeze", "gcoff", "claimidx")
 PG_FLAGS = ("nolog", "si1ms", "gcfreeze", "gcoff", "nocheck", "onestmt")
 CLAIM_INDEX = (
     "CREATE INDEX IF NOT EXISTS deliveries_claimable ON deliveries (sink, next_attempt_at, id)"
     " WHERE status IN ('pending', 'failed')"
-)
-
-_INSERT_EVENT = (
-    "INSERT INTO events (id, source, message_id, type, received_at, body)"
-    " VALUES (:id, :source, :message_id, :type, :received_at, :body)"
-    " ON CONFLICT (source, message_id) DO NOTHING"
-)
-_INSERT_DELIVERY = (
-    "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key,"
-    " status, next_attempt_at, created_at, updated_at) VALUES (:id, :event_id,"
-    " :rule, :send_index, :sink, :idempotency_key, 'pending', :next_attempt_at, :now, :now)"
 )
 
 
@@ -92,152 +79,25 @@ def with_statements(base: type[SQLiteStore], statements: Sequence[str]) -> type[
 
 
 class NoStore(SQLiteStore):
-    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
-        return IngestOutcome.ACCEPTED
+    """Every ingest (``ingest`` and ``admit`` both go through ``admit``) accepted at once."""
+
+    async def admit(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
+    ) -> IngestResult:
+        return ACCEPTED
 
 
 class HopStore(SQLiteStore):
-    """No SQL, but the same round trip to the store thread that every real ingest makes."""
+    """No SQL, but the group commit and the round trip to the store thread that every batch of
+    real ingests makes."""
 
-    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
-        rows = [{**asdict(d), "event_id": event.id, "now": event.received_at} for d in deliveries]
-        return await self._run("hop", lambda conn: IngestOutcome.ACCEPTED if rows else None)
-
-
-_Item = tuple[dict[str, Any], list[dict[str, Any]], "asyncio.Future[IngestOutcome]"]
-
-
-class GroupCommitSQLiteStore(SQLiteStore):
-    """Group commit on the store's one writer thread, batched on the event loop.
-
-    ``ingest`` appends its rows and a future to a pending list (loop thread only, no lock). If no
-    batch is in flight, one is started with ``call_soon``, so every request handled in the same
-    loop iteration joins it. While a batch is in flight (its commit is syncing), new requests
-    accumulate; when it completes, its callers are answered and everything that accumulated
-    goes as the next batch. So the batch size adapts to the commit latency, a lone request is
-    not delayed by any timer, and the store thread is woken once per batch, not per event.
-
-    The batch runs on the store thread: one BEGIN IMMEDIATE, each event in its own SAVEPOINT (a
-    failing event fails alone, as a duplicate is reported alone), one COMMIT (one fsync). Other
-    store calls keep their order on the same single-thread executor.
-    """
-
-    max_batch = 256
-
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
-        super().__init__(path, busy_timeout_s=busy_timeout_s)
-        self._pending: list[_Item] = []
-        self._in_flight = False
-        self.batches = 0
-        self.batched = 0
-
-    async def close(self) -> None:
-        if self.batches:  # uvicorn re-raises SIGTERM after shutdown: say it now
-            print(
-                f"group commit: {self.batched} events in {self.batches} commits "
-                f"(mean batch {self.batched / self.batches:.1f})",
-                file=sys.stderr,
-                flush=True,
-            )
-        await super().close()
-
-    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
-        if self._executor is None or self._conn is None:
-            return await super().ingest(event, deliveries)  # raises "not open"
-        loop = asyncio.get_running_loop()
-        rows = [{**asdict(d), "event_id": event.id, "now": event.received_at} for d in deliveries]
-        future: asyncio.Future[IngestOutcome] = loop.create_future()
-        self._pending.append((asdict(event), rows, future))
-        if not self._in_flight:
-            self._in_flight = True
-            loop.call_soon(self._submit)
-        return await future
-
-    def _submit(self) -> None:
-        """On the loop: send what is pending as one batch to the store thread."""
-        executor, conn = self._executor, self._conn
-        batch = self._pending[: self.max_batch]
-        self._pending = self._pending[self.max_batch :]
-        if executor is None or conn is None:
-            error = StoreError("ingest: the store is not open")
-            _resolve([item[2] for item in batch], [error] * len(batch))
-            self._in_flight = False
-            return
-        done = asyncio.wrap_future(executor.submit(self._write_batch, conn, batch))
-        done.add_done_callback(lambda f: self._finished(batch, f))
-        self.batches += 1
-        self.batched += len(batch)
-
-    def _finished(self, batch: list[_Item], done: asyncio.Future[list[Any]]) -> None:
-        """On the loop: answer the batch's callers, then start the next batch if any."""
-        exc = done.exception()
-        results = [exc] * len(batch) if exc is not None else done.result()
-        _resolve([item[2] for item in batch], results)
-        if self._pending:
-            self._submit()
-        else:
-            self._in_flight = False
-
-    @staticmethod
-    def _write_batch(conn: sqlite3.Connection, batch: list[_Item]) -> list[Any]:
-        """On the store thread: one transaction, one savepoint per event, one commit."""
-        results: list[Any] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for event, rows, _ in batch:
-                try:
-                    conn.execute("SAVEPOINT one")
-                    if conn.execute(_INSERT_EVENT, event).rowcount == 0:
-                        results.append(IngestOutcome.DUPLICATE)
-                    else:
-                        conn.executemany(_INSERT_DELIVERY, rows)
-                        results.append(IngestOutcome.ACCEPTED)
-                    conn.execute("RELEASE one")
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO one")
-                    conn.execute("RELEASE one")
-                    results.append(translate(exc, f"ingest message {event['message_id']}"))
-            conn.execute("COMMIT")
-        except Exception as exc:  # the whole batch failed: every caller gets the error
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            error = (
-                translate(exc, f"ingest a batch of {len(batch)}")
-                if isinstance(exc, sqlite3.Error)
-                else exc
-            )
-            return [error] * len(batch)
-        return results
-
-
-def _resolve(futures: list[asyncio.Future[IngestOutcome]], results: list[Any]) -> None:
-    for future, result in zip(futures, results, strict=True):
-        if future.done():  # the caller went away (cancelled): its row is committed anyway
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+    async def _commit_ingests(
+        self, batch: Sequence[PendingIngest]
+    ) -> list[IngestResult | StoreError]:
+        return await self._run("hop", lambda conn: [ACCEPTED] * len(batch))
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
-
-_PG_INGEST = """WITH e AS (
-    INSERT INTO events (id, source, message_id, type, received_at, body)
-    VALUES (%(id)s, %(source)s, %(message_id)s, %(type)s, %(received_at)s, %(body)s)
-    ON CONFLICT (source, message_id) DO NOTHING RETURNING id
-), d AS (
-    INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,
-        next_attempt_at, created_at, updated_at)
-    SELECT x.id, e.id, x.rule, x.send_index, x.sink, x.key, 'pending', x.due,
-        %(received_at)s, %(received_at)s
-    FROM e, unnest(%(d_ids)s::text[], %(d_rules)s::text[], %(d_index)s::int[],
-        %(d_sinks)s::text[], %(d_keys)s::text[], %(d_due)s::float8[])
-        AS x(id, rule, send_index, sink, key, due)
-    RETURNING 1
-)
-SELECT count(*) FROM e"""
 
 # The attempt and the delivery's new state in one statement: lock the delivery, number the
 # attempt after the last one recorded, insert it, update the delivery (as PostgresStore._record).
@@ -247,9 +107,9 @@ _PG_RECORD = """WITH d AS (
     FROM deliveries WHERE id = %(delivery_id)s FOR UPDATE
 ), a AS (
     INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,
-        outcome)
+        outcome, rendered)
     SELECT d.id, d.last + 1, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
-        %(status)s FROM d
+        %(status)s, %(rendered)s FROM d
 )
 UPDATE deliveries SET status = %(status)s, attempts = d.attempts + 1, lease_until = NULL,
     next_attempt_at = COALESCE(%(next)s::double precision, deliveries.next_attempt_at),
@@ -278,31 +138,17 @@ def postgres_store(url: str, flags: Sequence[str]) -> Any:
         return pg.PostgresStore(url)
 
     class OneStatementPostgresStore(pg.PostgresStore):
-        """ingest, claim_due and _record (with an attempt) as one autocommit statement each."""
+        """claim_due and _apply (with an attempt) as one autocommit statement each."""
 
         @asynccontextmanager
-        async def _cursor(self, what: str, *, transaction: bool = True) -> Any:
+        async def _cursor(
+            self, what: str, *, transaction: bool = True
+        ) -> AsyncIterator[pg._Cursor]:
             single = what == "claim due deliveries"  # the claim is already one statement
             async with super()._cursor(what, transaction=transaction and not single) as cursor:
                 yield cursor
 
-        async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
-            params = {
-                **asdict(event),
-                "d_ids": [d.id for d in deliveries],
-                "d_rules": [d.rule for d in deliveries],
-                "d_index": [d.send_index for d in deliveries],
-                "d_sinks": [d.sink for d in deliveries],
-                "d_keys": [d.idempotency_key for d in deliveries],
-                "d_due": [d.next_attempt_at for d in deliveries],
-            }
-            what = f"ingest {event.source} message {event.message_id}"
-            async with self._cursor(what, transaction=False) as cursor:
-                await cursor.execute(_PG_INGEST, params)
-                row = await cursor.fetchone()
-            return IngestOutcome.ACCEPTED if row and row[0] else IngestOutcome.DUPLICATE
-
-        async def _apply(self, change: Any) -> bool:
+        async def _apply(self, change: ResultChange) -> Recorded:
             """Without the stock record's lease check (the bench never loses a lease)."""
             if change.attempt is None:  # a dead letter without an attempt: rare, the stock way
                 return await super()._apply(change)
@@ -318,7 +164,7 @@ def postgres_store(url: str, flags: Sequence[str]) -> Any:
                 await cursor.execute(_PG_RECORD, params)
                 if cursor.rowcount != 1:
                     raise StoreError(f"{change.describe()}: no such delivery")
-            return True
+            return Recorded.MOVED
 
     return OneStatementPostgresStore(url)
 
@@ -369,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if flag in flags
         ]
-        kind = {"nostore": NoStore, "hop": HopStore, "group": GroupCommitSQLiteStore}
+        kind = {"nostore": NoStore, "hop": HopStore}
         store = with_statements(kind.get(base, SQLiteStore), statements)(stock.path)
     app = create_app(settings, config, store)
     if "gcfreeze" in flags:

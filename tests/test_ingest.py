@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ from relay.secret import Secret
 from relay.server.app import create_app
 from relay.settings import Settings
 from relay.sources.signing import sign
+from relay.store.base import NewDelivery, NewEvent
 from relay.store.sqlite import SQLiteStore
+from relay.store.steps import IngestResult, Step
 from tests.conftest import ROOT, TEST_ENV, TEST_SECRET
 
 pytestmark = pytest.mark.anyio
@@ -52,15 +54,20 @@ def config() -> Config:
     return load_config(ROOT / "rules.yaml", ROOT / "templates", env=TEST_ENV)
 
 
-async def call(endpoint: IngestEndpoint, path: str, headers, messages) -> tuple[int, Any]:
+async def call(
+    endpoint: IngestEndpoint,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    messages: Iterable[dict[str, Any]],
+) -> tuple[int, dict[str, Any]]:
     """Run one request; ``messages`` are what receive() returns, in order."""
     queue = list(messages)
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return queue.pop(0) if queue else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await endpoint(scope(path, headers), receive, send)
@@ -117,7 +124,7 @@ async def test_a_body_that_stops_arriving_is_408_and_not_stored(store: SQLiteSto
     endpoint = IngestEndpoint(config, store, time.time, body_timeout_s=0.05)
     first_half = next(chunks(BODY, len(BODY) // 2))
     pending = [first_half]
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         if pending:
@@ -125,7 +132,7 @@ async def test_a_body_that_stops_arriving_is_408_and_not_stored(store: SQLiteSto
         await asyncio.Event().wait()  # the rest never comes
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     async with asyncio.timeout(5):  # without a deadline the endpoint would wait for ever
@@ -189,13 +196,13 @@ async def test_a_body_read_cancelled_from_outside_is_not_a_408(store: SQLiteStor
     """A request cancelled while its body is read (the server shutting down) stays cancelled:
     no answer is made up for it."""
     endpoint = IngestEndpoint(config, store, time.time, body_timeout_s=60)
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     task = asyncio.create_task(
@@ -271,9 +278,12 @@ async def test_concurrent_posts_are_each_answered_with_their_own_event(store: SQ
 
 
 class BrokenStore(SQLiteStore):
-    """A store whose ingest fails in a way no store should (a bug, not StoreError)."""
+    """A store whose ingest fails in a way no store should (a bug, not StoreError). (``ingest``
+    goes through ``admit``, as an ingest with workflow steps does.)"""
 
-    async def ingest(self, event: Any, deliveries: Any) -> Any:
+    async def admit(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
+    ) -> IngestResult:
         raise RuntimeError("bug")
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,9 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_lines_of_one_loop_turn_go_out_in_one_write_at_its_end(logged) -> None:
+def test_lines_of_one_loop_turn_go_out_in_one_write_at_its_end(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
     logger, stream = logged
 
     async def turn() -> int:
@@ -58,7 +61,9 @@ def test_lines_of_one_loop_turn_go_out_in_one_write_at_its_end(logged) -> None:
     assert [line["n"] for line in lines(stream)] == list(range(50))
 
 
-def test_lines_outside_a_loop_are_written_at_once(logged) -> None:
+def test_lines_outside_a_loop_are_written_at_once(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
     logger, stream = logged
     logger.info("starting", extra={"fields": {"port": 8000}})
     assert lines(stream) == [
@@ -69,7 +74,9 @@ def test_lines_outside_a_loop_are_written_at_once(logged) -> None:
     assert stream.writes == 2
 
 
-def test_lines_still_buffered_when_the_loop_stops_are_not_lost(logged) -> None:
+def test_lines_still_buffered_when_the_loop_stops_are_not_lost(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
     """A line logged in the last turn of a loop is written by logging's own shutdown flush."""
     logger, stream = logged
 
@@ -102,13 +109,17 @@ class Where:
         return "/x"
 
 
-def test_fields_that_json_cannot_encode_are_written_as_text(logged) -> None:
+def test_fields_that_json_cannot_encode_are_written_as_text(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
     logger, stream = logged
     logger.info("odd", extra={"fields": {"path": Where()}})
     assert lines(stream)[0]["path"] == "/x"
 
 
-def test_relay_log_level_warning_keeps_warnings_and_drops_the_per_event_lines(capsys) -> None:
+def test_relay_log_level_warning_keeps_warnings_and_drops_the_per_event_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """What `relay serve` sets up for RELAY_LOG_LEVEL=warning: info lines (one per event) are
     not written, warnings and errors are."""
     with restored_loggers():
@@ -154,7 +165,7 @@ def configured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
         yield logging.getLogger("relay.ingest"), stream
 
 
-def written(stream: io.StringIO) -> list[dict[str, object]]:
+def written(stream: io.StringIO) -> list[dict[str, Any]]:
     """The lines written since the last call."""
     text = stream.getvalue()
     stream.seek(0)
@@ -165,7 +176,9 @@ def written(stream: io.StringIO) -> list[dict[str, object]]:
 FIELDS = {"source": "clerk", "message_id": "msg_1", "deliveries": 2, "rules": ["a", "b"]}
 
 
-def test_emit_writes_the_line_logging_would_without_building_a_log_record(configured) -> None:
+def test_emit_writes_the_line_logging_would_without_building_a_log_record(
+    configured: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, stream = configured
     configure("json", stream=stream)
     records = []
@@ -193,7 +206,7 @@ def test_emit_writes_the_line_logging_would_without_building_a_log_record(config
 
 
 def test_emit_goes_through_logging_when_another_handler_or_a_filter_would_see_the_line(
-    configured,
+    configured: tuple[logging.Logger, io.StringIO],
 ) -> None:
     logger, stream = configured
     configure("json", stream=stream)
@@ -223,7 +236,7 @@ def test_emit_goes_through_logging_when_another_handler_or_a_filter_would_see_th
     assert [line["source"] for line in written(stream)] == ["stripe"]
 
 
-def test_emit_keeps_the_level(configured) -> None:
+def test_emit_keeps_the_level(configured: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = configured
     configure("json", stream=stream)
     logging.getLogger("relay").setLevel(logging.WARNING)
@@ -234,7 +247,9 @@ def test_emit_keeps_the_level(configured) -> None:
     ]
 
 
-def test_every_logger_goes_through_the_same_pipeline(configured) -> None:
+def test_every_logger_goes_through_the_same_pipeline(
+    configured: tuple[logging.Logger, io.StringIO],
+) -> None:
     """After configure(), a library's lines (uvicorn, asyncio, psycopg's pool, any other) are
     JSON lines too, from WARNING up, a traceback as the `exception` field; relay's own lines keep
     their level."""
@@ -255,7 +270,9 @@ def test_every_logger_goes_through_the_same_pipeline(configured) -> None:
     assert lines[1]["exception"].endswith("RuntimeError: boom")
 
 
-def test_a_line_that_cannot_be_formatted_is_one_json_line_saying_so(configured) -> None:
+def test_a_line_that_cannot_be_formatted_is_one_json_line_saying_so(
+    configured: tuple[logging.Logger, io.StringIO],
+) -> None:
     """A library's malformed log call (its arguments do not fit its format) is reported as one
     JSON line, not logging's multi-line report on stderr."""
     _, stream = configured
@@ -267,7 +284,9 @@ def test_a_line_that_cannot_be_formatted_is_one_json_line_saying_so(configured) 
     assert line["problem"].startswith("TypeError: %d format")
 
 
-def test_console_format_names_a_library_logger(configured) -> None:
+def test_console_format_names_a_library_logger(
+    configured: tuple[logging.Logger, io.StringIO],
+) -> None:
     """For a person at a terminal: one readable line, naming the logger when it is not relay's."""
     _, stream = configured
     configure("text", stream=stream)

@@ -4,7 +4,7 @@ what /readyz says while the store cannot commit or the worker cannot claim."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ import pytest
 from relay.errors import StoreError, StoreUnavailableError
 from relay.server.app import create_app
 from relay.settings import Settings
-from relay.store import ClaimedDelivery, IngestOutcome, NewEvent, QueueStats
+from relay.store import ClaimedDelivery, NewDelivery, NewEvent, QueueStats
 from relay.store.sqlite import SQLiteStore
+from relay.store.steps import IngestResult, Step
 from tests.test_ingest import BODY, config, header_dict
 
 pytestmark = pytest.mark.anyio
@@ -38,10 +39,13 @@ class ScriptedStore(SQLiteStore):
         await asyncio.sleep(0.05)  # a scan of a long backlog
         return await super().queue_stats(now)
 
-    async def ingest(self, event: NewEvent, deliveries: Any) -> IngestOutcome:
+    async def admit(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
+    ) -> IngestResult:
+        """Every ingest, with or without workflow steps (``ingest`` goes through ``admit``)."""
         if self.ingest_error is not None:
             raise self.ingest_error
-        return await super().ingest(event, deliveries)
+        return await super().admit(event, deliveries, steps)
 
     async def claim_due(
         self,

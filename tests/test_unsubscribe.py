@@ -9,12 +9,13 @@ import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pytest
 
 from relay.config import Config, load_config
+from relay.config.model import Mode
 from relay.errors import StoreUnavailableError
 from relay.recipients.addresses import Reason, Suppression
 from relay.server.app import create_app
@@ -25,8 +26,17 @@ from tests.conftest import TEST_ENV
 pytestmark = pytest.mark.anyio
 
 T0 = 1_772_442_845.0
-ONE_CLICK = {"content": b"List-Unsubscribe=One-Click",
-             "headers": {"content-type": "application/x-www-form-urlencoded"}}  # fmt: skip
+
+
+class Request(TypedDict, total=False):
+    """httpx's request keyword arguments that these tests pass."""
+
+    content: bytes
+    headers: dict[str, str]
+
+
+ONE_CLICK: Request = {"content": b"List-Unsubscribe=One-Click",
+                      "headers": {"content-type": "application/x-www-form-urlencoded"}}  # fmt: skip
 RULES = """\
 version: 1
 sources:
@@ -74,7 +84,8 @@ class Relay:
 
     def path(self, address: str, category: str = "onboarding") -> str:
         links = self.app.state.relay.config.unsubscribe
-        return "/unsubscribe/" + links.keys.sign(address, category)
+        token: str = links.keys.sign(address, category)
+        return "/unsubscribe/" + token
 
     def counted(self, method: str, outcome: str) -> float:
         registry = self.app.state.relay.metrics.registry
@@ -144,7 +155,9 @@ async def test_a_token_relay_did_not_make_is_a_400_and_changes_nothing(
     relay: Relay, how: str, method: str
 ) -> None:
     path = forgeries(relay.path("ada@example.com"))[how]
-    answer = await relay.client.request(method, path, **(ONE_CLICK if method == "POST" else {}))
+    answer = await relay.client.request(
+        method, path, **(ONE_CLICK if method == "POST" else Request())
+    )
     assert answer.status_code == 400
     assert "This unsubscribe link is not valid" in answer.text
     assert await relay.store.list_suppressions() == []
@@ -219,7 +232,7 @@ async def test_without_a_real_secret_there_are_no_links(tmp_path: Path, mode: st
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "tips.yaml").write_text('subject: "Tips"\ntext: "x"\n')
     (tmp_path / "rules.yaml").write_text(rules)
-    serve_or_dry_run = "serve" if mode == "no secret" else "dry-run"
+    serve_or_dry_run: Mode = "serve" if mode == "no secret" else "dry-run"
     loaded = load_config(
         tmp_path / "rules.yaml", tmp_path / "templates", env=env, mode=serve_or_dry_run
     )

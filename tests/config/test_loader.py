@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import load_config
+from relay.config.model import Mode
 from relay.errors import ConfigError
 from tests.conftest import TEST_ENV, Project
 
@@ -49,7 +50,7 @@ def errors_for(
     rules: str,
     env: dict[str, str] | None = None,
     templates: dict[str, str] | None = None,
-    mode: str = "serve",
+    mode: Mode = "serve",
 ) -> list[str]:
     (tmp_path / "templates").mkdir(exist_ok=True)
     for name, text in (templates or {"welcome.yaml": WELCOME}).items():
@@ -61,7 +62,7 @@ def errors_for(
             tmp_path / "templates",
             env=TEST_ENV if env is None else env,
             mode=mode,
-        )  # type: ignore[arg-type]
+        )
     except ConfigError as exc:
         return [str(d).replace(str(tmp_path) + "/", "") for d in exc.diagnostics]
     return [str(d).replace(str(tmp_path) + "/", "") for d in config.warnings]

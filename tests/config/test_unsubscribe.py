@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import Config, load_config
+from relay.config.model import Mode
 from relay.config.samples import Sample, render_all
 from tests.config.test_loader import errors_for
 from tests.conftest import TEST_ENV
@@ -56,7 +57,7 @@ def rules(category: str = "onboarding", path: str = "/webhooks/clerk") -> str:
     return RULES.format(category=category, path=path)
 
 
-def problems(tmp_path: Path, text: str, env: dict[str, str], mode: str = "serve") -> list[str]:
+def problems(tmp_path: Path, text: str, env: dict[str, str], mode: Mode = "serve") -> list[str]:
     return errors_for(tmp_path, text, {**BASE_ENV, **env}, TEMPLATES, mode)
 
 
@@ -85,7 +86,7 @@ def test_serve_refuses_a_rule_with_unsubscribe_without_its_settings(tmp_path: Pa
 
 @pytest.mark.parametrize("mode", ["check", "dry-run"])
 def test_check_and_dry_run_only_warn_and_render_placeholder_links(
-    tmp_path: Path, mode: str
+    tmp_path: Path, mode: Mode
 ) -> None:
     """`relay check` needs no secrets: warnings, and links that look right and work nowhere."""
     assert problems(tmp_path, rules(), {}, mode) == [
@@ -93,7 +94,7 @@ def test_check_and_dry_run_only_warn_and_render_placeholder_links(
         UNSET_URL.format("warning: "),
     ]
     templates = tmp_path / "templates"
-    config = load_config(tmp_path / "rules.yaml", templates, env=BASE_ENV, mode=mode)  # type: ignore[arg-type]
+    config = load_config(tmp_path / "rules.yaml", templates, env=BASE_ENV, mode=mode)
     assert config.unsubscribe is not None
     assert config.unsubscribe.placeholder
     tips = config.rules[0].sends[1].render(USER)
@@ -123,7 +124,7 @@ def test_check_and_dry_run_only_warn_and_render_placeholder_links(
 )  # fmt: skip
 @pytest.mark.parametrize("mode", ["serve", "check"])
 def test_a_malformed_setting_is_an_error_even_for_check(
-    tmp_path: Path, env: dict[str, str], error: str, mode: str
+    tmp_path: Path, env: dict[str, str], error: str, mode: Mode
 ) -> None:
     found = problems(tmp_path, rules(), {**LINKS, **env}, mode)
     assert found == [f"rules.yaml:17:18: {error}"]

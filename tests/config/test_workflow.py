@@ -3,11 +3,13 @@ compile to; and `relay check`'s renders of keys, time zones and digests against 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from relay.config import load_config
+from relay.config.model import Mode
 from relay.config.samples import Sample, render_all
 from relay.workflow.spec import Timing
 from tests.config.test_loader import errors_for
@@ -60,7 +62,7 @@ TEMPLATES = {
 }
 
 
-def errors(tmp_path: Path, old: str, new: str, mode: str = "serve") -> list[str]:
+def errors(tmp_path: Path, old: str, new: str, mode: Mode = "serve") -> list[str]:
     assert old in RULES, old
     return errors_for(tmp_path, RULES.replace(old, new, 1), templates=TEMPLATES, mode=mode)
 
@@ -169,7 +171,7 @@ def test_workflow_keys_that_do_not_go_together_are_refused(
 
 
 def render(
-    tmp_path: Path, rules: str, samples: list[dict[str, object]], **templates: str
+    tmp_path: Path, rules: str, samples: Sequence[Mapping[str, object]], **templates: str
 ) -> list[str]:
     """`relay check`'s renders (with ``templates`` besides the test's): every diagnostic."""
     errors_for(tmp_path, rules, templates={**TEMPLATES, **templates})

@@ -142,7 +142,9 @@ def bounce(kind: str, *to: str) -> dict[str, Any]:
     return {"to": list(to), "email_id": "e1", "bounce": {"type": kind, "subType": "General"}}
 
 
-async def test_a_hard_bounce_suppresses_the_next_email_to_that_address_and_no_other(mail: Mail):
+async def test_a_hard_bounce_suppresses_the_next_email_to_that_address_and_no_other(
+    mail: Mail,
+) -> None:
     """ada gets her email; Resend reports a hard bounce (her address in other case); her next
     email is suppressed, not sent, with a reason naming the suppression; bob's goes out."""
     await mail.post("user.created", to="ada@example.com")
@@ -173,7 +175,7 @@ async def test_a_hard_bounce_suppresses_the_next_email_to_that_address_and_no_ot
 
 
 @pytest.mark.parametrize("kind", ["Transient", "Undetermined"])
-async def test_a_soft_bounce_does_not_suppress(mail: Mail, kind: str):
+async def test_a_soft_bounce_does_not_suppress(mail: Mail, kind: str) -> None:
     await mail.post("email.bounced", **bounce(kind, "ada@example.com"))
     assert await mail.store.list_suppressions() == []
     await mail.post("user.created", to="ada@example.com")
@@ -183,14 +185,14 @@ async def test_a_soft_bounce_does_not_suppress(mail: Mail, kind: str):
 @pytest.mark.parametrize("to", [" ADA@example.com ", "Ada <ada@EXAMPLE.com>", "ada@Example.Com"])
 async def test_case_and_whitespace_variants_of_a_suppressed_address_are_held_back(
     mail: Mail, to: str
-):
+) -> None:
     await mail.store.add_suppression(Suppression("ada@example.com", "all", Reason.MANUAL, None, T0))
     held = await mail.post("user.created", to=to)
     assert (await mail.delivery(held)).status is DeliveryStatus.SUPPRESSED
     assert mail.sent_to() == []
 
 
-async def test_a_category_suppression_holds_back_only_that_categorys_email(mail: Mail):
+async def test_a_category_suppression_holds_back_only_that_categorys_email(mail: Mail) -> None:
     """Unsubscribed from onboarding: the tips are held back, the welcome (no category) is not;
     a suppression of all email holds back both."""
     left = Suppression("ada@example.com", "onboarding", Reason.UNSUBSCRIBED, None, T0)
@@ -212,7 +214,7 @@ async def test_a_category_suppression_holds_back_only_that_categorys_email(mail:
     assert mail.sent_to() == ["ada@example.com", "bob@example.com"]
 
 
-async def test_a_suppressed_cc_is_left_out_and_the_email_goes_to_the_others(mail: Mail):
+async def test_a_suppressed_cc_is_left_out_and_the_email_goes_to_the_others(mail: Mail) -> None:
     """Only the main recipients decide whether an email goes: a suppressed cc is taken out;
     a suppressed to holds back the whole email, cc and all."""
     await mail.store.add_suppression(
@@ -239,7 +241,7 @@ async def test_a_suppressed_cc_is_left_out_and_the_email_goes_to_the_others(mail
 
 async def test_a_replayed_suppressed_delivery_stays_held_back_until_the_address_is_removed(
     mail: Mail,
-):
+) -> None:
     await mail.store.add_suppression(Suppression("ada@example.com", "all", Reason.MANUAL, None, T0))
     held = await mail.post("user.created", to="ada@example.com")
     record = await mail.delivery(held)
@@ -256,7 +258,7 @@ async def test_a_replayed_suppressed_delivery_stays_held_back_until_the_address_
     assert mail.sent_to() == ["ada@example.com"]
 
 
-async def test_an_email_of_a_category_carries_its_one_click_link(mail: Mail):
+async def test_an_email_of_a_category_carries_its_one_click_link(mail: Mail) -> None:
     """The tips go out with List-Unsubscribe and List-Unsubscribe-Post, and the link in the text
     is the header's; the welcome (no category) has neither."""
     await mail.post("user.updated", to="Ada <ada@example.com>")
@@ -271,7 +273,7 @@ async def test_an_email_of_a_category_carries_its_one_click_link(mail: Mail):
     assert "headers" not in welcome
 
 
-async def test_an_email_of_a_category_to_two_addresses_is_dead_with_the_reason(mail: Mail):
+async def test_an_email_of_a_category_to_two_addresses_is_dead_with_the_reason(mail: Mail) -> None:
     """Its link would let each unsubscribe the other: nothing is sent, and it says why."""
     dead = await mail.post("user.updated", to="ada@example.com, bob@example.com")
     record = await mail.delivery(dead)

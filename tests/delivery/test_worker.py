@@ -246,7 +246,9 @@ async def test_a_429_with_retry_after_pauses_the_whole_sink_without_tripping_its
     """A 429 with Retry-After: 30 holds back every delivery of that sink, not only the one that
     got it, for 30 s; then they all go. Such 429s are the upstream pacing the sink, so six in a
     row do not open its circuit (five failures would)."""
-    limited = [RetryableError("429 slow down", status=429, retry_after_s=30)]
+    limited: list[BaseException | None] = [
+        RetryableError("429 slow down", status=429, retry_after_s=30)
+    ]
     alpha = ScriptedSink(limited * 6)
     h = make_harness(alpha=alpha)
     first = await h.add("to-alpha", "alpha")

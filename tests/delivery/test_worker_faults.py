@@ -21,7 +21,7 @@ from relay.metrics import WORKER_STAGES, Metrics
 from relay.server.lifespan import build_sinks
 from relay.sinks.base import Message
 from relay.sinks.client import make_http_client
-from relay.store import ClaimedDelivery, DeliveryStatus, SQLiteStore
+from relay.store import ClaimedDelivery, DeliveryStatus, Recorded, SQLiteStore
 from relay.store.results import ResultChange
 from tests.delivery.worker_harness import (
     ENV,
@@ -73,7 +73,7 @@ async def test_store_failure_while_sweeping_orphans_does_not_stop_the_worker(
 class UnrecordableStore(SQLiteStore):
     """A store that refuses to record any attempt's result."""
 
-    async def _apply(self, change: ResultChange) -> bool:
+    async def _apply(self, change: ResultChange) -> Recorded:
         raise StoreError(f"{change.describe()}: refused")
 
 

@@ -199,7 +199,7 @@ async def test_a_cancel_while_the_send_is_in_flight(flow: Flow, ends: str) -> No
     cancel wins: cancelled, the failure in its history, never retried. If it delivers, the
     send won: delivered, and last_error says the cancel came while it was being sent."""
     held = HeldSink()
-    flow.runtime.sinks["email"] = held  # type: ignore[assignment]
+    flow.runtime.sinks["email"] = held
     flow.at(SPRING - 5 * 3600)
     event_id, _ = await flow.post("user.created", user(1))
     tick = asyncio.create_task(flow.run_due())

@@ -5,6 +5,7 @@ List-Unsubscribe=One-Click``; made only for an email to exactly one address."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import pytest
 
@@ -18,7 +19,7 @@ KEYS = UnsubscribeKeys(Secret("Zk3pQ8vR1tX6yB9mN2cL5hJ7gD4sA0wE"))
 LINKS = UnsubscribeLinks("https://relay.acme.example", KEYS)
 
 
-def recipients(fields: dict[str, object]) -> dict[str, list[str]]:
+def recipients(fields: Mapping[str, object]) -> dict[str, list[str]]:
     return {key: addresses(fields.get(key)) for key in ("to", "cc", "bcc")}
 
 

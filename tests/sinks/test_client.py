@@ -84,7 +84,9 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-async def test_requests_one_after_another_reuse_one_connection(upstream, no_proxy):
+async def test_requests_one_after_another_reuse_one_connection(
+    upstream: Upstream, no_proxy: None
+) -> None:
     """Keep-alive works through the pools: eight requests one after another go to the same
     (least busy) pool and share its one connection; nothing is left counted as in progress."""
     async with make_http_client() as client:
@@ -98,7 +100,7 @@ async def test_requests_one_after_another_reuse_one_connection(upstream, no_prox
     assert len({port for port, _ in upstream.requests}) == 1
 
 
-async def test_a_busy_pool_is_passed_over(upstream):
+async def test_a_busy_pool_is_passed_over(upstream: Upstream) -> None:
     """Two pools of one connection each: while a slow request holds one, the others go to the
     other pool and do not queue behind it."""
     limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
@@ -121,7 +123,7 @@ async def test_a_busy_pool_is_passed_over(upstream):
     assert transport.in_progress == [0, 0]
 
 
-async def test_the_limits_are_shared_out_among_the_pools(slow_upstream):
+async def test_the_limits_are_shared_out_among_the_pools(slow_upstream: Upstream) -> None:
     """The connection limit is for all the pools together: four pools and a limit of 4 keep at
     most 4 connections open, however many requests wait."""
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
@@ -132,7 +134,7 @@ async def test_the_limits_are_shared_out_among_the_pools(slow_upstream):
     assert slow_upstream.most_open == 4
 
 
-async def test_a_refused_connection_is_httpx_connect_error(no_proxy):
+async def test_a_refused_connection_is_httpx_connect_error(no_proxy: None) -> None:
     """Errors keep httpx's types, which the sinks sort into retryable and permanent, and a
     failed request is not left counted as in progress."""
     with socket_port() as port:  # bound, never listening: connections are refused
@@ -143,7 +145,9 @@ async def test_a_refused_connection_is_httpx_connect_error(no_proxy):
             assert client._transport.in_progress == [0, 0, 0, 0]
 
 
-async def test_a_proxy_in_the_environment_is_used(upstream, monkeypatch, no_proxy):
+async def test_a_proxy_in_the_environment_is_used(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch, no_proxy: None
+) -> None:
     """With HTTP_PROXY set, the client is httpx's own, which sends through the proxy (here the
     upstream plays the proxy: it sees the absolute URL of the origin)."""
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{upstream.port}")
@@ -154,7 +158,7 @@ async def test_a_proxy_in_the_environment_is_used(upstream, monkeypatch, no_prox
     assert [line for _, line in upstream.requests] == ["GET http://origin.test/hook HTTP/1.1"]
 
 
-def test_shards_must_be_at_least_one():
+def test_shards_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ShardedTransport(0)
 

@@ -21,8 +21,9 @@ from relay.ingest import IngestEndpoint
 from relay.secret import Secret
 from relay.sources import klaviyo
 from relay.sources.base import Source, SourceContext, load_source_types
-from relay.store.base import IngestOutcome, NewDelivery, NewEvent
+from relay.store.base import NewDelivery, NewEvent
 from relay.store.sqlite import SQLiteStore
+from relay.store.steps import IngestResult, Step
 from tests.conftest import ROOT, TEST_ENV
 
 NOW = 1_800_000_000
@@ -185,16 +186,19 @@ def load(tmp_path: Path, rules: str = RULES, env: Mapping[str, str] = ENV) -> Co
 
 
 class FlakyStore(SQLiteStore):
-    """A SQLite store whose ``fail_at``-th ingest call (1-based) cannot commit."""
+    """A SQLite store whose ``fail_at``-th ingest call (1-based) cannot commit. (``ingest``
+    goes through ``admit``, as an ingest with workflow steps does.)"""
 
     fail_at = 0
     calls = 0
 
-    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
+    async def admit(
+        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
+    ) -> IngestResult:
         self.calls += 1
         if self.calls == self.fail_at:
             raise StoreUnavailableError("disk full")
-        return await super().ingest(event, deliveries)
+        return await super().admit(event, deliveries, steps)
 
 
 class Relay:

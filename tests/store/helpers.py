@@ -7,7 +7,15 @@ from collections.abc import Callable
 
 import pytest
 
-from relay.store import Attempt, IngestOutcome, NewDelivery, NewEvent, SQLiteStore, Store
+from relay.store import (
+    Attempt,
+    DeliveryRecord,
+    IngestOutcome,
+    NewDelivery,
+    NewEvent,
+    SQLiteStore,
+    Store,
+)
 
 T0 = 1_000_000.0  # the tests' clock: every time is T0 + seconds
 BACKENDS = ["sqlite", "postgres"]
@@ -53,6 +61,13 @@ async def ingest_one(store: Store, n: int = 1) -> str:
     d = delivery(e.id)
     assert await store.ingest(e, [d]) is IngestOutcome.ACCEPTED
     return d.id
+
+
+async def stored(store: Store, delivery_id: str) -> DeliveryRecord:
+    """The delivery ``delivery_id``, which the test has stored."""
+    found = await store.get_delivery(delivery_id)
+    assert found is not None, f"{delivery_id} is not stored"
+    return found
 
 
 def forbidden(why: str) -> Callable[..., None]:

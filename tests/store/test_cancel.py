@@ -8,22 +8,26 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from relay.store import DeliveryStatus, IngestOutcome, NewDelivery, Recorded
+from relay.store import DeliveryStatus, IngestOutcome, NewDelivery, Recorded, Store
+from relay.store.postgres import PostgresStore
 from relay.store.results import SENT_ANYWAY
 from relay.store.sqlite import SQLiteStore
 from relay.store.steps import Cancel
 from tests.conftest import ROOT
-from tests.store.helpers import T0, attempt, event
+from tests.store.helpers import T0, attempt, event, stored
 from tests.store.steps_helpers import DAY, cancel, created
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_cancel_before_due_cancels_the_scheduled_delivery_with_its_reason(store):
+async def test_a_cancel_before_due_cancels_the_scheduled_delivery_with_its_reason(
+    store: Store,
+) -> None:
     """A user.deleted before the day-3 email is due cancels it: cancelled, the reason naming
     the cancelling event; it is never promoted nor claimed."""
     dlv = await created(store, 1, T0 + 3 * DAY, "user_1")
@@ -31,7 +35,7 @@ async def test_a_cancel_before_due_cancels_the_scheduled_delivery_with_its_reaso
     assert (step.outcome, step.cancelled, step.in_flight) == (
         "cancelled", ((dlv, "email"),), (),
     )  # fmt: skip
-    d = await store.get_delivery(dlv)
+    d = await stored(store, dlv)
     assert (d.status, d.last_error, d.updated_at) == (
         "cancelled", "cancelled by user.deleted msg_2", T0 + DAY,
     )  # fmt: skip
@@ -39,7 +43,9 @@ async def test_a_cancel_before_due_cancels_the_scheduled_delivery_with_its_reaso
     assert await store.claim_due(T0 + 4 * DAY, 10, 60) == []
 
 
-async def test_a_cancel_after_due_catches_pending_and_failed_but_not_what_was_sent(store):
+async def test_a_cancel_after_due_catches_pending_and_failed_but_not_what_was_sent(
+    store: Store,
+) -> None:
     """Once due, a delivery is pending, or failed waiting for its retry: both are cancelled;
     one already delivered (or dead) is left as it is."""
     waiting = await created(store, 1, T0, "user_1")  # due now: pending
@@ -55,12 +61,12 @@ async def test_a_cancel_after_due_catches_pending_and_failed_but_not_what_was_se
             await store.release([claimed.id], lease=claimed.lease_until)
     step = await cancel(store, 4, "user_1", at=T0 + 1)
     assert sorted(i for i, _ in step.cancelled) == sorted([waiting, retrying])
-    statuses = {i: (await store.get_delivery(i)).status for i in (waiting, retrying, sent)}
+    statuses = {i: (await stored(store, i)).status for i in (waiting, retrying, sent)}
     assert statuses == {waiting: "cancelled", retrying: "cancelled", sent: "delivered"}
     assert await store.claim_due(T0 + DAY, 10, 60) == []
 
 
-async def test_a_cancel_touches_only_its_rule_and_its_key(store):
+async def test_a_cancel_touches_only_its_rule_and_its_key(store: Store) -> None:
     """Another key, another rule, or a delivery with no cancel key at all is left alone."""
     mine = await created(store, 1, T0 + DAY, "user_1")
     other_key = await created(store, 2, T0 + DAY, "user_2")
@@ -76,7 +82,7 @@ async def test_a_cancel_touches_only_its_rule_and_its_key(store):
     assert left == {i: "scheduled" for i in (other_key, "dlv_other_rule", "dlv_keyless")}
 
 
-async def test_a_failed_attempt_after_a_cancel_is_recorded_and_never_retried(store):
+async def test_a_failed_attempt_after_a_cancel_is_recorded_and_never_retried(store: Store) -> None:
     """A delivery a worker holds when the cancel commits is cancelled at once (reported in
     flight); its attempt then fails: the failure is in its history, and it stays cancelled,
     never claimed again."""
@@ -86,17 +92,17 @@ async def test_a_failed_attempt_after_a_cancel_is_recorded_and_never_retried(sto
     assert (step.cancelled, step.in_flight) == ((), (dlv,))
     recorded = await store.record_retry(attempt(dlv, T0), T0 + 10, lease=claimed.lease_until)
     assert recorded is Recorded.CANCELLED
-    d = await store.get_delivery(dlv)
+    d = await stored(store, dlv)
     assert (d.status, d.attempts, d.lease_until, d.last_error) == (
         "cancelled", 1, None, "cancelled by user.deleted msg_2",
     )  # fmt: skip
     assert [(a.number, a.outcome) for a in await store.list_attempts(dlv)] == [(1, "failed")]
     assert await store.claim_due(T0 + DAY, 10, 60) == []
     dead = await store.record_dead(None, dlv, "late")
-    assert (dead, (await store.get_delivery(dlv)).status) == (Recorded.CANCELLED, "cancelled")
+    assert (dead, (await stored(store, dlv)).status) == (Recorded.CANCELLED, "cancelled")
 
 
-async def test_a_delivered_attempt_after_a_cancel_wins_and_says_so(store):
+async def test_a_delivered_attempt_after_a_cancel_wins_and_says_so(store: Store) -> None:
     """If the attempt in flight when the cancel came delivered, the send won: delivered, and
     the cancel's reason is kept, saying the send had already started."""
     dlv = await created(store, 1, T0, "user_1")
@@ -104,13 +110,15 @@ async def test_a_delivered_attempt_after_a_cancel_wins_and_says_so(store):
     await cancel(store, 2, "user_1", at=T0 + 1)
     ok = attempt(dlv, T0, code=200, error=None)
     assert await store.record_delivered(ok, lease=claimed.lease_until) is Recorded.CANCELLED
-    d = await store.get_delivery(dlv)
+    d = await stored(store, dlv)
     assert (d.status, d.last_error) == (
         "delivered", "cancelled by user.deleted msg_2" + SENT_ANYWAY,
     )  # fmt: skip
 
 
-async def test_claims_and_cancels_racing_in_two_stores_never_both_win(make_store):
+async def test_claims_and_cancels_racing_in_two_stores_never_both_win(
+    make_store: Callable[[], Store],
+) -> None:
     """Two replicas: one claims while the other cancels, 40 times over. Each delivery is either
     claimed before the cancel (then reported in flight) or cancelled and never claimed."""
     worker, ingest = make_store(), make_store()
@@ -125,22 +133,26 @@ async def test_claims_and_cancels_racing_in_two_stores_never_both_win(make_store
             claimed = [c.id for c in claims]
             assert (claimed == [dlv]) == (step.in_flight == (dlv,))
             assert (claimed == []) == (step.cancelled == ((dlv, "email"),))
-            assert (await worker.get_delivery(dlv)).status == "cancelled"
+            assert (await stored(worker, dlv)).status == "cancelled"
     finally:
         await worker.close()
         await ingest.close()
 
 
 async def test_cancels_racing_a_worker_process_are_never_sent_after_they_commit(
-    make_store, tmp_path: Path
-):
+    make_store: Callable[[], Store], tmp_path: Path
+) -> None:
     """A worker in another process claims and fails (or delivers) deliveries as fast as it can
     while this one cancels them one by one. No claim asked for after a cancel committed takes
     its delivery; every failing one ends cancelled, not retried; a delivered one was claimed
     before its cancel."""
     store = make_store()
     await store.open()
-    url = f"sqlite:///{store.path}" if isinstance(store, SQLiteStore) else store._url
+    if isinstance(store, SQLiteStore):
+        url = f"sqlite:///{store.path}"
+    else:
+        assert isinstance(store, PostgresStore)
+        url = store._url
     n = 60
     ids = [f"dlv_race_{i:02d}" for i in range(n)]
     for i, dlv in enumerate(ids):
@@ -163,17 +175,17 @@ async def test_cancels_racing_a_worker_process_are_never_sent_after_they_commit(
         stop.touch()
         assert worker.wait(60) == 0
         for dlv in ids:
-            d = await store.get_delivery(dlv)
+            record = await stored(store, dlv)
             tries = await store.list_attempts(dlv)
             assert all(a.started_at < committed[dlv] for a in tries), (dlv, tries)
-            if d.status == "delivered":
+            if record.status == "delivered":
                 assert dlv[-1] in "02468"
                 assert tries[-1].outcome == "delivered"
             else:
-                assert d.status == "cancelled", d
-                assert d.lease_until is None
+                assert record.status == "cancelled", record
+                assert record.lease_until is None
         failing = [dlv for dlv in ids if dlv[-1] not in "02468"]
-        assert {(await store.get_delivery(i)).status for i in failing} == {"cancelled"}
+        assert {(await stored(store, i)).status for i in failing} == {"cancelled"}
     finally:
         stop.touch()
         if worker.poll() is None:

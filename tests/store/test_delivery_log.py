@@ -3,15 +3,17 @@ filter, on every backend (purge: test_purge.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from relay.store import NewEvent
+from relay.store import NewEvent, Store
 from tests.store.helpers import T0, attempt, delivery, event
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_get_event_by_id_and_by_message_id(store):
+async def test_get_event_by_id_and_by_message_id(store: Store) -> None:
     """get_event finds an event by relay id or by sender message id, else None."""
     e = event(7)
     await store.ingest(e, [])
@@ -22,7 +24,7 @@ async def test_get_event_by_id_and_by_message_id(store):
     assert await store.get_event("msg_8") is None
 
 
-async def test_get_event_by_message_id_shared_by_sources_is_the_latest(store):
+async def test_get_event_by_message_id_shared_by_sources_is_the_latest(store: Store) -> None:
     """Two sources may use the same message id: the latest received is found; a relay id that
     happens to equal another event's message id finds the event with that id."""
     older, newer = event(5, source="clerk", at=T0), event(5, source="resend", at=T0 + 60)
@@ -38,7 +40,7 @@ async def test_get_event_by_message_id_shared_by_sources_is_the_latest(store):
     assert found.id == "msg_9"
 
 
-async def test_list_events_filters_by_type_glob_and_time(store):
+async def test_list_events_filters_by_type_glob_and_time(store: Store) -> None:
     """list_events is newest first and filters by type glob, received_at >= since and limit."""
     kinds = ["user.created", "session.created", "user.deleted"]
     for n, kind in enumerate(kinds):
@@ -55,7 +57,9 @@ async def test_list_events_filters_by_type_glob_and_time(store):
     assert [e.type for e in await store.list_events(limit=1)] == ["user.deleted"]
 
 
-async def test_count_deliveries_counts_each_events_deliveries_by_status_in_one_call(store):
+async def test_count_deliveries_counts_each_events_deliveries_by_status_in_one_call(
+    store: Store,
+) -> None:
     """count_deliveries: per event asked for, its deliveries by status; an event without
     deliveries (or not stored) is absent; more than a chunk of ids (SQLite binds 500 at a time)
     is counted whole."""
@@ -73,14 +77,14 @@ async def test_count_deliveries_counts_each_events_deliveries_by_status_in_one_c
     assert await store.count_deliveries([]) == {}
 
 
-async def test_list_deliveries_filters(store):
+async def test_list_deliveries_filters(store: Store) -> None:
     """list_deliveries filters by status, sink, rule, event, created_at >= since and limit."""
     a, b = event(1, at=T0), event(2, at=T0 + 10)
     await store.ingest(a, [delivery(a.id, 0, sink="slack", rule="r1"), delivery(a.id, 1)])
     await store.ingest(b, [delivery(b.id, 0, sink="email", rule="r2")])
     await store.record_dead(None, f"dlv_{a.id}_1", "no")
 
-    async def ids(**filters: object) -> list[str]:
+    async def ids(**filters: Any) -> list[str]:  # list_deliveries' keyword arguments
         return [d.id for d in await store.list_deliveries(**filters)]
 
     assert await ids() == [f"dlv_{b.id}_0", f"dlv_{a.id}_0", f"dlv_{a.id}_1"]
@@ -109,7 +113,9 @@ async def test_list_deliveries_filters(store):
         ("", []),
     ],
 )
-async def test_list_events_type_glob_is_sqlite_glob(store, glob, types):
+async def test_list_events_type_glob_is_sqlite_glob(
+    store: Store, glob: str, types: list[str]
+) -> None:
     """type_glob has SQLite GLOB semantics on every backend: * ? [set] [^set], case-sensitive."""
     kinds = ["user.created", "session.created", "user.deleted", "email.created", "[x]+(y)$"]
     for n, kind in enumerate(kinds):

@@ -5,18 +5,20 @@ ends or once it holds ``max``; ``lead`` (first: now) sends the first event at on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
-from relay.store import DeliveryStatus
+from relay.store import DeliveryStatus, Store
 from tests.store.helpers import T0, event
 from tests.store.steps_helpers import digest
 
 pytestmark = pytest.mark.anyio
 
 
-async def members(store, batch_id: str) -> list[str]:
+async def members(store: Store, batch_id: str | None) -> list[str]:
     """The event ids of a digest's events, as the worker reads them."""
+    assert batch_id is not None, "not a digest step"
     bodies = await store.digest_events(batch_id, 0)
     return [b.decode() for b in bodies]
 
@@ -25,7 +27,7 @@ def body(n: int) -> str:
     return event(n).body.decode()
 
 
-async def test_events_in_a_window_join_one_batch_sent_when_it_ends(store):
+async def test_events_in_a_window_join_one_batch_sent_when_it_ends(store: Store) -> None:
     """The first event opens a batch closing 10 minutes later, with its digest scheduled for
     then; the next ones join it; the digest holds them all, oldest first."""
     opened = await digest(store, 1, T0)
@@ -45,7 +47,7 @@ async def test_events_in_a_window_join_one_batch_sent_when_it_ends(store):
     assert (claimed.id, claimed.batch_id) == (d.id, step.batch_id)
 
 
-async def test_a_claimed_digest_takes_no_more_events(store):
+async def test_a_claimed_digest_takes_no_more_events(store: Store) -> None:
     """Claiming the digest closes its batch: an event after that (even one whose clock is
     behind) opens a new batch rather than join one already being sent."""
     first = (await digest(store, 1, T0)).steps[0]
@@ -57,7 +59,7 @@ async def test_a_claimed_digest_takes_no_more_events(store):
     assert await members(store, first.batch_id) == [body(1)]
 
 
-async def test_a_full_batch_is_due_at_once_and_the_next_event_opens_another(store):
+async def test_a_full_batch_is_due_at_once_and_the_next_event_opens_another(store: Store) -> None:
     """With max 3, the third event fills the batch: its digest is due now; the fourth opens a
     new batch."""
     outcomes = [(await digest(store, n, T0 + n, max=3)).steps[0] for n in (1, 2, 3, 4)]
@@ -70,14 +72,14 @@ async def test_a_full_batch_is_due_at_once_and_the_next_event_opens_another(stor
     assert await members(store, fourth) == [body(4)]
 
 
-async def test_max_one_sends_each_event_as_its_own_digest(store):
+async def test_max_one_sends_each_event_as_its_own_digest(store: Store) -> None:
     """max 1: each event opens a batch that is full at once."""
     outcomes = [(await digest(store, n, T0, max=1)).steps[0] for n in (1, 2)]
     assert [s.outcome for s in outcomes] == ["full", "full"]
     assert len(await store.list_deliveries(status="scheduled")) == 2
 
 
-async def test_lead_sends_the_first_event_at_once_and_digests_the_rest(store):
+async def test_lead_sends_the_first_event_at_once_and_digests_the_rest(store: Store) -> None:
     """first: now. The first event goes out at once on its own and opens the batch; the next
     ones make and join its digest, due when the window that began with the first ends; after
     that the next event leads again."""
@@ -96,14 +98,16 @@ async def test_lead_sends_the_first_event_at_once_and_digests_the_rest(store):
     assert again.batch_id != lead.batch_id
 
 
-async def test_a_lead_without_followers_leaves_no_digest(store):
+async def test_a_lead_without_followers_leaves_no_digest(store: Store) -> None:
     """first: now, and nothing else in the window: no digest is ever made."""
     await digest(store, 1, T0, lead=True)
     await digest(store, 2, T0 + 700, lead=True)
     assert {d.status for d in await store.list_deliveries()} == {"pending"}
 
 
-async def test_an_expired_batch_is_closed_by_the_next_event_even_if_never_claimed(store):
+async def test_an_expired_batch_is_closed_by_the_next_event_even_if_never_claimed(
+    store: Store,
+) -> None:
     """An event after the window's end opens a new batch, whether or not a worker has claimed
     the old digest yet; the old one keeps its events."""
     first = (await digest(store, 1, T0)).steps[0]
@@ -113,7 +117,7 @@ async def test_an_expired_batch_is_closed_by_the_next_event_even_if_never_claime
     assert await members(store, first.batch_id) == [body(1)]
 
 
-async def test_each_key_has_its_own_batch(store):
+async def test_each_key_has_its_own_batch(store: Store) -> None:
     """Batches are per (rule, key): another key or another rule opens its own."""
     a = (await digest(store, 1, T0, key="org_a")).steps[0]
     b = (await digest(store, 2, T0, key="org_b")).steps[0]
@@ -124,11 +128,12 @@ async def test_each_key_has_its_own_batch(store):
     assert len({a.batch_id, b.batch_id, other.batch_id}) == 3
 
 
-async def test_two_sends_make_one_digest_each_over_the_same_events(store):
+async def test_two_sends_make_one_digest_each_over_the_same_events(store: Store) -> None:
     """A digest rule with two sends: each event has its place per send; each send has its
     digest, over the same events."""
     await digest(store, 1, T0, sends=2)
     step = (await digest(store, 2, T0 + 1, sends=2)).steps[0]
+    assert step.batch_id is not None
     digests = await store.list_deliveries(batch_id=step.batch_id, status="scheduled")
     assert sorted(d.send_index for d in digests) == [0, 1]
     assert await store.digest_events(step.batch_id, 1) == await store.digest_events(
@@ -136,7 +141,9 @@ async def test_two_sends_make_one_digest_each_over_the_same_events(store):
     )
 
 
-async def test_replicas_ingesting_at_once_keep_one_open_batch_and_every_event_once(make_store):
+async def test_replicas_ingesting_at_once_keep_one_open_batch_and_every_event_once(
+    make_store: Callable[[], Store],
+) -> None:
     """Two replicas ingest 60 events of one digest key at once (max 7): every event is in
     exactly one batch, no batch holds more than 7, and at most one batch was open at a time
     (each closed full before the next opened)."""
@@ -150,6 +157,7 @@ async def test_replicas_ingesting_at_once_keep_one_open_batch_and_every_event_on
         steps = [r.steps[0] for r in results]
         by_batch: dict[str, int] = {}
         for s in steps:
+            assert s.batch_id is not None
             by_batch[s.batch_id] = by_batch.get(s.batch_id, 0) + 1
         store = replicas[0]
         batched = await store.list_deliveries(status="batched", limit=1000)

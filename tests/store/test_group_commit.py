@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from relay.errors import StoreError, StoreUnavailableError
-from relay.store import IngestOutcome, NewEvent, Recorded, SQLiteStore
+from relay.store import IngestOutcome, NewEvent, Recorded, SQLiteStore, Store
 from relay.store.postgres import PostgresStore
 from tests.store.helpers import (
     T0,
@@ -33,7 +36,7 @@ def count_batches(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     sizes: list[int] = []
     real = getattr(sqlite_module, name)
 
-    def counting(*args: object) -> object:
+    def counting(*args: Any) -> Any:  # wraps any of the module's batch writers
         (batch,) = [a for a in args if not isinstance(a, sqlite3.Connection)]
         sizes.append(len(batch))
         return real(*args)
@@ -42,7 +45,7 @@ def count_batches(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return sizes
 
 
-async def test_group_commits_are_observed(store):
+async def test_group_commits_are_observed(store: Store) -> None:
     """observe_commits hears of every group commit: its kind, how long it took and how many
     writes it held, for ingests and for attempt results."""
     seen: list[tuple[str, float, int]] = []
@@ -60,7 +63,9 @@ async def test_group_commits_are_observed(store):
     assert {kind for kind, _, _ in seen} <= {"ingest", "results"}
 
 
-async def test_a_failing_commit_observer_never_fails_a_write(store, caplog):
+async def test_a_failing_commit_observer_never_fails_a_write(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(kind: str, seconds: float, writes: int) -> None:
         raise RuntimeError("a bug in the metrics")
 
@@ -71,7 +76,7 @@ async def test_a_failing_commit_observer_never_fails_a_write(store, caplog):
     assert "observing a group commit failed" in caplog.text
 
 
-async def test_sqlite_writes_a_batch_with_one_statement_per_table(tmp_path):
+async def test_sqlite_writes_a_batch_with_one_statement_per_table(tmp_path: Path) -> None:
     """Each statement is a hand-over of the GIL from the store's thread to the event loop and
     back, which costs the loop more than the statement costs SQLite: a batch of up to 64 new
     events, whatever its size, is one read for duplicates, one INSERT of events and one of
@@ -97,7 +102,9 @@ async def test_sqlite_writes_a_batch_with_one_statement_per_table(tmp_path):
     assert heads == {64: one_batch, 43: one_batch, 7: one_batch}
 
 
-async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypatch):
+async def test_sqlite_group_commit_batches_concurrent_ingests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ingests that arrive together share one commit (far fewer commits than events), and each
     caller still gets its own outcome."""
     sizes = count_batches(monkeypatch, "ingest_batch")
@@ -113,7 +120,7 @@ async def test_sqlite_group_commit_batches_concurrent_ingests(tmp_path, monkeypa
     assert len(sizes) < 10
 
 
-async def test_a_batch_finds_every_duplicate(store, monkeypatch):
+async def test_a_batch_finds_every_duplicate(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """One batch of 150 ingests (on SQLite, several multi-row statements; on PostgreSQL, one)
     stores each new event with its deliveries once. Duplicates are found whether the message was
     stored by an earlier batch or earlier in the same batch, and the same message id from another
@@ -144,7 +151,7 @@ async def test_a_batch_finds_every_duplicate(store, monkeypatch):
     assert {d.event_id for d in deliveries} == {e.id for e in stored}
 
 
-async def test_one_bad_event_in_a_batch_fails_alone(store):
+async def test_one_bad_event_in_a_batch_fails_alone(store: Store) -> None:
     """An event that violates a constraint on its own fails; the rest of its batch commits."""
     good, bad = event(1), event(2)
     clash = delivery(good.id)  # the bad event reuses the good one's delivery id
@@ -158,7 +165,7 @@ async def test_one_bad_event_in_a_batch_fails_alone(store):
     assert [e.id for e in await store.list_events()] == [good.id]
 
 
-async def test_close_commits_ingests_still_waiting(make_store):
+async def test_close_commits_ingests_still_waiting(make_store: Callable[[], Store]) -> None:
     """close() lets queued ingests commit first: nothing acknowledged is dropped."""
     store = make_store()
     await store.open()
@@ -174,11 +181,16 @@ async def test_close_commits_ingests_still_waiting(make_store):
         await reopened.close()
 
 
-async def test_results_that_arrive_together_share_one_commit(store):
+async def test_results_that_arrive_together_share_one_commit(store: Store) -> None:
     """Results recorded concurrently (a sink's sends finishing together) are written by far
     fewer transactions than results, and each is recorded as if alone."""
     sizes: list[int] = []
-    store.observe_commits(lambda kind, seconds, writes: kind == "results" and sizes.append(writes))
+
+    def observe(kind: str, seconds: float, writes: int) -> None:
+        if kind == "results":
+            sizes.append(writes)
+
+    store.observe_commits(observe)
     ids = [await ingest_one(store, n) for n in range(60)]
     await store.claim_due(T0, 100, 60)
     await asyncio.gather(
@@ -195,7 +207,9 @@ async def test_results_that_arrive_together_share_one_commit(store):
     assert numbers == [[1]] * 60
 
 
-async def test_a_result_after_its_lease_passed_leaves_the_delivery_to_the_new_claim(store):
+async def test_a_result_after_its_lease_passed_leaves_the_delivery_to_the_new_claim(
+    store: Store,
+) -> None:
     """A claim's lease is its fencing token: once the lease has passed and another claim holds
     the delivery, the first claim's late results are kept as attempts but do not move the
     delivery, so a stalled worker's late failure cannot undo a delivery another worker made."""
@@ -220,7 +234,9 @@ async def test_a_result_after_its_lease_passed_leaves_the_delivery_to_the_new_cl
     assert history == [(1, "failed"), (2, "delivered"), (3, "dead")]
 
 
-async def test_release_and_defer_under_a_passed_lease_leave_the_new_claim_alone(store):
+async def test_release_and_defer_under_a_passed_lease_leave_the_new_claim_alone(
+    store: Store,
+) -> None:
     dlv = await ingest_one(store)
     (first,) = await store.claim_due(T0, 10, lease_s=60)
     (second,) = await store.claim_due(T0 + 61, 10, lease_s=60)
@@ -239,7 +255,7 @@ async def test_release_and_defer_under_a_passed_lease_leave_the_new_claim_alone(
     assert d.lease_until is None
 
 
-async def test_one_bad_result_in_a_batch_fails_alone(store):
+async def test_one_bad_result_in_a_batch_fails_alone(store: Store) -> None:
     """A result for a delivery that does not exist fails for its caller only; the results
     committed with it are recorded."""
     good = await ingest_one(store)
@@ -258,7 +274,9 @@ async def test_one_bad_result_in_a_batch_fails_alone(store):
     assert await store.list_attempts("dlv_gone") == []
 
 
-async def test_two_results_for_one_delivery_in_a_batch_apply_in_turn(store, monkeypatch):
+async def test_two_results_for_one_delivery_in_a_batch_apply_in_turn(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two results for the same delivery committed together are recorded as if one after the
     other: two numbered attempts, the attempt count 2, the second's state (on PostgreSQL by the
     batch itself, not its one-by-one fallback)."""
@@ -270,7 +288,7 @@ async def test_two_results_for_one_delivery_in_a_batch_apply_in_turn(store, monk
         store.record_retry(attempt(dlv), T0 + 60),
         store.record_dead(attempt(dlv, T0 + 1, code=400), dlv, "400 bad request"),
     )
-    assert moved == [Recorded.MOVED, Recorded.MOVED]
+    assert list(moved) == [Recorded.MOVED, Recorded.MOVED]
     (d,) = await store.list_deliveries()
     assert (d.status, d.attempts, d.last_error) == ("dead", 2, "400 bad request")
     numbers = [(a.number, a.outcome) for a in await store.list_attempts(dlv)]
@@ -278,7 +296,7 @@ async def test_two_results_for_one_delivery_in_a_batch_apply_in_turn(store, monk
 
 
 @postgres_only
-async def test_postgres_a_result_the_database_refuses_fails_alone(store):
+async def test_postgres_a_result_the_database_refuses_fails_alone(store: Store) -> None:
     """A result whose row PostgreSQL refuses (a NUL in its error text) fails for its caller
     only: the batch is recorded again one result per transaction, and the others stick."""
     ids = [await ingest_one(store, n) for n in range(3)]
@@ -297,7 +315,7 @@ async def test_postgres_a_result_the_database_refuses_fails_alone(store):
     assert [len(await store.list_attempts(i)) for i in ids] == [1, 0, 1]
 
 
-async def test_a_result_batch_that_cannot_commit_fails_each_caller_by_name(tmp_path):
+async def test_a_result_batch_that_cannot_commit_fails_each_caller_by_name(tmp_path: Path) -> None:
     """When the database cannot write (here another process holds its write lock), every result
     in the batch gets a StoreUnavailableError naming its own delivery, and none is recorded."""
     store = SQLiteStore(tmp_path / "relay.db", busy_timeout_s=0.1)
@@ -323,7 +341,7 @@ async def test_a_result_batch_that_cannot_commit_fails_each_caller_by_name(tmp_p
     assert statuses == {"pending"}
 
 
-async def test_close_records_results_still_waiting(make_store):
+async def test_close_records_results_still_waiting(make_store: Callable[[], Store]) -> None:
     """close() lets queued results commit first: a send that happened is not forgotten."""
     store = make_store()
     await store.open()

@@ -73,7 +73,7 @@ async def upgraded_store_works(store: Store) -> None:
         await store.close()
 
 
-async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_work(tmp_path: Path):
+async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_work(tmp_path: Path) -> None:
     """SQLite rebuilds the deliveries table (its CHECK of the statuses cannot be altered):
     every row and attempt is kept, foreign keys still hold, and the claim still walks its
     index without sorting."""
@@ -110,7 +110,9 @@ async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_work(tmp_path
     await upgraded_store_works(SQLiteStore(path))
 
 
-async def test_postgres_version_3_database_upgrades_to_6_keeping_its_work(postgres_url: str):
+async def test_postgres_version_3_database_upgrades_to_6_keeping_its_work(
+    postgres_url: str,
+) -> None:
     """PostgreSQL widens the status check and adds the columns in place; the rows are kept."""
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         for step in POSTGRES_STEPS[:3]:

@@ -46,7 +46,7 @@ async def upgraded_store_works(store: Store) -> None:
         await store.close()
 
 
-async def test_sqlite_version_5_database_upgrades_to_6_keeping_its_work(tmp_path: Path):
+async def test_sqlite_version_5_database_upgrades_to_6_keeping_its_work(tmp_path: Path) -> None:
     path = tmp_path / "relay.db"
     raw = sqlite3.connect(path)
     for step in SQLITE_STEPS[:5]:
@@ -68,7 +68,9 @@ async def test_sqlite_version_5_database_upgrades_to_6_keeping_its_work(tmp_path
     await upgraded_store_works(SQLiteStore(path))
 
 
-async def test_postgres_version_5_database_upgrades_to_6_keeping_its_work(postgres_url: str):
+async def test_postgres_version_5_database_upgrades_to_6_keeping_its_work(
+    postgres_url: str,
+) -> None:
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         for step in POSTGRES_STEPS[:5]:
             for statement in step:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,7 +22,7 @@ from tests.store.helpers import BACKENDS, event
 pytestmark = pytest.mark.anyio
 
 
-async def test_open_creates_the_schema_of_a_new_database(make_store):
+async def test_open_creates_the_schema_of_a_new_database(make_store: Callable[[], Store]) -> None:
     """open() gives an empty database the current schema; upgrade() then has nothing to do."""
     store = make_store()
     await store.open()
@@ -31,7 +33,7 @@ async def test_open_creates_the_schema_of_a_new_database(make_store):
         await store.close()
 
 
-async def test_open_without_create_refuses_a_new_database(make_store):
+async def test_open_without_create_refuses_a_new_database(make_store: Callable[[], Store]) -> None:
     """open(create=False) on a database without the schema says to run `relay db upgrade`."""
     store = make_store()
     with pytest.raises(
@@ -42,7 +44,7 @@ async def test_open_without_create_refuses_a_new_database(make_store):
         await store.ingest(event(), [])
 
 
-async def test_upgrade_creates_then_reports_up_to_date(make_store):
+async def test_upgrade_creates_then_reports_up_to_date(make_store: Callable[[], Store]) -> None:
     """upgrade() on a closed store creates the schema (0 -> 6), then finds it current (6 -> 6)."""
     assert await make_store().upgrade() == (0, 6)
     assert await make_store().upgrade() == (6, 6)
@@ -51,7 +53,9 @@ async def test_upgrade_creates_then_reports_up_to_date(make_store):
     await store.close()
 
 
-async def test_replicas_opening_a_new_database_at_once_create_the_schema_once(make_store):
+async def test_replicas_opening_a_new_database_at_once_create_the_schema_once(
+    make_store: Callable[[], Store],
+) -> None:
     """Several replicas starting together on an empty database: one creates the schema, the
     others wait for it and find it done; all of them work."""
     replicas = [make_store() for _ in range(4)]
@@ -79,7 +83,9 @@ async def test_replicas_opening_a_new_database_at_once_create_the_schema_once(ma
         (2, True, True, [2]),
     ],
 )
-def test_plan_lists_the_steps_to_apply(found, create, upgrade, steps):
+def test_plan_lists_the_steps_to_apply(
+    found: int, create: bool, upgrade: bool, steps: list[int]
+) -> None:
     """At the needed version: nothing to do; a new database: every step; upgrade: the rest."""
     assert list(plan(found, 3, create=create, upgrade=upgrade, what="open x")) == steps
 
@@ -92,7 +98,9 @@ def test_plan_lists_the_steps_to_apply(found, create, upgrade, steps):
         (4, True, "open x: schema version 4 is newer than 3: it was written by a newer relay"),
     ],
 )
-def test_plan_refuses_older_without_upgrade_and_any_newer(found, create, message):
+def test_plan_refuses_older_without_upgrade_and_any_newer(
+    found: int, create: bool, message: str
+) -> None:
     """An older schema needs an explicit upgrade; a newer one is never touched, even to upgrade."""
     with pytest.raises(StoreError) as info:
         plan(found, 3, create=create, upgrade=False, what="open x")
@@ -103,7 +111,9 @@ def test_plan_refuses_older_without_upgrade_and_any_newer(found, create, message
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_db_upgrade_command(backend, request, tmp_path, capsys):
+def test_db_upgrade_command(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`relay db upgrade` creates the schema, then reports it up to date; no password shown."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path}/relay.db"
@@ -118,7 +128,9 @@ def test_db_upgrade_command(backend, request, tmp_path, capsys):
     ]
 
 
-def test_db_upgrade_command_reports_failure_without_password(capsys):
+def test_db_upgrade_command_reports_failure_without_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """An unreachable database fails `relay db upgrade` with exit 1 and a redacted URL."""
     url = "postgresql://relay:hunter2@127.0.0.1:1/relay"
     assert cli.main(["db", "upgrade", "--database", url]) == 1
@@ -129,7 +141,7 @@ def test_db_upgrade_command_reports_failure_without_password(capsys):
     assert "hunter2" not in err
 
 
-async def test_sqlite_version_1_database_upgrades_to_6(tmp_path):
+async def test_sqlite_version_1_database_upgrades_to_6(tmp_path: Path) -> None:
     """A database of schema version 1 is refused until upgraded; the upgrade adds the claim
     index that claim_due then uses (no sort of the whole backlog)."""
     from relay.store.migrations import SQLITE_STEPS
@@ -168,7 +180,7 @@ async def assert_upgraded_rows_found(store: Store) -> None:
         await store.close()
 
 
-async def test_sqlite_version_2_database_upgrades_to_6_keeping_its_data(tmp_path):
+async def test_sqlite_version_2_database_upgrades_to_6_keeping_its_data(tmp_path: Path) -> None:
     """Version 3 drops the indexes ingest no longer writes and adds the dead-delivery index;
     the rows stay, and lookups by message id, sink and status still answer from indexes."""
     import relay.store.sqlite as sqlite_module
@@ -221,7 +233,7 @@ async def test_sqlite_version_2_database_upgrades_to_6_keeping_its_data(tmp_path
     await assert_upgraded_rows_found(SQLiteStore(tmp_path / "relay.db"))
 
 
-async def test_sqlite_newer_schema_is_refused(tmp_path):
+async def test_sqlite_newer_schema_is_refused(tmp_path: Path) -> None:
     """A file written by a newer relay (relay's application_id, user_version > 6) is refused
     rather than misread."""
     assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (0, 6)
@@ -232,7 +244,7 @@ async def test_sqlite_newer_schema_is_refused(tmp_path):
         await SQLiteStore(tmp_path / "relay.db").open()
 
 
-async def test_postgres_newer_schema_is_refused(postgres_url):
+async def test_postgres_newer_schema_is_refused(postgres_url: str) -> None:
     """A database written by a newer relay (relay_schema version 7) is refused, not misread."""
     assert await PostgresStore(postgres_url).upgrade() == (0, 6)
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
@@ -241,7 +253,9 @@ async def test_postgres_newer_schema_is_refused(postgres_url):
         await PostgresStore(postgres_url).open()
 
 
-async def test_postgres_version_2_database_upgrades_to_6_keeping_its_data(postgres_url):
+async def test_postgres_version_2_database_upgrades_to_6_keeping_its_data(
+    postgres_url: str,
+) -> None:
     """As on SQLite: version 3 swaps the listing indexes, keeps the rows, and the lookups by
     sender message id and by dead status still find them."""
     import relay.store.postgres_sql as postgres_sql
@@ -275,7 +289,7 @@ async def test_postgres_version_2_database_upgrades_to_6_keeping_its_data(postgr
     await assert_upgraded_rows_found(PostgresStore(postgres_url))
 
 
-async def test_postgres_schema_lives_in_its_own_tables(postgres_url):
+async def test_postgres_schema_lives_in_its_own_tables(postgres_url: str) -> None:
     """The schema is events, deliveries, attempts, the workflow tables (batches, rule_limits),
     the suppression list and relay_schema (one row: the version)."""
     await PostgresStore(postgres_url).upgrade()
@@ -321,7 +335,7 @@ V3_ROWS = (
 )
 
 
-async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_attempts(tmp_path):
+async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_attempts(tmp_path: Path) -> None:
     """Version 5 gives attempts the render they sent; a version-3 file is refused until
     upgraded, and its attempts stay, with no render."""
     from relay.store.migrations import SQLITE_STEPS
@@ -341,7 +355,9 @@ async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_attempts(tmp_
     await assert_attempts_keep_renders(SQLiteStore(tmp_path / "relay.db"))
 
 
-async def test_postgres_version_3_database_upgrades_to_6_keeping_its_attempts(postgres_url):
+async def test_postgres_version_3_database_upgrades_to_6_keeping_its_attempts(
+    postgres_url: str,
+) -> None:
     """As on SQLite: a version-3 database is refused until upgraded, then keeps its attempts."""
     import relay.store.postgres_sql as postgres_sql
     from relay.store.migrations import POSTGRES_STEPS

@@ -22,7 +22,7 @@ from relay.store.postgres import PostgresStore
         ("relay.db", Path("relay.db")),
     ],
 )
-def test_open_store_parses_sqlite_urls_and_paths(url, path):
+def test_open_store_parses_sqlite_urls_and_paths(url: str, path: Path) -> None:
     """open_store maps sqlite:/// URLs (relative) and sqlite://// (absolute) and bare paths."""
     store = open_store(url)
     assert isinstance(store, SQLiteStore)
@@ -39,7 +39,7 @@ def test_open_store_parses_sqlite_urls_and_paths(url, path):
         (":memory:", "needs a file path"),
     ],
 )
-def test_open_store_rejects_other_urls(url, message):
+def test_open_store_rejects_other_urls(url: str, message: str) -> None:
     """Unknown schemes and unusable URLs are a ValueError that never echoes the URL itself."""
     with pytest.raises(ValueError, match=message) as info:
         open_store(url)
@@ -60,13 +60,13 @@ def test_open_store_rejects_other_urls(url, message):
         ("relay.db", "relay.db"),
     ],
 )
-def test_redact_url_hides_passwords(url, shown):
+def test_redact_url_hides_passwords(url: str, shown: str) -> None:
     """redact_url shows a password in the user part or a password= parameter as ***."""
     assert redact_url(url) == shown
 
 
 @pytest.mark.parametrize("url", ["postgresql://relay:hunter2@db/relay", "postgres://db/relay"])
-def test_open_store_maps_postgres_urls(url):
+def test_open_store_maps_postgres_urls(url: str) -> None:
     """postgresql:// and postgres:// URLs name a PostgresStore, which never shows the password."""
     store = open_store(url)
     assert isinstance(store, PostgresStore)
@@ -74,7 +74,7 @@ def test_open_store_maps_postgres_urls(url):
     assert "hunter2" not in store.url
 
 
-def test_sqlite_users_do_not_import_psycopg():
+def test_sqlite_users_do_not_import_psycopg() -> None:
     """Opening a SQLite URL does not import psycopg (it is imported for PostgreSQL URLs only)."""
     code = (
         "import sys; from relay.store import open_store; open_store('sqlite:///relay.db');"

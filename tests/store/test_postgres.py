@@ -9,14 +9,17 @@ that is a failure.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 
 import psycopg
 import pytest
 
 from relay.errors import StoreError, StoreUnavailableError
 from relay.store import IngestOutcome, NewEvent, Store
+from relay.store.group import PendingIngest
 from relay.store.postgres import PostgresStore
 from relay.store.postgres_sql import glob_to_regex
+from relay.store.steps import IngestResult
 from tests.conftest import POSTGRES_URL
 from tests.store.helpers import (
     T0,
@@ -31,7 +34,9 @@ from tests.store.helpers import (
 pytestmark = pytest.mark.anyio
 
 
-async def test_postgres_connections_use_tcp_keepalives_unless_the_url_says(postgres_url):
+async def test_postgres_connections_use_tcp_keepalives_unless_the_url_says(
+    postgres_url: str,
+) -> None:
     """Every pooled connection has TCP keepalives (30 s idle, 3 probes 10 s apart), so one to a
     server that vanished without closing it fails in about a minute; the URL's own values win."""
 
@@ -55,7 +60,9 @@ async def test_postgres_connections_use_tcp_keepalives_unless_the_url_says(postg
 
 
 @postgres_only
-async def test_postgres_replicas_claim_each_due_delivery_exactly_once(make_store):
+async def test_postgres_replicas_claim_each_due_delivery_exactly_once(
+    make_store: Callable[[], Store],
+) -> None:
     """Two replicas with four claimers each race over 200 due deliveries: each delivery is
     claimed by exactly one of them, and together they claim all."""
     replicas = [make_store(), make_store()]
@@ -84,7 +91,9 @@ async def test_postgres_replicas_claim_each_due_delivery_exactly_once(make_store
 
 
 @postgres_only
-async def test_postgres_lease_of_a_dead_replica_expires_and_another_claims(make_store):
+async def test_postgres_lease_of_a_dead_replica_expires_and_another_claims(
+    make_store: Callable[[], Store],
+) -> None:
     """A replica that dies mid-attempt keeps its lease; another replica starting does not steal
     it (release_all_leases is a no-op), and claims the delivery once the lease expires."""
     a, b = make_store(), make_store()
@@ -107,13 +116,16 @@ async def test_postgres_lease_of_a_dead_replica_expires_and_another_claims(make_
 
 
 @postgres_only
-async def test_postgres_group_commit_batches_concurrent_ingests(store, monkeypatch):
+async def test_postgres_group_commit_batches_concurrent_ingests(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As on SQLite: ingests that arrive together share one statement and one commit, and each
     caller still gets its own outcome."""
+    assert isinstance(store, PostgresStore)
     sizes: list[int] = []
     real = store._commit
 
-    async def counting(batch):
+    async def counting(batch: Sequence[PendingIngest]) -> list[IngestResult | StoreError]:
         sizes.append(len(batch))
         return await real(batch)
 
@@ -129,7 +141,9 @@ async def test_postgres_group_commit_batches_concurrent_ingests(store, monkeypat
 
 
 @postgres_only
-async def test_postgres_concurrent_ingest_of_one_message_accepts_once(make_store):
+async def test_postgres_concurrent_ingest_of_one_message_accepts_once(
+    make_store: Callable[[], Store],
+) -> None:
     """Two replicas ingesting the same 50 messages at once: exactly one ACCEPTED per message."""
     a, b = make_store(), make_store()
     await a.open()
@@ -151,7 +165,7 @@ async def test_postgres_concurrent_ingest_of_one_message_accepts_once(make_store
         await b.close()
 
 
-async def test_postgres_no_free_connection_is_unavailable(postgres_url):
+async def test_postgres_no_free_connection_is_unavailable(postgres_url: str) -> None:
     """When the commit in progress does not finish within timeout_s (here, stuck on a lock), an
     ingest queued behind it raises StoreUnavailableError (503); the stuck ingest completes once
     the database lets it. An ingest that needs a connection when none frees up within
@@ -182,7 +196,7 @@ async def test_postgres_no_free_connection_is_unavailable(postgres_url):
         await store.close()
 
 
-async def test_postgres_unreachable_server_is_unavailable_without_password():
+async def test_postgres_unreachable_server_is_unavailable_without_password() -> None:
     """A server that refuses connections fails open() with StoreUnavailableError; the text
     names the URL with its password as ***."""
     store = PostgresStore("postgresql://relay:hunter2@127.0.0.1:1/relay", timeout_s=1)
@@ -196,7 +210,7 @@ async def test_postgres_unreachable_server_is_unavailable_without_password():
         await store.ingest(event(), [])
 
 
-def test_glob_to_regex():
+def test_glob_to_regex() -> None:
     """SQLite GLOB patterns become anchored PostgreSQL regular expressions."""
     assert glob_to_regex("user.*") == r"^user\..*$"
     assert glob_to_regex("[^a-c]?") == "^[^a-c].$"

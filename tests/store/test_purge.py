@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from relay.store import IngestOutcome, Purged
+from relay.store import IngestOutcome, Purged, Store
 from tests.store.helpers import T0, attempt, delivery, event
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_purge_removes_only_old_finished_events(store):
+async def test_purge_removes_only_old_finished_events(store: Store) -> None:
     """purge deletes old events whose deliveries are all final, with their deliveries and
     attempts (counted); the message id is then new."""
     done, busy, young = event(1, at=T0), event(2, at=T0), event(3, at=T0 + 100)
@@ -27,7 +27,7 @@ async def test_purge_removes_only_old_finished_events(store):
     assert await store.ingest(done, []) is IngestOutcome.ACCEPTED
 
 
-async def test_purge_never_touches_pending_work(store):
+async def test_purge_never_touches_pending_work(store: Store) -> None:
     """An old event with one delivery that is not final (pending, failed, or pending again after
     a replay) stays, all its deliveries and attempts with it; events without deliveries go."""
     pending, failed, replayed, mixed, bare = (event(n, at=T0) for n in range(1, 6))
@@ -48,7 +48,7 @@ async def test_purge_never_touches_pending_work(store):
     assert await store.get_event(bare.id) is None
 
 
-async def test_purge_goes_oldest_first_in_batches_of_limit(store):
+async def test_purge_goes_oldest_first_in_batches_of_limit(store: Store) -> None:
     """Each call deletes at most `limit` events, the oldest first; a short batch means done."""
     events = [event(n, at=T0 + n) for n in range(7)]
     for e in events:
@@ -60,7 +60,7 @@ async def test_purge_goes_oldest_first_in_batches_of_limit(store):
     assert await store.list_events() == []
 
 
-async def test_purge_of_nothing_is_zero(store):
+async def test_purge_of_nothing_is_zero(store: Store) -> None:
     """Nothing old enough: nothing goes, and the answer says so."""
     e = event(1, at=T0)
     await store.ingest(e, [delivery(e.id)])

@@ -4,17 +4,20 @@ replay, on every backend."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from relay.errors import StoreError
-from relay.store import DeliveryStatus, IngestOutcome, NewEvent, QueueStats
+from relay.store import DeliveryStatus, IngestOutcome, NewEvent, QueueStats, Store
 from tests.store.helpers import T0, attempt, delivery, event, ingest_one, sqlite_only
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_ingest_commits_event_and_deliveries_together(store, make_store):
+async def test_ingest_commits_event_and_deliveries_together(
+    store: Store, make_store: Callable[[], Store]
+) -> None:
     """An accepted event and all its deliveries are visible to another connection at once."""
     e = event()
     ds = [delivery(e.id, 0), delivery(e.id, 1, sink="email")]
@@ -31,7 +34,7 @@ async def test_ingest_commits_event_and_deliveries_together(store, make_store):
         await other.close()
 
 
-async def test_ingest_is_all_or_nothing(store):
+async def test_ingest_is_all_or_nothing(store: Store) -> None:
     """When one delivery cannot be inserted, neither the event nor any delivery is stored."""
     e = event()
     d = delivery(e.id)
@@ -42,7 +45,7 @@ async def test_ingest_is_all_or_nothing(store):
     assert await store.ingest(e, [d]) is IngestOutcome.ACCEPTED
 
 
-async def test_duplicate_message_is_reported_and_adds_nothing(store):
+async def test_duplicate_message_is_reported_and_adds_nothing(store: Store) -> None:
     """A second event with the same (source, message_id) is DUPLICATE and stores nothing."""
     first = event()
     await store.ingest(first, [delivery(first.id)])
@@ -52,14 +55,14 @@ async def test_duplicate_message_is_reported_and_adds_nothing(store):
     assert [d.event_id for d in await store.list_deliveries()] == [first.id]
 
 
-async def test_same_message_id_from_another_source_is_new(store):
+async def test_same_message_id_from_another_source_is_new(store: Store) -> None:
     """Deduplication is per source: the same message id from another source is accepted."""
     a, b = event(source="clerk"), event(source="billing")
     assert await store.ingest(a, [delivery(a.id)]) is IngestOutcome.ACCEPTED
     assert await store.ingest(b, [delivery(b.id)]) is IngestOutcome.ACCEPTED
 
 
-async def test_claim_due_returns_due_rows_oldest_first_up_to_limit(store):
+async def test_claim_due_returns_due_rows_oldest_first_up_to_limit(store: Store) -> None:
     """Only rows due by now are claimed, ordered by next_attempt_at, at most ``limit``."""
     e = event()
     dues = [T0 + 30, T0 + 10, T0 + 20, T0 + 500]
@@ -70,7 +73,7 @@ async def test_claim_due_returns_due_rows_oldest_first_up_to_limit(store):
     assert await store.claim_due(T0 + 100, 10, 60) == []
 
 
-async def test_claimed_delivery_carries_the_event(store):
+async def test_claimed_delivery_carries_the_event(store: Store) -> None:
     """A claim joins the delivery with what rendering needs: the event's source, type and body."""
     e = event()
     d = delivery(e.id, rule="welcome", sink="email")
@@ -81,7 +84,7 @@ async def test_claimed_delivery_carries_the_event(store):
     assert (c.sink, c.idempotency_key, c.attempts) == ("email", d.idempotency_key, 0)
 
 
-async def test_claim_due_filters_by_sink(store):
+async def test_claim_due_filters_by_sink(store: Store) -> None:
     """With ``sink``, only deliveries to that sink are claimed."""
     e = event()
     sinks = ["slack", "email", "http"]
@@ -92,7 +95,7 @@ async def test_claim_due_filters_by_sink(store):
     assert sorted(c.sink for c in await store.claim_due(T0, 10, 60)) == ["http", "slack"]
 
 
-async def test_claim_due_filters_by_rule_and_orphans_are_the_rest(store):
+async def test_claim_due_filters_by_rule_and_orphans_are_the_rest(store: Store) -> None:
     """``rules`` claims only those rules; ``claim_orphans`` claims what has a sink or a rule
     outside the ones given, and nothing else."""
     e = event()
@@ -115,7 +118,7 @@ async def test_claim_due_filters_by_rule_and_orphans_are_the_rest(store):
     assert await store.claim_orphans(T0 + 1, 10, 60, sinks=["slack"], rules=["alert"]) == []
 
 
-async def test_defer_makes_a_delivery_due_later_without_an_attempt(store):
+async def test_defer_makes_a_delivery_due_later_without_an_attempt(store: Store) -> None:
     """defer() drops the lease and moves the due time; no attempt is counted or recorded."""
     dlv = await ingest_one(store)
     await store.claim_due(T0, 10, 60)
@@ -126,7 +129,7 @@ async def test_defer_makes_a_delivery_due_later_without_an_attempt(store):
     assert await store.list_attempts(dlv) == []
 
 
-async def test_lease_hides_a_claimed_row_until_it_expires(store):
+async def test_lease_hides_a_claimed_row_until_it_expires(store: Store) -> None:
     """A leased row is not claimed again before now + lease_s, and is claimable after."""
     dlv = await ingest_one(store)
     assert [c.id for c in await store.claim_due(T0, 10, lease_s=60)] == [dlv]
@@ -134,7 +137,7 @@ async def test_lease_hides_a_claimed_row_until_it_expires(store):
     assert [c.id for c in await store.claim_due(T0 + 60, 10, 60)] == [dlv]
 
 
-async def test_retry_then_delivered_records_numbered_attempts(store):
+async def test_retry_then_delivered_records_numbered_attempts(store: Store) -> None:
     """Two retries and a success leave attempts 1, 2, 3 and a delivered row without lease."""
     dlv = await ingest_one(store)
     await store.claim_due(T0, 10, 60)
@@ -157,7 +160,7 @@ async def test_retry_then_delivered_records_numbered_attempts(store):
     assert await store.claim_due(T0 + 10_000, 10, 60) == []
 
 
-async def test_retry_is_due_at_next_attempt_at_and_not_before(store):
+async def test_retry_is_due_at_next_attempt_at_and_not_before(store: Store) -> None:
     """A failed delivery is claimable from next_attempt_at on, and not a moment earlier."""
     dlv = await ingest_one(store)
     await store.claim_due(T0, 10, lease_s=3600)
@@ -168,7 +171,7 @@ async def test_retry_is_due_at_next_attempt_at_and_not_before(store):
     assert [c.id for c in await store.claim_due(T0 + 120, 10, 60)] == [dlv]
 
 
-async def test_record_dead_with_attempt(store):
+async def test_record_dead_with_attempt(store: Store) -> None:
     """A permanent failure records the attempt and dead-letters the delivery with the reason."""
     dlv = await ingest_one(store)
     await store.claim_due(T0, 10, 60)
@@ -183,7 +186,7 @@ async def test_record_dead_with_attempt(store):
     assert await store.claim_due(T0 + 10_000, 10, 60) == []
 
 
-async def test_record_dead_without_attempt(store):
+async def test_record_dead_without_attempt(store: Store) -> None:
     """Dead-lettering without an attempt (e.g. its sink was removed) records no attempt."""
     dlv = await ingest_one(store)
     await store.record_dead(None, dlv, "sink 'slack' no longer exists")
@@ -192,14 +195,14 @@ async def test_record_dead_without_attempt(store):
     assert await store.list_attempts(dlv) == []
 
 
-async def test_recording_an_unknown_delivery_is_a_store_error(store):
+async def test_recording_an_unknown_delivery_is_a_store_error(store: Store) -> None:
     """Recording an attempt of a delivery that does not exist raises StoreError."""
     with pytest.raises(StoreError, match="record delivered for delivery dlv_nope: no such"):
         await store.record_delivered(attempt("dlv_nope"))
     assert await store.list_attempts("dlv_nope") == []
 
 
-async def test_release_makes_leased_rows_due_at_once(store):
+async def test_release_makes_leased_rows_due_at_once(store: Store) -> None:
     """release() drops the given leases only, without recording an attempt."""
     e = event()
     await store.ingest(e, [delivery(e.id, 0), delivery(e.id, 1)])
@@ -211,7 +214,7 @@ async def test_release_makes_leased_rows_due_at_once(store):
 
 
 @sqlite_only
-async def test_release_all_leases_counts_what_it_dropped(store):
+async def test_release_all_leases_counts_what_it_dropped(store: Store) -> None:
     """release_all_leases() frees every leased row and returns how many it freed."""
     e = event()
     await store.ingest(e, [delivery(e.id, i) for i in range(3)])
@@ -222,7 +225,7 @@ async def test_release_all_leases_counts_what_it_dropped(store):
     assert await store.release_all_leases() == 0
 
 
-async def test_replay_keeps_idempotency_key_and_history(store):
+async def test_replay_keeps_idempotency_key_and_history(store: Store) -> None:
     """A replayed dead delivery is pending and due now, same key, a fresh retry budget, and
     its next attempt numbered on after the history."""
     dlv = await ingest_one(store)
@@ -240,7 +243,7 @@ async def test_replay_keeps_idempotency_key_and_history(store):
     assert d.attempts == 1
 
 
-async def test_replay_skips_pending_and_in_flight_deliveries(store):
+async def test_replay_skips_pending_and_in_flight_deliveries(store: Store) -> None:
     """Pending rows and rows under a live lease are not replayed; delivered ones are."""
     e = event()
     await store.ingest(e, [delivery(e.id, i) for i in range(3)])
@@ -253,7 +256,7 @@ async def test_replay_skips_pending_and_in_flight_deliveries(store):
     assert (await store.list_deliveries(status="delivered")) == []
 
 
-async def test_queue_stats(store):
+async def test_queue_stats(store: Store) -> None:
     """due counts claimable rows, pending_total every non-final row, age the oldest due one."""
     e = event()
     dues = [T0 + 10, T0 + 20, T0 + 1000, T0 + 5, T0 + 0]
@@ -265,7 +268,9 @@ async def test_queue_stats(store):
     assert await store.queue_stats(T0 + 5 + 60) == QueueStats(3, 4, 60.0)
 
 
-async def test_data_survives_close_and_reopen(store, make_store):
+async def test_data_survives_close_and_reopen(
+    store: Store, make_store: Callable[[], Store]
+) -> None:
     """What one instance committed is there after it closes and a new instance opens the file."""
     dlv = await ingest_one(store)
     await store.claim_due(T0, 10, 60)
@@ -281,7 +286,7 @@ async def test_data_survives_close_and_reopen(store, make_store):
         await reopened.close()
 
 
-async def test_concurrent_ingests_commit_and_dedupe_exactly_once(store):
+async def test_concurrent_ingests_commit_and_dedupe_exactly_once(store: Store) -> None:
     """200 concurrent ingests of 150 message ids: 150 accepted, 50 duplicates, nothing lost."""
     calls = []
     for i in range(200):
@@ -296,7 +301,7 @@ async def test_concurrent_ingests_commit_and_dedupe_exactly_once(store):
     assert len(await store.list_deliveries(limit=1000)) == 300
 
 
-async def test_a_closed_store_refuses_work(store):
+async def test_a_closed_store_refuses_work(store: Store) -> None:
     """Calls after close() raise StoreError instead of touching a closed connection."""
     await store.close()
     with pytest.raises(StoreError, match="not open"):

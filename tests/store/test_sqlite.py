@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from relay.errors import StoreError, StoreUnavailableError
-from relay.store import IngestOutcome, SQLiteStore
+from relay.store import IngestOutcome, SQLiteStore, Store
 from tests.store.helpers import T0, delivery, event, sqlite_only
 
 pytestmark = pytest.mark.anyio
 
 
 @sqlite_only
-async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
+async def test_sqlite_file_is_wal_and_versioned(store: Store, tmp_path: Path) -> None:
     """The SQLite file is in WAL mode and carries schema version 4."""
     raw = sqlite3.connect(tmp_path / "relay.db")
     try:
@@ -24,7 +25,7 @@ async def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
         raw.close()
 
 
-async def test_sqlite_locked_database_is_unavailable_at_ingest(tmp_path):
+async def test_sqlite_locked_database_is_unavailable_at_ingest(tmp_path: Path) -> None:
     """While another writer holds the lock past busy_timeout, ingest raises StoreUnavailableError
     and stores nothing; it succeeds once the lock is gone."""
     store = SQLiteStore(tmp_path / "relay.db", busy_timeout_s=0.05)
@@ -42,7 +43,7 @@ async def test_sqlite_locked_database_is_unavailable_at_ingest(tmp_path):
         await store.close()
 
 
-async def test_sqlite_impossible_path_is_unavailable_at_open(tmp_path):
+async def test_sqlite_impossible_path_is_unavailable_at_open(tmp_path: Path) -> None:
     """A database path under a regular file cannot be opened: StoreUnavailableError at open()."""
     (tmp_path / "a-file").write_text("")
     store = SQLiteStore(tmp_path / "a-file" / "relay.db")
@@ -52,7 +53,7 @@ async def test_sqlite_impossible_path_is_unavailable_at_open(tmp_path):
         await store.ingest(event(), [])
 
 
-async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path):
+async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     """A file that is not SQLite fails open() with StoreError, not the retryable kind."""
     (tmp_path / "relay.db").write_bytes(b"not a database" * 512)
     with pytest.raises(StoreError, match="file is not a database") as info:
@@ -60,7 +61,7 @@ async def test_sqlite_file_that_is_not_a_database_is_a_store_error(tmp_path):
     assert not isinstance(info.value, StoreUnavailableError)
 
 
-async def test_sqlite_queue_stats_never_wait_behind_the_writer(tmp_path):
+async def test_sqlite_queue_stats_never_wait_behind_the_writer(tmp_path: Path) -> None:
     """Queue statistics (what /metrics and /readyz read) run on a read-only connection and a
     thread of their own: they answer while the store's writer thread is busy (here for 1 s),
     instead of queueing behind ingest's commits."""

@@ -5,6 +5,7 @@ first with filters."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 
@@ -21,7 +22,9 @@ LEFT = Suppression(ADA, "onboarding", Reason.UNSUBSCRIBED, None, T0 + 1)
 GRACE = Suppression("grace@example.com", "all", Reason.COMPLAINED, "msg_c1", T0 + 2)
 
 
-async def test_an_address_has_one_suppression_per_scope_and_keeps_its_first_cause(store: Store):
+async def test_an_address_has_one_suppression_per_scope_and_keeps_its_first_cause(
+    store: Store,
+) -> None:
     """Adding says whether it was new; a second bounce of the same address changes nothing."""
     assert await store.add_suppression(BOUNCED) is True
     again = Suppression(ADA, "all", Reason.MANUAL, "msg_b2", T0 + 50)
@@ -30,7 +33,7 @@ async def test_an_address_has_one_suppression_per_scope_and_keeps_its_first_caus
     assert await store.list_suppressions(address=ADA) == [LEFT, BOUNCED]
 
 
-async def test_the_lookup_finds_only_the_addresses_and_scopes_asked_for(store: Store):
+async def test_the_lookup_finds_only_the_addresses_and_scopes_asked_for(store: Store) -> None:
     for suppression in (BOUNCED, LEFT, GRACE):
         await store.add_suppression(suppression)
     assert await store.suppressions_for([ADA], ["all"]) == [BOUNCED]
@@ -42,7 +45,7 @@ async def test_the_lookup_finds_only_the_addresses_and_scopes_asked_for(store: S
     assert await store.suppressions_for([ADA], []) == []
 
 
-async def test_remove_takes_one_scope_or_every_scope_of_an_address(store: Store):
+async def test_remove_takes_one_scope_or_every_scope_of_an_address(store: Store) -> None:
     for suppression in (BOUNCED, LEFT, GRACE):
         await store.add_suppression(suppression)
     assert await store.remove_suppressions(ADA, "onboarding") == 1
@@ -53,7 +56,7 @@ async def test_remove_takes_one_scope_or_every_scope_of_an_address(store: Store)
     assert await store.list_suppressions() == [GRACE]
 
 
-async def test_listing_is_newest_first_filtered_and_limited(store: Store):
+async def test_listing_is_newest_first_filtered_and_limited(store: Store) -> None:
     for suppression in (BOUNCED, LEFT, GRACE):
         await store.add_suppression(suppression)
     assert await store.list_suppressions() == [GRACE, LEFT, BOUNCED]
@@ -63,7 +66,7 @@ async def test_listing_is_newest_first_filtered_and_limited(store: Store):
     assert await store.list_suppressions(address=ADA, scope="all") == [BOUNCED]
 
 
-async def test_a_replica_sees_what_another_added(make_store):
+async def test_a_replica_sees_what_another_added(make_store: Callable[[], Store]) -> None:
     """Two stores on one database (replicas): one adds, the other's lookup finds it."""
     one, two = make_store(), make_store()
     await one.open()
@@ -79,7 +82,7 @@ async def test_a_replica_sees_what_another_added(make_store):
 
 
 @sqlite_only
-async def test_the_lookup_is_an_index_probe_not_a_scan(store: SQLiteStore):
+async def test_the_lookup_is_an_index_probe_not_a_scan(store: SQLiteStore) -> None:
     """SQLite's plan for the worker's lookup searches the primary key; it never scans."""
     raw = sqlite3.connect(store.path)
     plan = " ".join(
