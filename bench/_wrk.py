@@ -83,7 +83,7 @@ def write_script(path: Path, requests: Iterable[bytes]) -> Path:
         "  i = i + 1\n"
         "  if i > #requests then i = 1; wrapped = wrapped + 1 end\n"
         "  return requests[i]\n"
-        "end\n" + _DONE
+        "end\n" + DONE_LUA
     )
     return path
 
@@ -92,13 +92,13 @@ def path_script(path: Path, method: str, target: str) -> Path:
     """A wrk Lua script sending ``method target`` (no body) on every request."""
     path.write_text(
         f'wrapped = 0\nwrk.method = "{method}"\nwrk.path = "{target}"\n'
-        "request = function() return wrk.format() end\n" + _DONE
+        "request = function() return wrk.format() end\n" + DONE_LUA
     )
     return path
 
 
 # Thread states are separate Lua states: collect them in setup, read them in done.
-_DONE = """
+DONE_LUA = """
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
 done = function(summary, latency, requests)

@@ -23,7 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-_SCRIPT = """
+import _wrk
+
+_SCRIPT = (
+    """
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
@@ -72,15 +75,9 @@ if rate > 0 then
     return math.floor(wait * 1000 + 0.5)
   end
 end
-
-local threads = {}
-setup = function(thread) table.insert(threads, thread) end
-done = function(summary, latency, requests)
-  local total = 0
-  for _, thread in ipairs(threads) do total = total + (thread:get("wrapped") or 0) end
-  io.write("wrapped: " .. total .. "\\n")
-end
 """
+    + _wrk.DONE_LUA
+)
 
 
 def write_script(
