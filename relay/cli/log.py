@@ -72,7 +72,7 @@ async def show_events(store: DeliveryLog, args: argparse.Namespace) -> int:
         return 0
     now = time.time()
     rows = [[e.id, e.type, e.source, e.message_id, when(e.received_at, now),
-             ", ".join(f"{n} {s}" for s, n in sorted(c.items())) or "no rule matched"]
+             ", ".join(f"{n} {s}" for s, n in sorted(c.items())) or "none"]
             for e, c in zip(events, counts, strict=True)]  # fmt: skip
     headers = ("ID", "TYPE", "SOURCE", "SVIX ID", "RECEIVED", "DELIVERIES")
     emit(table(headers, rows, width=term_width()) if rows else [], "no events")
@@ -117,7 +117,10 @@ async def show_event(store: DeliveryLog, args: argparse.Namespace) -> int:
         lines = table(ATTEMPT_HEADERS, rows, width=width, indent="  ") if rows else []
         emit(lines, "  no attempts yet")
     if not deliveries:
-        print("\nno deliveries: no rule matched this event")
+        print(
+            "\nno deliveries: no rule sends this event (one that cancels on it leaves its"
+            " reason on what it cancelled: relay deliveries --status cancelled)"
+        )
     if args.body:
         print("\nbody:")
         dump(event_body(event))

@@ -16,13 +16,16 @@ from tests.cli.helpers import at_store, ingest, run
 
 
 def test_events_finds_by_exact_type_and_glob(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--type takes an exact type or a glob; the table shows ids, svix ids and delivery counts."""
+    """--type takes an exact type or a glob; the table shows ids, svix ids and delivery counts
+    ("none" for an event no rule sends)."""
     assert run(db, "events", "--type", "user.created") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ID", "TYPE", "SOURCE", "SVIX", "ID", "RECEIVED", "DELIVERIES"]
     assert len(lines) == 2
     assert lines[1].startswith("evt_1  user.created  clerk   msg_1    2024-05-01T12:00:00Z (")
     assert lines[1].endswith(" ago)  1 dead, 1 delivered")
+    assert run(db, "events", "--type", "user.deleted") == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(" ago)  none")
     assert run(db, "events", "--type", "user.*", "--json") == 0
     found = json.loads(capsys.readouterr().out)
     assert [(e["id"], e["type"], e["deliveries"]) for e in found] == [
@@ -107,7 +110,7 @@ def test_event_by_svix_id_with_body(db: Path, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert out.startswith("event:         evt_2\n")
     assert "matched rules: \n" in out
-    assert "\nno deliveries: no rule matched this event\n" in out
+    assert "\nno deliveries: no rule sends this event (" in out
     body = '{\n  "type": "user.deleted",\n  "data": {\n    "id": "user_2"\n  }\n}\n'
     assert out.endswith("\nbody:\n" + body)
 
