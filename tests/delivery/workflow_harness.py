@@ -18,7 +18,6 @@ from typing import Any
 
 from relay.config import Config, load_config
 from relay.delivery.worker import Runtime, Worker
-from relay.ids import new_id
 from relay.sinks.base import Message, Sink
 from relay.store import DeliveryRecord, NewEvent, Store
 from relay.store.steps import IngestResult
@@ -145,7 +144,9 @@ class Flow:
         self.events += 1
         message_id = f"msg_{self.events}"
         envelope = {"type": type, "object": "event", "data": dict(data)}
-        event_id = new_id("evt")
+        # Ids in posting order: events posted at one fake instant tie on received_at, and the
+        # store breaks ties by id (real ids are ordered by the millisecond, then random).
+        event_id = f"evt_{self.events:022x}"
         now = self.clock()
         plan = plan_event(
             self.config.rules, envelope, Arrival("clerk", message_id, event_id, type, now)
