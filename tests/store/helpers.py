@@ -3,8 +3,11 @@ backend."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from relay.store import (
@@ -16,6 +19,8 @@ from relay.store import (
     SQLiteStore,
     Store,
 )
+from relay.store.migrations import POSTGRES_STEPS, SQLITE_STEPS
+from relay.store.postgres_sql import SET_VERSION, VERSION_TABLE
 
 T0 = 1_000_000.0  # the tests' clock: every time is T0 + seconds
 BACKENDS = ["sqlite", "postgres"]
@@ -86,3 +91,29 @@ def forbid_fallback(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(sqlite_module, "_ingest_one_by_one", no_fallback)
     else:
         monkeypatch.setattr(store, "_ingest_alone", no_fallback)
+
+
+def sqlite_at_version(path: Path, version: int, rows: Iterable[str] = ()) -> None:
+    """A SQLite file as relay's schema ``version`` left it (its first migration steps), holding
+    ``rows`` (SQL statements): what an older relay wrote, for an upgrade test."""
+    raw = sqlite3.connect(path)
+    for step in SQLITE_STEPS[:version]:
+        for statement in step:
+            raw.execute(statement)
+    for statement in rows:
+        raw.execute(statement)
+    raw.execute(f"PRAGMA user_version = {version}")
+    raw.commit()
+    raw.close()
+
+
+async def postgres_at_version(url: str, version: int, rows: Iterable[str] = ()) -> None:
+    """The PostgreSQL schema at ``url`` as relay's schema ``version`` left it, holding ``rows``."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for step in POSTGRES_STEPS[:version]:
+            for statement in step:
+                await conn.execute(statement)
+        await conn.execute(VERSION_TABLE)
+        await conn.execute(SET_VERSION, [version])
+        for statement in rows:
+            await conn.execute(statement)

@@ -12,10 +12,8 @@ import pytest
 
 from relay.errors import StoreError
 from relay.store import DeliveryStatus, NewDelivery, SQLiteStore, Store
-from relay.store.migrations import POSTGRES_STEPS, SQLITE_STEPS
 from relay.store.postgres import PostgresStore
-from relay.store.postgres_sql import SET_VERSION, VERSION_TABLE
-from tests.store.helpers import T0, event
+from tests.store.helpers import T0, event, postgres_at_version, sqlite_at_version
 from tests.store.steps_helpers import cancel, digest
 
 pytestmark = pytest.mark.anyio
@@ -78,15 +76,7 @@ async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_work(tmp_path
     every row and attempt is kept, foreign keys still hold, and the claim still walks its
     index without sorting."""
     path = tmp_path / "relay.db"
-    raw = sqlite3.connect(path)
-    for step in SQLITE_STEPS[:3]:
-        for statement in step:
-            raw.execute(statement)
-    for statement in ROWS:
-        raw.execute(statement)
-    raw.execute("PRAGMA user_version = 3")
-    raw.commit()
-    raw.close()
+    sqlite_at_version(path, 3, ROWS)
     with pytest.raises(StoreError, match="version 3, relay needs 6: run `relay db upgrade`"):
         await SQLiteStore(path).open()
     assert await SQLiteStore(path).upgrade() == (3, 6)
@@ -114,14 +104,8 @@ async def test_postgres_version_3_database_upgrades_to_6_keeping_its_work(
     postgres_url: str,
 ) -> None:
     """PostgreSQL widens the status check and adds the columns in place; the rows are kept."""
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        for step in POSTGRES_STEPS[:3]:
-            for statement in step:
-                await conn.execute(statement)
-        await conn.execute(VERSION_TABLE)
-        await conn.execute(SET_VERSION, [3])
-        for statement in ROWS:
-            await conn.execute(statement.replace("'{}')", "'\\x7b7d'::bytea)"))
+    rows = [statement.replace("'{}')", "'\\x7b7d'::bytea)") for statement in ROWS]
+    await postgres_at_version(postgres_url, 3, rows)
     with pytest.raises(StoreError, match="version 3, relay needs 6"):
         await PostgresStore(postgres_url).open()
     assert await PostgresStore(postgres_url).upgrade() == (3, 6)

@@ -13,9 +13,8 @@ import pytest
 from relay.errors import StoreError
 from relay.recipients.addresses import Reason, Suppression
 from relay.store import SQLiteStore, Store
-from relay.store.migrations import POSTGRES_STEPS, SQLITE_STEPS
 from relay.store.postgres import PostgresStore
-from relay.store.postgres_sql import SET_VERSION, VERSION_TABLE
+from tests.store.helpers import postgres_at_version, sqlite_at_version
 
 pytestmark = pytest.mark.anyio
 
@@ -48,15 +47,7 @@ async def upgraded_store_works(store: Store) -> None:
 
 async def test_sqlite_version_5_database_upgrades_to_6_keeping_its_work(tmp_path: Path) -> None:
     path = tmp_path / "relay.db"
-    raw = sqlite3.connect(path)
-    for step in SQLITE_STEPS[:5]:
-        for statement in step:
-            raw.execute(statement)
-    for statement in ROWS:
-        raw.execute(statement.format(body="X'7B7D'"))
-    raw.execute("PRAGMA user_version = 5")
-    raw.commit()
-    raw.close()
+    sqlite_at_version(path, 5, [statement.format(body="X'7B7D'") for statement in ROWS])
     with pytest.raises(StoreError, match="version 5, relay needs 6: run `relay db upgrade`"):
         await SQLiteStore(path).open()
     assert await SQLiteStore(path).upgrade() == (5, 6)
@@ -71,14 +62,8 @@ async def test_sqlite_version_5_database_upgrades_to_6_keeping_its_work(tmp_path
 async def test_postgres_version_5_database_upgrades_to_6_keeping_its_work(
     postgres_url: str,
 ) -> None:
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        for step in POSTGRES_STEPS[:5]:
-            for statement in step:
-                await conn.execute(statement)
-        await conn.execute(VERSION_TABLE)
-        await conn.execute(SET_VERSION, [5])
-        for statement in ROWS:
-            await conn.execute(statement.format(body="'\\x7b7d'::bytea"))
+    rows = [statement.format(body="'\\x7b7d'::bytea") for statement in ROWS]
+    await postgres_at_version(postgres_url, 5, rows)
     with pytest.raises(StoreError, match="version 5, relay needs 6: run `relay db upgrade`"):
         await PostgresStore(postgres_url).open()
     assert await PostgresStore(postgres_url).upgrade() == (5, 6)

@@ -17,7 +17,7 @@ from relay.errors import StoreError
 from relay.store import IngestOutcome, SQLiteStore, Store, redact_url
 from relay.store.migrations import plan
 from relay.store.postgres import PostgresStore
-from tests.store.helpers import BACKENDS, event
+from tests.store.helpers import BACKENDS, event, postgres_at_version, sqlite_at_version
 
 pytestmark = pytest.mark.anyio
 
@@ -184,15 +184,8 @@ async def test_sqlite_version_2_database_upgrades_to_6_keeping_its_data(tmp_path
     """Version 3 drops the indexes ingest no longer writes and adds the dead-delivery index;
     the rows stay, and lookups by message id, sink and status still answer from indexes."""
     import relay.store.sqlite as sqlite_module
-    from relay.store.migrations import SQLITE_STEPS
 
-    raw = sqlite3.connect(tmp_path / "relay.db")
-    for step in SQLITE_STEPS[:2]:
-        for statement in step:
-            raw.execute(statement)
-    raw.execute("PRAGMA user_version = 2")
-    raw.commit()
-    raw.close()
+    sqlite_at_version(tmp_path / "relay.db", 2)
     v2 = SQLiteStore(tmp_path / "relay.db")
     with pytest.raises(StoreError, match="version 2, relay needs 6"):
         await v2.open()
@@ -258,23 +251,13 @@ async def test_postgres_version_2_database_upgrades_to_6_keeping_its_data(
 ) -> None:
     """As on SQLite: version 3 swaps the listing indexes, keeps the rows, and the lookups by
     sender message id and by dead status still find them."""
-    import relay.store.postgres_sql as postgres_sql
-    from relay.store.migrations import POSTGRES_STEPS
-
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        for step in POSTGRES_STEPS[:2]:
-            for statement in step:
-                await conn.execute(statement)
-        await conn.execute(postgres_sql.VERSION_TABLE)
-        await conn.execute(postgres_sql.SET_VERSION, [2])
-        await conn.execute(
-            "INSERT INTO events VALUES ('evt_1', 'clerk', 'msg_1', 'user.created', 1, '{}')"
-        )
-        await conn.execute(
-            "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
-            " next_attempt_at, created_at, updated_at) VALUES"
-            " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'dead', 1, 1, 1)"
-        )
+    rows = [
+        "INSERT INTO events VALUES ('evt_1', 'clerk', 'msg_1', 'user.created', 1, '{}')",
+        "INSERT INTO deliveries (id, event_id, rule, send_index, sink, idempotency_key, status,"
+        " next_attempt_at, created_at, updated_at) VALUES"
+        " ('dlv_1', 'evt_1', 'r', 0, 'slack', 'k1', 'dead', 1, 1, 1)",
+    ]
+    await postgres_at_version(postgres_url, 2, rows)
     with pytest.raises(StoreError, match="version 2, relay needs 6"):
         await PostgresStore(postgres_url).open()
     assert await PostgresStore(postgres_url).upgrade() == (2, 6)
@@ -338,17 +321,8 @@ V3_ROWS = (
 async def test_sqlite_version_3_database_upgrades_to_6_keeping_its_attempts(tmp_path: Path) -> None:
     """Version 5 gives attempts the render they sent; a version-3 file is refused until
     upgraded, and its attempts stay, with no render."""
-    from relay.store.migrations import SQLITE_STEPS
 
-    raw = sqlite3.connect(tmp_path / "relay.db")
-    for step in SQLITE_STEPS[:3]:
-        for statement in step:
-            raw.execute(statement)
-    for statement in V3_ROWS:
-        raw.execute(statement.format(body="X'7B7D'"))
-    raw.execute("PRAGMA user_version = 3")
-    raw.commit()
-    raw.close()
+    sqlite_at_version(tmp_path / "relay.db", 3, [s.format(body="X'7B7D'") for s in V3_ROWS])
     with pytest.raises(StoreError, match="version 3, relay needs 6: run `relay db upgrade`"):
         await SQLiteStore(tmp_path / "relay.db").open()
     assert await SQLiteStore(tmp_path / "relay.db").upgrade() == (3, 6)
@@ -359,17 +333,8 @@ async def test_postgres_version_3_database_upgrades_to_6_keeping_its_attempts(
     postgres_url: str,
 ) -> None:
     """As on SQLite: a version-3 database is refused until upgraded, then keeps its attempts."""
-    import relay.store.postgres_sql as postgres_sql
-    from relay.store.migrations import POSTGRES_STEPS
 
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        for step in POSTGRES_STEPS[:3]:
-            for statement in step:
-                await conn.execute(statement)
-        await conn.execute(postgres_sql.VERSION_TABLE)
-        await conn.execute(postgres_sql.SET_VERSION, [3])
-        for statement in V3_ROWS:
-            await conn.execute(statement.format(body="'{}'"))
+    await postgres_at_version(postgres_url, 3, [s.format(body="'{}'") for s in V3_ROWS])
     with pytest.raises(StoreError, match="version 3, relay needs 6: run `relay db upgrade`"):
         await PostgresStore(postgres_url).open()
     assert await PostgresStore(postgres_url).upgrade() == (3, 6)
