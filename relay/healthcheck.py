@@ -1,8 +1,10 @@
 """The container's HEALTHCHECK: is the relay of this container answering ``/healthz``?
 
 ``python -m relay.healthcheck [PID]`` reads the command line of the relay process (PID 1 in a
-container, the entrypoint) to find where it listens: ``relay serve`` on ``--port`` or
-``$RELAY_PORT`` (8000), ``relay worker`` on ``--port`` (8001); then asks
+container, the entrypoint) to find where ``/healthz`` answers: on the ops port when one is set
+(``--ops-port`` or ``$RELAY_OPS_PORT``: the public port then carries only the webhooks), else
+``relay serve`` on ``--port`` or ``$RELAY_PORT`` (8000), ``relay worker`` on ``--port`` (8001); then
+asks
 ``http://127.0.0.1:PORT/healthz`` and exits 0 on a 200, 1 otherwise. It imports nothing of
 relay's beyond this file and the standard library: it runs every 30 s.
 """
@@ -21,19 +23,30 @@ DEFAULT_PORTS = {"serve": 8000, "worker": 8001}
 
 
 def port_of(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
-    """The port a ``relay serve`` or ``relay worker`` command line listens on, or None when
-    the command is neither."""
+    """The port where a ``relay serve`` or ``relay worker`` command line answers ``/healthz``,
+    or None when the command is neither."""
     command = next((arg for arg in argv if arg in DEFAULT_PORTS), None)
     if command is None:
         return None
-    for i, arg in enumerate(argv):
-        if arg == "--port" and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if arg.startswith("--port="):
-            return int(arg.split("=", 1)[1])
+    ops = _option(argv, "--ops-port") or env.get("RELAY_OPS_PORT", "").strip()
+    if ops:
+        return int(ops)
+    port = _option(argv, "--port")
+    if port:
+        return int(port)
     if command == "serve" and env.get("RELAY_PORT", "").strip():
         return int(env["RELAY_PORT"])
     return DEFAULT_PORTS[command]
+
+
+def _option(argv: Sequence[str], name: str) -> str | None:
+    """The value of ``name VALUE`` or ``name=VALUE`` on the command line."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

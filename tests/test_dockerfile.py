@@ -193,13 +193,17 @@ def test_healthcheck_follows_relay_worker_to_its_port(tmp_path: Path) -> None:
         (["relay", "serve", "--port", "9000"], {"RELAY_PORT": "8000"}, 9000),
         (["relay", "worker"], {"RELAY_PORT": "8000"}, 8001),
         (["relay", "worker", "--port=8100"], {}, 8100),
+        (["relay", "serve", "--ops-port", "9100"], {"RELAY_PORT": "8000"}, 9100),
+        (["relay", "serve", "--port", "9000"], {"RELAY_OPS_PORT": "9100"}, 9100),
+        (["relay", "worker", "--ops-port=9101"], {}, 9101),
         (["relay", "check"], {}, None),
     ],
 )
 def test_healthcheck_reads_the_port_from_the_command_line(
     argv: list[str], env: dict[str, str], port: int | None
 ) -> None:
-    """serve: --port, else $RELAY_PORT, else 8000; worker: --port, else 8001; other commands
+    """The ops port when one is set (--ops-port, else $RELAY_OPS_PORT: /healthz is there);
+    else serve: --port, else $RELAY_PORT, else 8000; worker: --port, else 8001; other commands
     serve nothing."""
     from relay.healthcheck import port_of
 
