@@ -68,9 +68,9 @@ class WorkflowCompiler:
         self._refuse_mixtures(model, base)
         rule_window = self._window(model.window, (*base, "window"))
         timed = []
-        for j, send in enumerate(sends):
+        for send in sends:  # those that compiled: send.index is its place in the file
             raw = model.send[send.index]
-            at = (*base, "send", j)
+            at = (*base, "send", send.index)
             delay = raw.delay if raw.delay is not None else model.delay
             window = (
                 rule_window if raw.window is None else self._window(raw.window, (*at, "window"))

@@ -143,6 +143,22 @@ def test_each_workflow_mistake_is_reported_where_it_is(
     assert errors(tmp_path, old, new) == expected
 
 
+def test_a_sends_window_mistake_is_reported_at_that_send_when_an_earlier_send_failed(
+    tmp_path: Path,
+) -> None:
+    """The first send's broken template leaves the second one's window error at the second
+    send (not at the first, which has no window)."""
+    rules = RULES.replace("template: welcome.yaml", "template: nope.yaml", 1)
+    rules = rules.replace("Europe/Berlin", "Europe/Berln", 1)
+    assert errors_for(tmp_path, rules, templates=TEMPLATES) == [
+        "rules.yaml:21:19: template 'nope.yaml' not found in templates/ (did you mean"
+        " 'welcome.yaml'?)",
+        "rules.yaml:31:29: default_timezone: unknown time zone 'Europe/Berln' (did you mean"
+        " 'Europe/Berlin'?) (an IANA name such as Europe/Berlin, or a template naming the"
+        " event's)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
