@@ -3,9 +3,9 @@ send window waits for the window's next opening, and a digest is rendered over i
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from relay import deepjson
 from relay.rules import Rule
 from relay.store.base import ClaimedDelivery, Queue
 from relay.workflow.spec import Timing
@@ -34,7 +34,7 @@ async def digest_events(
     event alone); None for a delivery that is no digest."""
     if claimed.batch_id is not None:
         bodies = await store.digest_events(claimed.batch_id, claimed.send_index)
-        return [json.loads(body) for body in bodies]
+        return [deepjson.loads(body) for body in bodies]  # any depth: what senders signed
     if rule is not None and rule.workflow.digest is not None:
         return [event]
     return None
@@ -44,7 +44,7 @@ def _envelope(body: bytes) -> Any:
     """The event's envelope, or an empty one if its body is not a JSON object (the window's time
     zone is then the default)."""
     try:
-        event = json.loads(body)
+        event = deepjson.loads(body)  # any depth (json.loads: RecursionError past ~1,000)
     except ValueError:
         return {}
     return event if isinstance(event, dict) else {}

@@ -57,6 +57,25 @@ async def test_a_delayed_send_goes_out_when_due_and_not_before(flow: Flow) -> No
     assert await flow.run_due() == 0
 
 
+async def test_an_event_nested_past_the_recursion_limit_goes_through_window_and_digest(
+    flow: Flow,
+) -> None:
+    """A sign-up whose metadata is nested 100,000 deep (users write their own metadata): the
+    windowed tips and the digest read its body at any depth and are sent, not crashed."""
+    deep: dict[str, object] = {}
+    for _ in range(100_000):
+        deep = {"a": deep}
+    flow.at(SPRING - 5 * 3600)  # Friday 12:30 Berlin: inside the window
+    await flow.post("user.created", {"id": "user_1", "public_metadata": deep})
+    await flow.run_due()
+    flow.at(SPRING - 5 * 3600 + 600)
+    await flow.run_due()
+    assert flow.sent("slack") == [{"count": 1, "ids": ["user_1"]}]
+    flow.at(SPRING - 5 * 3600 + 3 * DAY)
+    await flow.run_due()
+    assert flow.sent() == [{"welcome": "user_1"}, {"tips": "user_1"}]
+
+
 @pytest.mark.parametrize(
     ("received", "opening"),
     [

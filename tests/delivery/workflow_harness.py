@@ -8,7 +8,6 @@ promotes what has come due, claims and sends) and waits for the attempts it star
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from relay import deepjson
 from relay.config import Config, load_config
 from relay.delivery.worker import Runtime, Worker
 from relay.sinks.base import Message, Sink
@@ -151,7 +151,8 @@ class Flow:
         plan = plan_event(
             self.config.rules, envelope, Arrival("clerk", message_id, event_id, type, now)
         )
-        record = NewEvent(event_id, "clerk", message_id, type, now, json.dumps(envelope).encode())
+        body = deepjson.dumps(envelope).encode()  # any depth, as a sender may sign it
+        record = NewEvent(event_id, "clerk", message_id, type, now, body)
         return event_id, await self.store.admit(record, plan.deliveries, plan.steps)
 
     async def run_due(self) -> int:
