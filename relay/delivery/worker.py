@@ -473,18 +473,16 @@ class Worker:
             recorded = await self.store.record_retry(attempt, self.clock() + delay, lease=lease)
             if self._report(recorded, "retry", {**fields, "retry_in_s": round(delay, 1)}):
                 self.metrics.retried(sink)
-        if recorded is Recorded.CANCELLED:
-            self.metrics.cancelled(sink, rule)
 
     def _report(self, recorded: Recorded, outcome: str, fields: dict[str, Any]) -> bool:
         """Log the outcome; True if it moved the delivery as the attempt said (the caller
         counts it). A delivery cancelled while the attempt ran was left cancelled by a failure
-        (the cancel won: no retry) and moved to delivered by a success (the send won); both are
-        said. Otherwise the attempt outlived its claim's lease (the process stalled past it,
-        say) and the delivery has been claimed again (or replayed) since: the attempt is in its
-        history, the delivery is left to whoever holds it now, and this is only logged. If such
-        an attempt delivered, the receiver may get the message twice, with the same
-        idempotency key."""
+        (the cancel won: no retry, counted cancelled here) and moved to delivered by a success
+        (the send won); both are said. Otherwise the attempt outlived its claim's lease (the
+        process stalled past it, say) and the delivery has been claimed again (or replayed)
+        since: the attempt is in its history, the delivery is left to whoever holds it now, and
+        this is only logged. If such an attempt delivered, the receiver may get the message
+        twice, with the same idempotency key."""
         if recorded is Recorded.CANCELLED:
             won = outcome == "delivered"
             message = (
@@ -494,6 +492,8 @@ class Worker:
             )
             fields = {**fields, "result": outcome, "outcome": "delivered" if won else "cancelled"}
             logs.emit(log, logging.INFO if won else logging.WARNING, message, fields)
+            if not won:
+                self.metrics.cancelled(fields["sink"], fields["rule"])
             return won
         if recorded is Recorded.MOVED:
             level = logging.WARNING if outcome == "dead" else logging.INFO
@@ -520,8 +520,6 @@ class Worker:
         }
         if self._report(recorded, "dead", fields):
             self.metrics.dead(claimed.sink, claimed.rule)
-        elif recorded is Recorded.CANCELLED:
-            self.metrics.cancelled(claimed.sink, claimed.rule)
 
     @staticmethod
     def _clean(text: str, runtime: Runtime) -> str:

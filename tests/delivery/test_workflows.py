@@ -230,6 +230,10 @@ async def test_a_cancel_while_the_send_is_in_flight(flow: Flow, ends: str) -> No
     held.outcome.set_result(None if ends == "delivers" else RetryableError("503", status=503))
     await tick
     welcome, _ = await flow.deliveries(event_id, "onboarding")
+    counted = flow.worker.metrics.registry.get_sample_value(
+        "relay_deliveries_total", {"sink": "email", "rule": "onboarding", "outcome": "cancelled"}
+    )
+    assert counted == (1.0 if ends == "fails" else None)
     if ends == "fails":
         assert (welcome.status, welcome.attempts) == ("cancelled", 1)
     else:
