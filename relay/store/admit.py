@@ -222,10 +222,8 @@ def _in_batch(
 class Admits:
     """``ingest`` for a store that implements ``admit``: the same, without the steps' results."""
 
-    async def ingest(
-        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
-    ) -> IngestOutcome:
-        return (await self.admit(event, deliveries, steps)).outcome
+    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
+        return (await self.admit(event, deliveries)).outcome
 
     async def admit(
         self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()

@@ -67,11 +67,6 @@ class Recorded(enum.Enum):
     # cancel's reason kept), a failure left it cancelled (recorded in its history, not retried).
     CANCELLED = "cancelled"
 
-    def __bool__(self) -> bool:
-        """True when the delivery moved as the result said (what ``record_*`` returned before
-        there were cancels)."""
-        return self is Recorded.MOVED
-
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
@@ -159,13 +154,11 @@ class Queue(Lifecycle, Protocol):
         """Have ``observe(kind, seconds, writes)`` called after each group commit (kind
         ``ingest``, and ``results`` where attempt results are grouped too)."""
 
-    async def ingest(
-        self, event: NewEvent, deliveries: Sequence[NewDelivery], steps: Sequence[Step] = ()
-    ) -> IngestOutcome:
+    async def ingest(self, event: NewEvent, deliveries: Sequence[NewDelivery]) -> IngestOutcome:
         """Store the event and its deliveries in ONE durable commit, or report a duplicate.
 
         Deduplicates on (source, message_id). Raises StoreUnavailableError if it cannot commit.
-        ``steps`` are the workflow decisions made in the same commit (``admit``).
+        An event with workflow steps goes through ``admit``.
         """
 
     async def admit(

@@ -151,9 +151,5 @@ class Workflow:
     digest: Digest | None = None
     limit: Limit | None = None
 
-    @property
-    def plain(self) -> bool:
-        return self.cancel is None and self.digest is None and self.limit is None
-
 
 NO_WORKFLOW = Workflow()
