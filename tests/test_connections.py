@@ -8,10 +8,9 @@ import errno
 import logging
 import socket
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from relay.server.connections import (
@@ -91,15 +90,13 @@ def test_relay_listens_on_sockets_that_say_they_are_tcp() -> None:
         sock.close()
 
 
-def test_the_guard_wraps_httptools_by_default_and_h11_on_request() -> None:
-    """guard.protocol() is uvicorn's httptools protocol under the guard (what relay serve uses);
-    protocol("h11") the h11 one; both classes share the one guard."""
+def test_the_guard_wraps_uvicorns_httptools_protocol() -> None:
+    """guard.protocol() is uvicorn's httptools protocol under the guard (what relay serve uses),
+    its connections sharing the one guard."""
     guard = ConnectionGuard(max_connections=8, idle_timeout_s=5.0)
-    fast, slow = guard.protocol(), guard.protocol("h11")
-    assert issubclass(fast, HttpToolsProtocol)
-    assert issubclass(slow, H11Protocol)
-    assert fast.guard is guard
-    assert slow.guard is guard
+    protocol = guard.protocol()
+    assert issubclass(protocol, HttpToolsProtocol)
+    assert protocol.guard is guard
 
 
 def test_httptools_connections_linger_while_a_body_may_still_come() -> None:
@@ -107,11 +104,11 @@ def test_httptools_connections_linger_while_a_body_may_still_come() -> None:
     or after an unparsable request (answered 400); not once the body is whole or between
     requests."""
     protocol = RelayHttpToolsProtocol.__new__(RelayHttpToolsProtocol)
-    protocol.cycle = None
+    protocol.cycle = cast(Any, None)
     assert not protocol._unread()
-    protocol.cycle = SimpleNamespace(more_body=True)
+    protocol.cycle = cast(Any, SimpleNamespace(more_body=True))
     assert protocol._unread()
-    protocol.cycle = SimpleNamespace(more_body=False)
+    protocol.cycle = cast(Any, SimpleNamespace(more_body=False))
     assert not protocol._unread()
     protocol._bad_request = True
     assert protocol._unread()

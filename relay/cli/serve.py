@@ -169,7 +169,7 @@ def _serve(settings: Settings, config: Config, store: Store, say: Callable[[str]
             app,
             host=settings.host,
             port=settings.port,
-            http=guard.protocol("httptools"),
+            http=guard.protocol(),
             # asyncio's loop, even where uvloop is installed: AcceptFailures reads asyncio's
             # accept() error (uvloop reports it otherwise), and the suites run on asyncio
             loop="asyncio",

@@ -1,7 +1,6 @@
 """The HTTP connections a relay serves: bounded in number, never idle for long, and closed so that
 the client reads its answer. uvicorn's httptools protocol (its C parser: 1.4-1.7x the requests a
-core serves with h11, bench/RESULTS.md), with a ``ConnectionGuard`` shared by all; the same
-guard also wraps uvicorn's h11 protocol (``ConnectionGuard.protocol("h11")``).
+core serves with h11, bench/RESULTS.md), with a ``ConnectionGuard`` shared by all.
 
 - **At most ``max_connections`` open.** A connection past the limit closes the connection that
   has been idle longest (no request in progress: a crowd of idle sockets cannot keep anyone
@@ -32,10 +31,8 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("relay.server.connections")
@@ -60,7 +57,7 @@ class ConnectionGuard:
         self.max_lingering = max(1, max_connections // 8)
         self.open = 0  # connections holding a slot (not closing)
         self.lingering = 0
-        self.idle: dict[_Guarded, None] = {}  # idle connections, longest idle first
+        self.idle: dict[RelayHttpToolsProtocol, None] = {}  # idle connections, longest idle first
         self.refused = 0  # answered 503: too many connections
         self.evicted = 0  # idle connections closed to make room
         self.idle_closed = 0  # idle past idle_timeout_s
@@ -73,32 +70,16 @@ class ConnectionGuard:
             return True
         return False
 
-    def protocol(
-        self, http: Literal["httptools", "h11"] = "httptools"
-    ) -> type[RelayHttpToolsProtocol | RelayH11Protocol]:
+    def protocol(self) -> type[RelayHttpToolsProtocol]:
         """The protocol class for uvicorn's ``http=``, its connections sharing this guard."""
-        base: type[RelayHttpToolsProtocol | RelayH11Protocol]
-        base = RelayHttpToolsProtocol if http == "httptools" else RelayH11Protocol
-        return type(f"Guarded{base.__name__}", (base,), {"guard": self})
+        return type("GuardedHttpToolsProtocol", (RelayHttpToolsProtocol,), {"guard": self})
 
 
-class _Guarded(asyncio.Protocol):
-    """What the guard adds to a uvicorn HTTP protocol (see the module docstring); mixed in
-    before uvicorn's class, which it calls through ``super()``. A subclass says whether the
-    client may still be sending (``_unread``) and how an idle connection closes."""
+class RelayHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol under a ``ConnectionGuard`` (see the module docstring)."""
 
     guard: ClassVar[ConnectionGuard]
-    if TYPE_CHECKING:  # uvicorn's, on the class this is mixed into
-        transport: asyncio.Transport
-        loop: asyncio.AbstractEventLoop
-        cycle: Any
-
-    def _unread(self) -> bool:
-        """Whether the client may still be sending this request (its body, unread)."""
-        raise NotImplementedError
-
-    def _close_protocol(self) -> None:
-        """Tell the HTTP protocol the connection is closing (before the transport closes)."""
+    _bad_request = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._raw = transport
@@ -136,6 +117,27 @@ class _Guarded(asyncio.Protocol):
         if self._draining:
             self._stop_lingering()
 
+    def _unread(self) -> bool:
+        """Whether the client may still be sending: a request whose body is not read whole
+        (answered before it: 413, 408, 503), or one httptools could not parse (answered 400)."""
+        cycle = self.cycle
+        return self._bad_request or (cycle is not None and cycle.more_body)
+
+    def send_400_response(self, msg: str) -> None:
+        self._bad_request = True
+        super().send_400_response(msg)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._track()
+
+    def shutdown(self) -> None:
+        """The server is shutting down: a lingering close ends now; the rest as uvicorn does."""
+        if self._draining:
+            self._stop_lingering()
+            return
+        super().shutdown()
+
     # --- idle connections ----------------------------------------------------------------------
 
     def _track(self) -> None:
@@ -166,7 +168,6 @@ class _Guarded(asyncio.Protocol):
         """Close this idle connection (no request in progress), as uvicorn's keep-alive timeout."""
         self._release()
         if not self.transport.is_closing():
-            self._close_protocol()
             self.transport.close()
 
     def _release(self) -> None:
@@ -209,60 +210,10 @@ class _Guarded(asyncio.Protocol):
         self._raw.close()
 
 
-class RelayHttpToolsProtocol(_Guarded, HttpToolsProtocol):
-    """uvicorn's httptools protocol under a ``ConnectionGuard``."""
-
-    _bad_request = False
-
-    def _unread(self) -> bool:
-        # A request whose body is not read whole (answered before it: 413, 408, 503), or one
-        # httptools could not parse (answered 400): the client may still be writing.
-        cycle = self.cycle
-        return self._bad_request or (cycle is not None and cycle.more_body)
-
-    def send_400_response(self, msg: str) -> None:
-        self._bad_request = True
-        super().send_400_response(msg)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._track()
-
-    def shutdown(self) -> None:
-        """The server is shutting down: a lingering close ends now; the rest as uvicorn does."""
-        if self._draining:
-            self._stop_lingering()
-            return
-        super().shutdown()
-
-
-class RelayH11Protocol(_Guarded, H11Protocol):
-    """uvicorn's h11 protocol under a ``ConnectionGuard``."""
-
-    def _unread(self) -> bool:
-        return self.conn.their_state in (h11.SEND_BODY, h11.ERROR)
-
-    def _close_protocol(self) -> None:
-        with contextlib.suppress(h11.LocalProtocolError):
-            self.conn.send(h11.ConnectionClosed())
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._track()
-
-    def shutdown(self) -> None:
-        """The server is shutting down: a lingering close ends now; the rest as uvicorn does."""
-        if self._draining:
-            self._stop_lingering()
-            return
-        with contextlib.suppress(h11.LocalProtocolError):
-            super().shutdown()
-
-
 class _Lingering(asyncio.Transport):
     """The transport as uvicorn sees it: ``close()`` asks the protocol how to close."""
 
-    def __init__(self, transport: asyncio.Transport, protocol: _Guarded) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: RelayHttpToolsProtocol) -> None:
         super().__init__()
         self._transport = transport
         self._protocol = protocol
