@@ -64,16 +64,24 @@ def database_url(args: argparse.Namespace) -> str:
     return str(args.database or Settings.from_env().database_url)
 
 
-def load(settings: Settings, mode: Mode, out: TextIO, *, warnings: bool = True) -> Config | None:
-    """Load the config, printing located errors (and warnings); None when it is invalid."""
+def load(
+    settings: Settings,
+    mode: Mode,
+    out: TextIO,
+    *,
+    warnings: bool = True,
+    report: Callable[[Sequence[Diagnostic]], None] | None = None,
+) -> Config | None:
+    """Load the config, printing located errors (and warnings) to ``out``, or handing them to
+    ``report``; None when it is invalid."""
+    show = report or (lambda diagnostics: print_diagnostics(diagnostics, out))
     try:
         config = load_config(settings.rules_path, settings.templates_dir, mode=mode)
     except ConfigError as exc:
-        shown = [d for d in exc.diagnostics if warnings or d.severity == "error"]
-        print_diagnostics(shown, out)
+        show([d for d in exc.diagnostics if warnings or d.severity == "error"])
         return None
     if warnings:
-        print_diagnostics(list(config.warnings), out)
+        show(list(config.warnings))
     return config
 
 

@@ -8,18 +8,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import io
 import logging
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from relay.cli._shared import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load, settings_for
-from relay.errors import StoreError
+from relay.config import Mode
+from relay.errors import Diagnostic, StoreError
 from relay.server.connections import (
     AcceptFailures,
     ConnectionGuard,
@@ -115,9 +115,8 @@ def run(settings: Settings) -> int:
     if settings.ops_port is not None and settings.ops_port == settings.port:
         say(f"relay: the ops port must differ from the port ({settings.port})")
         return EXIT_USAGE
-    found = io.StringIO()
-    config = load(settings, "dry-run" if settings.dry_run else "serve", found)
-    say(found.getvalue())
+    mode: Mode = "dry-run" if settings.dry_run else "serve"
+    config = load(settings, mode, sys.stderr, report=_logged if as_json else None)
     if config is None:
         say("relay: not starting: fix the errors above (`relay check` shows them too)")
         return EXIT_FAILED
@@ -192,11 +191,17 @@ def _printed(text: str) -> None:
 
 
 def _said_as_log_lines(text: str) -> None:
-    """Each line of ``text`` (config diagnostics, why relay is not starting) as a log line of
-    its own, a warning or an error: in JSON mode nothing on stderr is anything but JSON."""
+    """Why relay is not starting, as an error log line: in JSON mode nothing on stderr is
+    anything but JSON."""
+    logging.getLogger("relay.serve").error(text)
+
+
+def _logged(diagnostics: Sequence[Diagnostic]) -> None:
+    """The config's diagnostics as log lines, a warning or an error each (JSON mode)."""
     log = logging.getLogger("relay.serve")
-    for line in text.splitlines():
-        log.log(logging.WARNING if ": warning: " in line else logging.ERROR, line)
+    for diagnostic in diagnostics:
+        level = logging.WARNING if diagnostic.severity == "warning" else logging.ERROR
+        log.log(level, str(diagnostic))
 
 
 def _connections(settings: Settings) -> int:
