@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from relay.config import Config, Mode, load_config
 from relay.config.samples import load_samples, render_all
@@ -26,6 +27,11 @@ def fingerprint(settings: Settings) -> Fingerprint:
     paths = [settings.rules_path]
     if settings.templates_dir.is_dir():
         paths += sorted(p for p in settings.templates_dir.rglob("*") if p.is_file())
+    return stats(paths)
+
+
+def stats(paths: Iterable[Path]) -> Fingerprint:
+    """Name, mtime and size of each of ``paths`` that exists."""
     out = []
     for path in paths:
         try:

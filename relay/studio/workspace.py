@@ -28,7 +28,7 @@ from relay.config.samples import (
 )
 from relay.delivery.snapshot import redacted
 from relay.errors import ConfigError, Diagnostic
-from relay.reload import fingerprint
+from relay.reload import fingerprint, stats
 from relay.settings import Settings
 from relay.studio.exhibits import Exhibit, exhibit
 
@@ -88,14 +88,9 @@ class Workspace:
 
     def fingerprint(self) -> str:
         """Changes whenever rules.yaml, a template or a sample changes (name, mtime, size)."""
-        files = [*fingerprint(self.settings)]
         folder = self.settings.samples_dir
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            files.append((str(path), st.st_mtime_ns, st.st_size))
+        samples = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        files = fingerprint(self.settings) + stats(samples)
         return hashlib.sha256(repr(files).encode()).hexdigest()[:16]
 
     def loaded(self) -> Loaded:
