@@ -14,7 +14,7 @@ import jinja2
 from relay.errors import TemplateError
 from relay.recipients.links import Link, UnsubscribeSend
 from relay.templates import digest_context, event_context, render_data
-from relay.workflow.spec import NO_WORKFLOW, Timing, Workflow
+from relay.workflow.spec import NO_WORKFLOW, Timing, Workflow, types_regex
 
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?-]+$")  # ':' for Klaviyo topics (event:klaviyo.x)
 
@@ -117,10 +117,7 @@ class Rule:
 
     @functools.cached_property
     def _types(self) -> re.Pattern[str]:
-        """The rule's patterns as one regex, compiled once: every event is matched against
-        every rule."""
-        alternatives = "|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns)
-        return re.compile(alternatives or "(?!)")
+        return types_regex(self.patterns)
 
     def matches_type(self, event_type: str) -> bool:
         """Whether ``event_type`` matches any of the rule's patterns (as ``pattern_matches``)."""

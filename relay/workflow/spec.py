@@ -110,6 +110,13 @@ class Timing:
         return None if self.window is None else self.window.zone.for_event(event)
 
 
+def types_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """Event type patterns (``user.*``) as one regex, to compile once: a rule's ``events`` or
+    its ``cancel_on``, which every event is matched against. Matches nothing when empty."""
+    alternatives = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)
+    return re.compile(alternatives or "(?!)")
+
+
 @dataclass(frozen=True)
 class CancelOn:
     patterns: tuple[str, ...]
@@ -120,9 +127,7 @@ class CancelOn:
 
     @functools.cached_property
     def _types(self) -> re.Pattern[str]:
-        """The patterns as one regex, compiled once (as ``Rule`` does its ``events``)."""
-        alternatives = "|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns)
-        return re.compile(alternatives or "(?!)")
+        return types_regex(self.patterns)
 
 
 @dataclass(frozen=True)
