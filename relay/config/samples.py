@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relay.config.checks import shown
 from relay.config.model import Config
 from relay.config.workflow import check_samples, describe_timing, describe_workflow
 from relay.errors import Diagnostic, PayloadError, TemplateError
@@ -187,18 +188,9 @@ def _why(rule: Rule, event: Mapping[str, Any]) -> tuple[bool, str]:
         return False, f"{event_type} does not match {', '.join(rule.patterns)}"
     if rule.condition is not None and not rule.condition.evaluate(event):
         error = rule.condition.explain(event)
-        detail = f" ({error})" if error else f": it is {_shown(rule.condition.value(event))}"
+        detail = f" ({error})" if error else f": it is {shown(rule.condition.value(event), 80)}"
         return False, f"condition `{rule.condition.source}` is false{detail}"
     return True, "matched"
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """A value as a reason quotes it: its JSON (or repr), clipped to ``limit`` characters."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _preview_send(
