@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
 from relay.errors import PayloadError
+from relay.sinks.httpcheck import excerpt
 
 __all__ = ["MAX_BLOCKS", "TEXT_SLOTS", "validate_blocks"]
 
@@ -90,6 +91,6 @@ def validate_blocks(value: object) -> list[dict[str, Any]]:
                 raise _problem((*path, "type"), f"unknown block type {item['type']!r:.40}")
             block.validate_json()
         except (SlackObjectFormationError, TypeError, ValueError, AttributeError) as exc:
-            detail = " ".join((str(exc) or type(exc).__name__).split())[:200]
+            detail = excerpt(str(exc) or type(exc).__name__)
             raise _problem(path, f"({item['type']}) {detail}") from exc
     return value
