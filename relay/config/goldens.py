@@ -5,7 +5,7 @@ report a test runner prints (PASS, or FAIL with each difference).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from relay.config.checks import problems
 from relay.config.model import Config
 from relay.config.samples import PreviewRule, PreviewSend, preview
 from relay.errors import Diagnostic
+from relay.sources.base import lookup
 
 __all__ = ["CaseResult", "report", "run_case", "run_file", "tests_path"]
 
@@ -30,18 +31,6 @@ class CaseResult:
 
 
 _MISSING = object()
-
-
-def _field(payload: Mapping[str, Any], path: str) -> Any:
-    node: Any = payload
-    for part in path.split("."):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return _MISSING
-    return node
 
 
 def run_file(config: Config, path: Path) -> tuple[list[CaseResult], list[Diagnostic]]:
@@ -98,7 +87,7 @@ def _check_send(check: SendCheck, sends: Sequence[tuple[str, PreviewSend]]) -> l
     failures = []
     where = f"{rule} -> {send.sink}"
     for path, field_check in check.fields.items():
-        value = _field(send.payload, path)
+        value = lookup(send.payload, path, _MISSING)
         if value is _MISSING:
             has = ", ".join(send.payload)
             failures.append([f"{where}: {path}: not in the message (it has {has})"])

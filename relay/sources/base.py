@@ -168,15 +168,16 @@ def blank_to_none(value: object) -> object:
     return None if value == "" else value
 
 
-def lookup(doc: Any, path: str) -> object:
-    """The value at a dotted path in parsed JSON (``data.id``; a number indexes a list), or None."""
+def lookup(doc: Any, path: str, default: object = None) -> object:
+    """The value at a dotted path in parsed JSON (``data.id``; a number indexes a list), or
+    ``default`` when there is none."""
     for part in path.split("."):
         if isinstance(doc, dict) and part in doc:
             doc = doc[part]
         elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
             doc = doc[int(part)]
         else:
-            return None
+            return default
     return doc
 
 
