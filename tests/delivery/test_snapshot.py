@@ -77,12 +77,17 @@ async def test_a_secret_that_reaches_a_payload_is_stored_redacted(
 
 
 async def test_a_template_that_fails_stores_no_render(make_harness: Callable[..., Harness]) -> None:
-    """An attempt that never rendered (its template failed) has no render stored."""
+    """An attempt that never rendered (its template failed) has no render stored, while one
+    that rendered, beside it, has."""
     h = make_harness()
     dlv = await h.add("nickname", "alpha", type="user.updated")
+    sent = await h.add("to-alpha", "alpha")
     await h.run_due()
     (attempt,) = await h.attempts(dlv)
     assert (attempt.outcome, attempt.rendered) == ("dead", None)
+    (delivered,) = await h.attempts(sent)
+    assert delivered.outcome == "delivered"
+    assert json.loads(delivered.rendered or "") == {"body": {"user": "user_2"}}
 
 
 def test_a_payload_nested_too_deep_is_stored_as_a_note() -> None:
