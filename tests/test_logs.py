@@ -7,6 +7,8 @@ import contextlib
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -295,3 +297,32 @@ def test_console_format_names_a_library_logger(
     first, second = stream.getvalue().splitlines()
     assert first.endswith("WARNING uvicorn.error: Invalid HTTP request received.")
     assert second.endswith("WARNING slow disk")
+
+
+def test_capture_process_turns_warnings_and_uncaught_exceptions_into_json_lines() -> None:
+    """After capture_process, a warning, an exception escaping a thread and one escaping the
+    main thread each come out as one JSON log line with its traceback, nothing else."""
+    script = (
+        "import threading, warnings\n"
+        "from relay.logs import capture_process, configure\n"
+        "configure('json')\n"
+        "capture_process()\n"
+        "warnings.warn('old api')\n"
+        "t = threading.Thread(target=lambda: 1 / 0, name='worker-1')\n"
+        "t.start(); t.join()\n"
+        "raise KeyError('boom')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(line["level"], line["logger"]) for line in lines] == [
+        ("warning", "py.warnings"),
+        ("error", "relay.process"),
+        ("critical", "relay.process"),
+    ]
+    assert "old api" in lines[0]["msg"]
+    assert lines[1]["thread"] == "worker-1"
+    assert "ZeroDivisionError" in lines[1]["exception"]
+    assert "KeyError: 'boom'" in lines[2]["exception"]
