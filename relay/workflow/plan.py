@@ -76,22 +76,21 @@ class Plan:
 def plan_event(rules: Sequence[PlannedRule], event: Mapping[str, Any], arrival: Arrival) -> Plan:
     plan = Plan()
     for rule in rules:
-        workflow = rule.workflow
-        if workflow.cancel is not None and workflow.cancel.matches_type(arrival.type):
-            key = _key(plan, rule.name, "cancel key", workflow.cancel.key, event)
-            if key is not None:
-                reason = f"cancelled by {arrival.type} {arrival.message_id} ({arrival.event_id})"
-                plan.steps.append(Cancel(rule.name, key, reason))
-        if not rule.matches(event):
+        workflow, matched = rule.workflow, rule.matches(event)
+        cancels = workflow.cancel is not None and workflow.cancel.matches_type(arrival.type)
+        cancel_key = None  # rendered once: for the cancel this event makes, and its deliveries'
+        if workflow.cancel is not None and (cancels or (matched and workflow.digest is None)):
+            cancel_key = _key(plan, rule.name, "cancel key", workflow.cancel.key, event)
+        if cancels and cancel_key is not None:
+            reason = f"cancelled by {arrival.type} {arrival.message_id} ({arrival.event_id})"
+            plan.steps.append(Cancel(rule.name, cancel_key, reason))
+        if not matched:
             continue
         plan.rules.append(rule.name)
         plan.sends += len(rule.sends)
         if workflow.digest is not None:
             plan.steps.append(_batched(plan, rule, workflow.digest, event, arrival))
             continue
-        cancel_key = None
-        if workflow.cancel is not None:
-            cancel_key = _key(plan, rule.name, "cancel key", workflow.cancel.key, event)
         deliveries = [_delivery(rule, s, event, arrival, cancel_key) for s in rule.sends]
         if workflow.limit is None:
             plan.deliveries.extend(deliveries)

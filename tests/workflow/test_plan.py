@@ -11,7 +11,7 @@ from relay.store import DeliveryStatus
 from relay.store.steps import Batched, Cancel, Limited
 from relay.workflow.plan import Arrival, plan_event
 from relay.workflow.spec import MAX_KEY_CHARS, clean_key
-from tests.delivery.workflow_harness import DAY, load, utc
+from tests.delivery.workflow_harness import DAY, RULES, load, utc
 
 T0 = utc("2026-03-27 10:00")  # a Friday, 11:00 in Berlin
 
@@ -98,6 +98,26 @@ def test_keys_that_do_not_render_lose_nothing(rules) -> None:  # type: ignore[no
         " attribute 'id'"
     ]
     assert len(updated.problems) == len(session.problems) == 1
+
+
+def test_a_rule_that_both_sends_and_cancels_on_an_event_renders_its_key_once(
+    tmp_path: Path,
+) -> None:
+    """A rule on user.* that cancels on user.deleted: a user.deleted both cancels and is sent;
+    its key is rendered once (a key that fails is one problem, not two)."""
+    both = RULES.replace("events: user.created\n    cancel_on", "events: user.*\n    cancel_on", 1)
+    assert both != RULES
+    rules = load(tmp_path, both).rules
+    deleted = plan_event(rules, {"type": "user.deleted", "data": {"id": "user_1"}},
+                         arrival("user.deleted"))  # fmt: skip
+    (cancel,) = [s for s in deleted.steps if isinstance(s, Cancel)]
+    assert cancel.cancel_key == "user_1"
+    assert {d.cancel_key for d in deleted.deliveries} == {"user_1"}
+    broken = plan_event(rules, {"type": "user.deleted", "data": {}}, arrival("user.deleted"))
+    assert broken.problems == [
+        "rule onboarding: cancel key did not render: undefined variable: 'dict object' has no"
+        " attribute 'id'"
+    ]
 
 
 @pytest.mark.parametrize(
