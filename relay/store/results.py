@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from relay.errors import StoreError
@@ -58,13 +58,14 @@ class ResultChange:
             return row, None, Recorded.LEASE_LOST
         if status != DeliveryStatus.CANCELLED:
             return row, self.delivery_update(attempts), Recorded.MOVED
-        if self.status is DeliveryStatus.DELIVERED:
-            note = (last_error or "cancelled") + SENT_ANYWAY
-            return row, self.delivery_update(attempts, last_error=note), Recorded.CANCELLED
-        kept = self.delivery_update(
-            attempts, status=DeliveryStatus.CANCELLED, last_error=last_error
-        )
-        return row, kept, Recorded.CANCELLED
+        if self.status is DeliveryStatus.DELIVERED:  # the send won; the cancel's reason kept
+            won = replace(self, last_error=(last_error or "cancelled") + SENT_ANYWAY)
+            return row, won.delivery_update(attempts), Recorded.CANCELLED
+        lost = replace(  # the cancel won: cancelled as it was, with nothing due
+            self, status=DeliveryStatus.CANCELLED, next_attempt_at=None, last_error=last_error,
+            delivered_at=None,
+        )  # fmt: skip
+        return row, lost.delivery_update(attempts), Recorded.CANCELLED
 
     def describe(self) -> str:
         """What this write is, for errors (as ``PendingIngest.describe``)."""
@@ -75,24 +76,16 @@ class ResultChange:
         assert self.attempt is not None
         return {**asdict(self.attempt), "number": last_number + 1, "outcome": self.status.value}
 
-    def delivery_update(
-        self,
-        attempts_so_far: int,
-        *,
-        status: DeliveryStatus | None = None,
-        last_error: str | None = None,
-    ) -> tuple[Any, ...]:
-        """status, attempts, next_attempt_at, last_error, updated_at, delivered_at, id: this
-        change's, unless ``status`` (with ``last_error``) overrides them."""
+    def delivery_update(self, attempts_so_far: int) -> tuple[Any, ...]:
+        """status, attempts, next_attempt_at, last_error, updated_at, delivered_at, id."""
         attempts = attempts_so_far + 1 if self.attempt is not None else attempts_so_far
-        kept = status is not None
         return (
-            (status or self.status).value,
+            self.status.value,
             attempts,
-            None if kept else self.next_attempt_at,
-            last_error if kept or last_error is not None else self.last_error,
+            self.next_attempt_at,
+            self.last_error,
             self.updated_at,
-            None if kept else self.delivered_at,
+            self.delivered_at,
             self.delivery_id,
         )
 
